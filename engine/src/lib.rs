@@ -1,0 +1,1 @@
+//! AMVM migration engines. See `ARCHITECTURE.md`.

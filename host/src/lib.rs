@@ -1,0 +1,6 @@
+//! AMVM host: policy runtime, scheduler core, and the command line behind the `amvm` binary.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of subsystems.
+
+pub mod cli;
+pub mod scheduler;

@@ -1,0 +1,1 @@
+//! AMVM policy SDK.

@@ -1,0 +1,1 @@
+//! AMVM web dashboard. Not built yet: the dashboard arrives with its own issue.
