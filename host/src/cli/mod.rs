@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod policy;
+
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
 #[command(name = "amvm", version, about, long_about = None)]
@@ -21,6 +24,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Inspect, check and list consolidation policies (WebAssembly components).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print version information.
     Version,
 }
@@ -30,6 +39,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Version => {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
