@@ -24,7 +24,8 @@ use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snaps
 use super::strategy::{PolicyChoice, Strategy};
 use super::work::Work;
 
-/// Candidates checked per `would-overload` call during placement.
+/// Candidates checked by the first `would-overload` call during placement; each further call
+/// checks four times as many (8, 32, 128, …), so a long run of vetoed hosts costs few calls.
 const SHORTLIST: usize = 8;
 
 /// Why a scheduler could not be built.
@@ -119,7 +120,8 @@ fn instantiate(
     kind: PolicyKind,
     choice: &PolicyChoice,
 ) -> Result<PolicyInstance, SchedulerError> {
-    let load_err = |source| SchedulerError::Load { strategy: strategy.name.clone(), kind, module: choice.module.clone(), source };
+    let load_err =
+        |source| SchedulerError::Load { strategy: strategy.name.clone(), kind, module: choice.module.clone(), source };
     let module = if choice.is_file() {
         runtime.load_file(std::path::Path::new(&choice.module)).map_err(load_err)?
     } else {
@@ -464,11 +466,15 @@ impl Cycle<'_> {
         cand.n = idx.len() as u32;
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand))?;
-        let mut ranked: Vec<(f32, usize)> =
-            weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
+        let mut ranked: Vec<(f32, usize)> = weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let add = self.work.vm_batch(&[vm]);
-        for chunk in ranked.chunks(SHORTLIST) {
+        let mut start = 0;
+        let mut size = SHORTLIST;
+        while start < ranked.len() {
+            let chunk = &ranked[start..(start + size).min(ranked.len())];
+            start += chunk.len();
+            size *= 4;
             // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone
             // defines its load.
             let check: Vec<usize> = chunk.iter().map(|&(_, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
@@ -493,7 +499,12 @@ impl Cycle<'_> {
         let mut plan = Plan::default();
         let mut wake = HashSet::new();
         for &(vm, from, to, reason) in &self.migrations {
-            plan.migrations.push(Migration { vm: snap.vms.id[vm], from: snap.hosts.id[from], to: snap.hosts.id[to], reason });
+            plan.migrations.push(Migration {
+                vm: snap.vms.id[vm],
+                from: snap.hosts.id[from],
+                to: snap.hosts.id[to],
+                reason,
+            });
             if snap.hosts.state[to] == HostState::Asleep && wake.insert(to) {
                 plan.wake.push(snap.hosts.id[to]);
             }
@@ -501,7 +512,10 @@ impl Cycle<'_> {
         let mut sleep: HashSet<usize> = evacuated.into_iter().collect();
         // Active hosts left without VMs and without migrations in flight sleep too.
         for h in 0..snap.hosts.len() {
-            if snap.hosts.state[h] == HostState::Active && self.work.vms_on[h].is_empty() && snap.hosts.migrations_in_flight[h] == 0 {
+            if snap.hosts.state[h] == HostState::Active
+                && self.work.vms_on[h].is_empty()
+                && snap.hosts.migrations_in_flight[h] == 0
+            {
                 sleep.insert(h);
             }
         }

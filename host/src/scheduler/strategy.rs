@@ -120,7 +120,9 @@ impl Strategy {
     pub fn builtin_names() -> Vec<String> {
         let mut names = vec!["thr-mmt-0.8".to_string(), "iqr-mmt-1.5".into(), "mad-mmt-2.5".into()];
         names.extend(["lr-mmt-1.2", "lrr-mmt-1.2", "lr-mc-1.2", "lr-rs-1.2", "lr-mu-1.2"].map(String::from));
-        names.extend(["thr-mc-0.8", "thr-rs-0.8", "thr-mu-0.8", "iqr-mc-1.5", "mad-mc-2.5", "lrr-mc-1.2"].map(String::from));
+        names.extend(
+            ["thr-mc-0.8", "thr-rs-0.8", "thr-mu-0.8", "iqr-mc-1.5", "mad-mc-2.5", "lrr-mc-1.2"].map(String::from),
+        );
         names
     }
 
@@ -149,10 +151,14 @@ impl Strategy {
         }
         let value: f64 = param.parse().map_err(|_| unknown(format!("{param:?} is not a number")))?;
         let key = if threshold == "thr" { "upper" } else { "safety" };
+        // `lower = 1.0`: every non-overloaded host is a candidate for evacuation, least utilized
+        // first — Beloglazov & Buyya's underload rule, so results compare with CloudSim's.
         Ok(Strategy {
             name: name.to_string(),
             version: default_version(),
-            threshold: PolicyChoice::builtin(threshold).with(key, ParamValue::Float(value)),
+            threshold: PolicyChoice::builtin(threshold)
+                .with(key, ParamValue::Float(value))
+                .with("lower", ParamValue::Float(1.0)),
             selection: PolicyChoice::builtin(selection),
             placement: PolicyChoice::builtin(placement),
             fallback: Fallbacks::default(),
@@ -164,7 +170,8 @@ impl Strategy {
     pub fn from_toml_file(path: &Path) -> Result<Strategy, StrategyError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| StrategyError::Io { path: path.display().to_string(), source })?;
-        let mut s = Strategy::from_toml(&text).map_err(|message| StrategyError::Parse { path: path.display().to_string(), message })?;
+        let mut s = Strategy::from_toml(&text)
+            .map_err(|message| StrategyError::Parse { path: path.display().to_string(), message })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for choice in [&mut s.threshold, &mut s.selection, &mut s.placement] {
             if choice.is_file() && Path::new(&choice.module).is_relative() {
@@ -182,6 +189,49 @@ impl Strategy {
     /// The strategy as TOML (what `from_toml` reads).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render strategy: {e}\n"))
+    }
+
+    /// Overrides one setting: `threshold.NAME=VALUE`, `selection.NAME=VALUE`,
+    /// `placement.NAME=VALUE` (module parameters; numbers, `true`/`false` or text) or
+    /// `rules.persistence|max_migrations_per_host|vm_cooldown_cycles|seed=N`.
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (path, value) =
+            assignment.split_once('=').ok_or_else(|| format!("{assignment:?}: expected KIND.NAME=VALUE"))?;
+        let (kind, name) = path.split_once('.').ok_or_else(|| format!("{path:?}: expected KIND.NAME"))?;
+        let parsed = if let Ok(i) = value.parse::<i64>() {
+            ParamValue::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>() {
+            ParamValue::Float(f)
+        } else if let Ok(b) = value.parse::<bool>() {
+            ParamValue::Flag(b)
+        } else {
+            ParamValue::Text(value.to_string())
+        };
+        let choice = match kind {
+            "threshold" => &mut self.threshold,
+            "selection" => &mut self.selection,
+            "placement" => &mut self.placement,
+            "rules" => {
+                let n: u64 = value.parse().map_err(|_| format!("rules.{name}: {value:?} is not a whole number"))?;
+                let small = u32::try_from(n).map_err(|_| format!("rules.{name}: {n} is too large"));
+                match name {
+                    "persistence" => self.rules.persistence = small?,
+                    "max_migrations_per_host" => self.rules.max_migrations_per_host = small?,
+                    "vm_cooldown_cycles" => self.rules.vm_cooldown_cycles = small?,
+                    "seed" => self.rules.seed = n,
+                    _ => {
+                        return Err(format!(
+                            "unknown rule {name:?} (persistence, max_migrations_per_host, vm_cooldown_cycles, seed)"
+                        ))
+                    }
+                }
+                return Ok(());
+            }
+            _ => return Err(format!("{kind:?}: expected threshold, selection, placement or rules")),
+        };
+        // Integers are widened where the module declares a float (checked when loaded).
+        choice.params.insert(name.to_string(), parsed);
+        Ok(())
     }
 
     /// A built-in name or a TOML file.
@@ -216,10 +266,32 @@ mod tests {
 
     #[test]
     fn bad_names_say_why() {
-        for (name, needle) in [("foo", "three or four"), ("xx-mmt-0.8", "not a threshold"), ("thr-zz-0.8", "not a selection"), ("thr-mmt-abc", "not a number"), ("thr-mmt-0.8-zz", "not a placement")] {
+        for (name, needle) in [
+            ("foo", "three or four"),
+            ("xx-mmt-0.8", "not a threshold"),
+            ("thr-zz-0.8", "not a selection"),
+            ("thr-mmt-abc", "not a number"),
+            ("thr-mmt-0.8-zz", "not a placement"),
+        ] {
             let e = Strategy::builtin(name).unwrap_err().to_string();
             assert!(e.contains(needle), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn settings_override() {
+        let mut s = Strategy::builtin("lr-mmt-1.2").unwrap();
+        assert_eq!(s.threshold.params.get("lower"), Some(&ParamValue::Float(1.0)));
+        s.set("threshold.lower=0.3").unwrap();
+        s.set("rules.persistence=3").unwrap();
+        s.set("placement.use_asleep=true").unwrap();
+        assert_eq!(s.threshold.params.get("lower"), Some(&ParamValue::Float(0.3)));
+        assert_eq!(s.rules.persistence, 3);
+        assert_eq!(s.placement.params.get("use_asleep"), Some(&ParamValue::Flag(true)));
+        assert!(s.set("nope").is_err());
+        assert!(s.set("rules.persistence=-1").is_err());
+        assert!(s.set("rules.bogus=1").is_err());
+        assert!(s.set("engine.x=1").is_err());
     }
 
     #[test]
