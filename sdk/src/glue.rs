@@ -111,11 +111,11 @@ fn configure_with<P>(
     Ok(())
 }
 
-fn configured<'a, P>(
-    slot: &'a mut Option<P>,
+fn configured<P>(
+    slot: &mut Option<P>,
     descriptor: fn() -> Descriptor,
     build: fn(&Params) -> Result<P, String>,
-) -> &'a mut P {
+) -> &mut P {
     if slot.is_none() {
         crate::log::install_panic_hook();
         match build(&Params::resolve(&descriptor(), [])) {

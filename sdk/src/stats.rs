@@ -118,28 +118,32 @@ pub fn tricube_weights(n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Robust local regression (LOESS with one bisquare robustness iteration): a tricube-weighted
-/// fit, then the same fit re-weighted by `(1 − (r / 6s)²)²` of each residual `r`, with `s` the
-/// median absolute residual. Falls back to the first fit when the residuals are all zero.
+/// Robust local regression (LOESS, Cleveland 1979): a tricube-weighted fit, then up to three
+/// robustness iterations re-weighting each point by the bisquare `(1 − (r / 6s)²)²` of its
+/// residual `r`, `s` being the median absolute residual. Stops early once the residuals vanish.
 pub fn robust_linear_fit(y: &[f64]) -> Option<(f64, f64)> {
     let w = tricube_weights(y.len());
-    let (a, b) = weighted_linear_fit(y, &w)?;
-    let residuals: Vec<f64> = y.iter().enumerate().map(|(i, yi)| yi - (a + b * (i + 1) as f64)).collect();
-    let abs: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
-    let s6 = 6.0 * median(&abs);
-    if s6 <= 0.0 || !s6.is_finite() {
-        return Some((a, b));
+    let (mut a, mut b) = weighted_linear_fit(y, &w)?;
+    let mut robust = vec![0.0; y.len()];
+    let mut abs = vec![0.0; y.len()];
+    for _ in 0..3 {
+        for (i, yi) in y.iter().enumerate() {
+            abs[i] = (yi - (a + b * (i + 1) as f64)).abs();
+        }
+        let s6 = 6.0 * median(&abs);
+        if s6 <= 1e-12 || !s6.is_finite() {
+            break;
+        }
+        for i in 0..y.len() {
+            let u = abs[i] / s6;
+            robust[i] = if u < 1.0 { (1.0 - u * u).powi(2) * w[i] } else { 0.0 };
+        }
+        match weighted_linear_fit(y, &robust) {
+            Some(fit) => (a, b) = fit,
+            None => break,
+        }
     }
-    let w2: Vec<f64> = residuals
-        .iter()
-        .zip(&w)
-        .map(|(r, wi)| {
-            let u = r / s6;
-            let k = if u.abs() < 1.0 { (1.0 - u * u).powi(2) } else { 0.0 };
-            k * wi
-        })
-        .collect();
-    weighted_linear_fit(y, &w2).or(Some((a, b)))
+    Some((a, b))
 }
 
 /// Coefficient of determination R² of the multiple linear regression (with intercept) of `y`
@@ -163,10 +167,10 @@ pub fn r_squared(y: &[f64], xs: &[&[f64]]) -> Option<f64> {
     let beta = solve(a)?;
     let mean = y.iter().sum::<f64>() / m as f64;
     let (mut ss_res, mut ss_tot) = (0.0, 0.0);
-    for r in 0..m {
+    for (r, &yr) in y.iter().enumerate() {
         let fit: f64 = (0..p).map(|j| beta[j] * col(j, r)).sum();
-        ss_res += (y[r] - fit).powi(2);
-        ss_tot += (y[r] - mean).powi(2);
+        ss_res += (yr - fit).powi(2);
+        ss_tot += (yr - mean).powi(2);
     }
     if ss_tot <= 0.0 {
         return None;
@@ -184,10 +188,11 @@ fn solve(mut a: Vec<Vec<f64>>) -> Option<Vec<f64>> {
             return None;
         }
         a.swap(c, pivot);
-        for r in c + 1..p {
-            let f = a[r][c] / a[c][c];
-            for k in c..=p {
-                a[r][k] -= f * a[c][k];
+        let pivot_row = a[c].clone();
+        for row in a.iter_mut().skip(c + 1) {
+            let f = row[c] / pivot_row[c];
+            for (cell, &pv) in row.iter_mut().zip(&pivot_row).skip(c) {
+                *cell -= f * pv;
             }
         }
     }

@@ -1,5 +1,8 @@
 //! `amvm policy …` and `amvm bench policy` through the real binary.
 
+// Integration tests are their own crate: top-level #[test] functions are the convention here.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::process::Command;
 
 use amvm_tests::amvm_bin;

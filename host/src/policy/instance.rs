@@ -240,7 +240,7 @@ impl PolicyInstance {
                 Ok(r)
             }
             Err(e) => {
-                tracing::warn!(policy = %self.module.descriptor.name, function, error = %e, "policy call failed; instance will be replaced");
+                tracing::debug!(policy = %self.module.descriptor.name, function, error = %e, "policy call failed; instance will be replaced");
                 self.restarts += 1;
                 Err(e)
             }

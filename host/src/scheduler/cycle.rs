@@ -443,13 +443,17 @@ impl Cycle<'_> {
             vm_count: Vec::new(),
             asleep: Vec::new(),
         };
-        for h in 0..snap.hosts.len() {
-            if h == from || excluded[h] || self.work.state[h] == HostState::Down || !room(&self.work, h) {
+        let core_limit = |h: usize| snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY);
+        for (h, &skip) in excluded.iter().enumerate() {
+            if skip || h == from || self.work.state[h] == HostState::Down || !room(&self.work, h) {
                 continue;
             }
             let cap = self.work.hosts.cpu_capacity[h];
-            if self.work.cpu_used[h] + demand > cap || self.work.mem_used[h] + ram > self.work.hosts.mem_capacity[h] {
-                continue; // capacity filter: the VM does not fit
+            if self.work.cpu_used[h] + demand > cap
+                || self.work.mem_used[h] + ram > self.work.hosts.mem_capacity[h]
+                || demand > core_limit(h)
+            {
+                continue; // capacity filter: the VM does not fit (in total, or on one core)
             }
             idx.push(h);
             cand.cpu_used.push(self.work.cpu_used[h]);

@@ -36,6 +36,10 @@ pub struct HostTable {
     pub power_model: Vec<u32>,
     /// Migrations in or out of this host still running from earlier cycles.
     pub migrations_in_flight: Vec<u32>,
+    /// CPU capacity of one core (MIPS). A single-vCPU VM never demands more than one core, so
+    /// a host whose cores are slower than the VM's demand cannot take it (as CloudSim's
+    /// `isSuitableForVm`). Empty = no per-core limit.
+    pub core_mips: Vec<f32>,
     /// Measured memory utilization, `len × window`, oldest first; empty when not monitored.
     pub mem_history: Vec<f32>,
     /// Measured network utilization, `len × window`, oldest first; empty when not monitored.

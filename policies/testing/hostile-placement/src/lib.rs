@@ -37,10 +37,12 @@ impl PlacementPolicy for Hostile {
                 }
             }
             "grow" => {
+                // Reserve 8 MiB at a time without touching it: memory.grow, not memset.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
+                    let mut chunk: Vec<u8> = Vec::with_capacity(8 << 20);
+                    chunk.push(1);
+                    hoard.push(std::hint::black_box(chunk));
                 }
             }
             "recurse" => {
