@@ -50,7 +50,7 @@ pub enum PolicyError {
 
 fn log_suffix(log: &Option<String>) -> String {
     match log {
-        Some(line) => format!(" (module log: {line})"),
+        Some(line) => format!(" (module log: {})", line.split_whitespace().collect::<Vec<_>>().join(" ")),
         None => String::new(),
     }
 }
