@@ -3,4 +3,5 @@
 //! See `ARCHITECTURE.md` at the repository root for the map of subsystems.
 
 pub mod cli;
+pub mod monitor;
 pub mod scheduler;

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench_ingest;
+pub mod monitor;
+
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
 #[command(name = "amvm", version, about, long_about = None)]
@@ -23,6 +26,23 @@ pub struct Cli {
 pub enum Command {
     /// Print version information.
     Version,
+    /// Run the node agent: report host and VM metrics to a collector.
+    Agent(monitor::AgentArgs),
+    /// Run the metrics collector: receive agent reports, store RRD files.
+    Collector(monitor::CollectorArgs),
+    /// Read stored metrics (fetch values, draw graphs).
+    #[command(subcommand)]
+    Metrics(monitor::MetricsCommand),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+/// `amvm bench …` (each family adds its variant).
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Collector ingest: synthetic agents → real collector → real RRD files.
+    Ingest(bench_ingest::IngestArgs),
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -34,6 +54,10 @@ pub fn main() -> ExitCode {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(a) => monitor::run_agent(a),
+        Command::Collector(a) => monitor::run_collector(a),
+        Command::Metrics(m) => monitor::run_metrics(m),
+        Command::Bench(Bench::Ingest(a)) => bench_ingest::run(a),
     };
     match result {
         Ok(code) => code,
