@@ -211,19 +211,25 @@ fn put_sample(out: &mut Vec<u8>, (m, v): &Sample) {
     out.extend_from_slice(&v.unwrap_or(f64::NAN).to_be_bytes());
 }
 
-fn seal(kind: FrameKind, body: &[u8], key: &ClusterKey) -> Result<Vec<u8>, ProtoError> {
+/// Wraps `body` in a header of `kind` and appends the tag. Public so tests and the fuzz target
+/// can build authentic frames around arbitrary bodies.
+pub fn seal_raw(kind: u16, body: &[u8], key: &ClusterKey) -> Result<Vec<u8>, ProtoError> {
     let len = u16::try_from(body.len()).map_err(|_| ProtoError::TooLarge)?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(0);
-    out.extend_from_slice(&(kind as u16).to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(body);
     let mut mac = key.mac();
     mac.update(&out);
     out.extend_from_slice(&mac.finalize().into_bytes());
     Ok(out)
+}
+
+fn seal(kind: FrameKind, body: &[u8], key: &ClusterKey) -> Result<Vec<u8>, ProtoError> {
+    seal_raw(kind as u16, body, key)
 }
 
 fn report_prefix(r: &Report, seq: u64) -> Result<Vec<u8>, ProtoError> {
