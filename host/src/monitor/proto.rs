@@ -449,7 +449,7 @@ fn decode_report(body: &[u8]) -> Result<Report, ProtoError> {
                 let uuid = rec.array("vm uuid")?;
                 let name = rec.str8("vm name")?;
                 let mut vm = VmReport { uuid, name, samples: Vec::new() };
-                if rec.buf.len() % SAMPLE_LEN != 0 {
+                if !rec.buf.len().is_multiple_of(SAMPLE_LEN) {
                     return Err(ProtoError::Invalid("vm record length"));
                 }
                 while !rec.buf.is_empty() {

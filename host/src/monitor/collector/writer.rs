@@ -11,7 +11,7 @@
 //! oldest are dropped and counted (`samples_dropped`), so a stalled disk bounds memory.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
@@ -75,9 +75,7 @@ impl Writer {
         let n = self.shards.len();
         let mut locked: Vec<Option<std::sync::MutexGuard<'_, Pending>>> = (0..n).map(|_| None).collect();
         for (key, t, v) in samples {
-            let mut h = self.hasher.build_hasher();
-            key.hash(&mut h);
-            let i = (h.finish() % n as u64) as usize;
+            let i = (self.hasher.hash_one(&key) % n as u64) as usize;
             let guard = locked[i].get_or_insert_with(|| self.shards[i].pending.lock().unwrap_or_else(|p| p.into_inner()));
             let q = guard.series.entry(key).or_default();
             if q.len() >= self.max_pending {
