@@ -323,6 +323,49 @@ mod tests {
     }
 
     #[test]
+    fn reports_reach_rrd_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ClusterKey::new(b"collector-test-key-123".to_vec()).unwrap();
+        let mut cfg = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().into(), key.clone());
+        cfg.step = 1;
+        cfg.flush = Duration::from_millis(100);
+        let c = Collector::start(cfg.clone()).unwrap();
+        let agent = crate::monitor::agent::AgentConfig {
+            collector: c.local_addr(),
+            key,
+            cluster: "c".into(),
+            host: "h".into(),
+            node: [5; 16],
+            interval: Duration::from_millis(1100),
+            libvirt: None,
+            ack_timeout: Duration::from_millis(500),
+            retries: 3,
+            count: Some(3),
+        };
+        let summary = crate::monitor::agent::run(&agent, &AtomicBool::new(false)).unwrap();
+        assert_eq!(summary.frames_acked, 3);
+        let live = c.mirror().host_utilization("c", "h");
+        assert_eq!(live.mem.len(), 3, "{live:?}");
+        let stats = c.shutdown();
+        assert_eq!((stats.frames_ok, stats.write_errors), (3, 0));
+        assert_eq!(stats.samples_written, stats.samples_received);
+        assert!(dir.path().join("rrds/c/h/mem_total.rrd").exists());
+
+        // A restarted collector has the history back, and the host is down once silent.
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        let c = Collector::start(cfg).unwrap();
+        let m = c.mirror();
+        let reloaded = m.host_utilization("c", "h");
+        assert!(reloaded.mem.len() >= 2, "{reloaded:?}");
+        assert!(reloaded.mem.iter().all(|(_, v)| (0.0..=1.0).contains(v)));
+        let hosts = m.hosts(unix_now());
+        assert_eq!(hosts.len(), 1);
+        assert!(hosts[0].up);
+        assert!(!m.hosts(unix_now() + 10)[0].up);
+        c.shutdown();
+    }
+
+    #[test]
     fn sequence_window_dedupes_and_rejects_replays() {
         let mut s = None;
         let check = |s: &mut Option<NodeSeq>, b, q, t| NodeSeq::check(s, &report(b, q, t));
