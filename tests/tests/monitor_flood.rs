@@ -88,12 +88,14 @@ fn flood_of_bad_frames_loses_no_good_sample() {
         f.join().unwrap();
     }
     let bad = sent.load(Relaxed);
-    let s = collector.wait_stats("all bad frames counted and good samples written", |s| {
-        s["frames_rejected_auth"].as_u64().unwrap() + s["frames_rejected_malformed"].as_u64().unwrap() >= bad * 9 / 10
-            && s["samples_written"] == s["samples_received"]
-            && s["frames_ok"] == reports
+    // Datagrams the kernel dropped while the socket buffer was full never reach the collector;
+    // the good agent's lost frames are healed by its ACK/resend.
+    let s = collector.wait_stats("good samples written", |s| {
+        s["samples_written"] == s["samples_received"] && s["frames_ok"] == reports
     });
-    eprintln!("flood: {bad} bad frames sent; collector stats {s}");
+    let rejected = s["frames_rejected_auth"].as_u64().unwrap() + s["frames_rejected_malformed"].as_u64().unwrap();
+    eprintln!("flood: {bad} bad frames sent, {rejected} reached the collector and were rejected; stats {s}");
+    assert!(rejected > 1000, "too few bad frames reached the collector ({rejected})");
     assert!(bad > 1000, "the flood was too small to mean anything ({bad})");
     assert_eq!(s["frames_ok"], reports, "every good report arrived exactly once");
     assert!(s["frames_rejected_auth"].as_u64().unwrap() > 0);
