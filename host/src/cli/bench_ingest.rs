@@ -112,7 +112,17 @@ struct Counters {
     unacked: AtomicU64,
 }
 
-fn sender(addr: std::net::SocketAddr, key: ClusterKey, mut hosts: Vec<Sim>, window: usize, until: Instant, c: &Counters) -> anyhow::Result<()> {
+/// Sends reports round-robin over `hosts` until `until` or after `max_rounds` rounds, then waits
+/// for the outstanding acknowledgements. Returns the hosts (their clocks and sequence numbers).
+fn sender(
+    addr: std::net::SocketAddr,
+    key: ClusterKey,
+    mut hosts: Vec<Sim>,
+    window: usize,
+    until: Instant,
+    max_rounds: u64,
+    c: &Counters,
+) -> anyhow::Result<Vec<Sim>> {
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     sock.connect(addr)?;
     sock.set_read_timeout(Some(Duration::from_millis(2)))?;
@@ -120,13 +130,14 @@ fn sender(addr: std::net::SocketAddr, key: ClusterKey, mut hosts: Vec<Sim>, wind
     let mut buf = [0u8; 256];
     let mut round = 0u64;
     let mut next = 0usize;
+    let mut drain: Option<Instant> = None;
     let per_report: u64 = hosts.first().map_or(0, |h| 24 + h.report.vms.len() as u64 * 12);
     loop {
-        let sending = Instant::now() < until;
+        let sending = Instant::now() < until && round < max_rounds;
         if !sending && inflight.is_empty() {
             break;
         }
-        if !sending && Instant::now() > until + Duration::from_secs(10) {
+        if !sending && *drain.get_or_insert_with(|| Instant::now() + Duration::from_secs(10)) < Instant::now() {
             c.unacked.fetch_add(inflight.len() as u64, Relaxed);
             break;
         }
@@ -166,7 +177,27 @@ fn sender(addr: std::net::SocketAddr, key: ClusterKey, mut hosts: Vec<Sim>, wind
             }
         }
     }
-    Ok(())
+    Ok(hosts)
+}
+
+/// Runs one phase on all sender threads.
+fn phase(
+    addr: std::net::SocketAddr,
+    key: &ClusterKey,
+    groups: Vec<Vec<Sim>>,
+    window: usize,
+    until: Instant,
+    max_rounds: u64,
+    c: &Arc<Counters>,
+) -> anyhow::Result<Vec<Vec<Sim>>> {
+    let threads: Vec<_> = groups
+        .into_iter()
+        .map(|hosts| {
+            let (key, c) = (key.clone(), c.clone());
+            std::thread::spawn(move || sender(addr, key, hosts, window, until, max_rounds, &c))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))?).collect()
 }
 
 /// Runs the benchmark.
@@ -189,27 +220,39 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let start_t = (now - 86_400) / 15 * 15;
     let counters = Arc::new(Counters::default());
-    let t0 = Instant::now();
-    let until = t0 + Duration::from_secs(a.seconds.max(1));
     let senders = a.senders.clamp(1, 16);
     let per = a.hosts.max(1).div_ceil(senders);
-    let mut threads = Vec::new();
-    for s in 0..senders {
-        let first = s * per;
-        let n = per.min(a.hosts.max(1).saturating_sub(first));
-        if n == 0 {
-            continue;
+    let groups: Vec<Vec<Sim>> = (0..senders)
+        .map(|s| s * per)
+        .filter(|first| *first < a.hosts.max(1))
+        .map(|first| sim_hosts(first, per.min(a.hosts.max(1) - first), a.vms_per_host, start_t))
+        .collect();
+    let window = a.window.max(1);
+
+    // Warm-up: one report per host creates every RRD file (creation writes whole archives and is
+    // not the steady state being measured).
+    let warm = Instant::now();
+    let far = warm + Duration::from_secs(3600);
+    let groups = phase(addr, &key, groups, window, far, 1, &counters)?;
+    while collector.stats().samples_written < counters.samples_sent.load(Relaxed) {
+        if warm.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("warm-up did not finish writing within 10 minutes");
         }
-        let (key, c, hosts) = (key.clone(), counters.clone(), sim_hosts(first, n, a.vms_per_host, start_t));
-        let window = a.window.max(1);
-        threads.push(std::thread::spawn(move || sender(addr, key, hosts, window, until, &c)));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
-    }
+    let warmup_s = warm.elapsed().as_secs_f64();
+    let base = collector.stats();
+    collector.reset_latency();
+
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(a.seconds.max(1));
+    phase(addr, &key, groups, window, until, u64::MAX, &counters)?;
     let sent_done = t0.elapsed();
     let stats = collector.shutdown();
+    // Measured phase: from its first send until its last sample is on disk (final flush included).
     let elapsed = t0.elapsed().as_secs_f64();
+    let written = stats.samples_written - base.samples_written;
+    let calls = stats.rrd_calls - base.rrd_calls;
     let out = serde_json::json!({
         "hosts": a.hosts,
         "vms_per_host": a.vms_per_host,
@@ -217,14 +260,15 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         "seconds_total": elapsed,
         "writers": a.writers,
         "flush_ms": a.flush_ms,
+        "warmup_s": warmup_s,
+        "files_created_in_warmup": base.files_created,
         "samples_sent": counters.samples_sent.load(Relaxed),
         "samples_received": stats.samples_received,
         "samples_written": stats.samples_written,
         "samples_dropped": stats.samples_dropped,
-        "updates_per_s": stats.samples_written as f64 / elapsed,
-        "rrd_calls": stats.rrd_calls,
-        "samples_per_rrd_call": stats.samples_written as f64 / stats.rrd_calls.max(1) as f64,
-        "files": stats.files_created,
+        "updates_per_s": written as f64 / elapsed,
+        "rrd_calls": calls,
+        "samples_per_rrd_call": written as f64 / calls.max(1) as f64,
         "frames": counters.frames.load(Relaxed),
         "retransmits": counters.retransmits.load(Relaxed),
         "unacked_frames": counters.unacked.load(Relaxed),

@@ -198,6 +198,11 @@ impl Collector {
         self.stats.snapshot()
     }
 
+    /// Forgets latency observations so far (after a benchmark's warm-up).
+    pub fn reset_latency(&self) {
+        self.stats.latency_us.reset();
+    }
+
     /// Stops receiving, writes everything pending, and joins the threads.
     pub fn shutdown(mut self) -> StatsSnapshot {
         self.stop.store(true, Relaxed);

@@ -36,6 +36,13 @@ impl Histogram {
         ((SUB as u64 + sub + 1) << (octave - 3)).saturating_sub(1)
     }
 
+    /// Forgets every observation (benchmarks reset after their warm-up).
+    pub fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Relaxed);
+        }
+    }
+
     /// Records `n` observations of `us` microseconds.
     pub fn record(&self, us: u64, n: u64) {
         self.buckets[Self::index(us).min(self.buckets.len() - 1)].fetch_add(n, Relaxed);
