@@ -4,4 +4,5 @@
 
 pub mod cli;
 pub mod monitor;
+pub mod policy;
 pub mod scheduler;

@@ -22,7 +22,9 @@ fn libvirt_uri() -> &'static str {
     match daemon {
         Ok(o) if o.status.success() => "test+unix:///default",
         _ => {
-            eprintln!("SKIP daemon: libvirtd not reachable (run scripts/services.sh); using test:///default in-process");
+            eprintln!(
+                "SKIP daemon: libvirtd not reachable (run scripts/services.sh); using test:///default in-process"
+            );
             "test:///default"
         }
     }
@@ -32,12 +34,25 @@ fn libvirt_uri() -> &'static str {
 fn agent_to_collector_to_rrdtool() {
     let dir = tempfile::tempdir().unwrap();
     let collector = CollectorProc::start(dir.path(), &[]);
-    run_agent(&collector.addr, &["--interval", "1", "--cluster", "e2e", "--name", "node-a", "--libvirt", libvirt_uri(), "--count", "6"]);
+    run_agent(
+        &collector.addr,
+        &["--interval", "1", "--cluster", "e2e", "--name", "node-a", "--libvirt", libvirt_uri(), "--count", "6"],
+    );
     collector.wait_stats("6 reports written", |s| s["frames_ok"] == 6 && s["samples_written"] == s["samples_received"]);
 
     let host = dir.path().join("rrds/e2e/node-a");
     let vm = dir.path().join("rrds/e2e/vms").join(TEST_VM);
-    for m in ["heartbeat", "load_one", "cpu_user", "cpu_idle", "mem_total", "mem_free", "disk_total", "proc_total", "cpu_num"] {
+    for m in [
+        "heartbeat",
+        "load_one",
+        "cpu_user",
+        "cpu_idle",
+        "mem_total",
+        "mem_free",
+        "disk_total",
+        "proc_total",
+        "cpu_num",
+    ] {
         assert!(host.join(format!("{m}.rrd")).exists(), "missing {m}.rrd");
     }
     for m in ["vcpu_num", "vcpu_util", "vmem_total", "vbytes_in"] {
@@ -84,7 +99,12 @@ fn agent_to_collector_to_rrdtool() {
     // Stock rrdtool graph reads our files too.
     let stock_png = dir.path().join("stock.png");
     let def = format!("DEF:v={}:cpu_idle:AVERAGE", host.join("cpu_idle.rrd").display());
-    let st = Command::new("rrdtool").arg("graph").arg(&stock_png).args(["-s", "-5m", &def, "LINE1:v#ff0000"]).output().unwrap();
+    let st = Command::new("rrdtool")
+        .arg("graph")
+        .arg(&stock_png)
+        .args(["-s", "-5m", &def, "LINE1:v#ff0000"])
+        .output()
+        .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
 
     // Clear errors for bad input.

@@ -34,8 +34,8 @@ fn bad_frame(i: u64, rng: &mut rand_chacha::ChaCha8Rng, wrong: &ClusterKey) -> V
     let forged = forged_report(i).encode(wrong).unwrap().remove(0);
     match i % 6 {
         0 => (0..rng.random_range(0..1500)).map(|_| rng.random()).collect(), // noise
-        1 => forged,                                                        // wrong key
-        2 => forged[..rng.random_range(0..forged.len())].to_vec(),          // truncated
+        1 => forged,                                                         // wrong key
+        2 => forged[..rng.random_range(0..forged.len())].to_vec(),           // truncated
         3 => {
             let mut f = forged;
             f[8] = 0xff; // length field lies
@@ -82,7 +82,10 @@ fn flood_of_bad_frames_loses_no_good_sample() {
         .collect();
 
     let reports = 8;
-    run_agent(&collector.addr, &["--interval", "0.5", "--cluster", "flood", "--name", "node-good", "--libvirt", "none", "--count", "8"]);
+    run_agent(
+        &collector.addr,
+        &["--interval", "0.5", "--cluster", "flood", "--name", "node-good", "--libvirt", "none", "--count", "8"],
+    );
     stop.store(true, Relaxed);
     for f in flooders {
         f.join().unwrap();
@@ -109,6 +112,9 @@ fn flood_of_bad_frames_loses_no_good_sample() {
     // The collector is still up and still serving.
     let mut c = collector;
     assert!(c.child.try_wait().unwrap().is_none(), "collector died");
-    run_agent(&c.addr, &["--interval", "0.2", "--cluster", "flood", "--name", "node-good", "--libvirt", "none", "--count", "2"]);
+    run_agent(
+        &c.addr,
+        &["--interval", "0.2", "--cluster", "flood", "--name", "node-good", "--libvirt", "none", "--count", "2"],
+    );
     c.wait_stats("two more reports", |s| s["frames_ok"] == reports + 2);
 }

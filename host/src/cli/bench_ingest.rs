@@ -98,7 +98,8 @@ fn next_report(s: &mut Sim, i: u64) {
         crate::monitor::metric::Kind::Gauge => wave,
         crate::monitor::metric::Kind::Counter => (i * 15_000) as f64,
     };
-    s.report.host_samples = Metric::ALL.iter().filter(|m| m.scope() == Scope::Host).map(|m| (*m, Some(val(*m)))).collect();
+    s.report.host_samples =
+        Metric::ALL.iter().filter(|m| m.scope() == Scope::Host).map(|m| (*m, Some(val(*m)))).collect();
     for vm in &mut s.report.vms {
         vm.samples = Metric::ALL.iter().filter(|m| m.scope() == Scope::Vm).map(|m| (*m, Some(val(*m)))).collect();
     }

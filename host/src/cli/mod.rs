@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod bench_ingest;
 pub mod monitor;
+pub mod policy;
 
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
@@ -24,6 +26,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Inspect, check and list consolidation policies (WebAssembly components).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print version information.
     Version,
     /// Run the node agent: report host and VM metrics to a collector.
@@ -33,16 +41,6 @@ pub enum Command {
     /// Read stored metrics (fetch values, draw graphs).
     #[command(subcommand)]
     Metrics(monitor::MetricsCommand),
-    /// Benchmarks that print JSON.
-    #[command(subcommand)]
-    Bench(Bench),
-}
-
-/// `amvm bench …` (each family adds its variant).
-#[derive(Debug, Subcommand)]
-pub enum Bench {
-    /// Collector ingest: synthetic agents → real collector → real RRD files.
-    Ingest(bench_ingest::IngestArgs),
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -50,6 +48,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Version => {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -57,7 +57,6 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => monitor::run_agent(a),
         Command::Collector(a) => monitor::run_collector(a),
         Command::Metrics(m) => monitor::run_metrics(m),
-        Command::Bench(Bench::Ingest(a)) => bench_ingest::run(a),
     };
     match result {
         Ok(code) => code,
@@ -70,7 +69,7 @@ pub fn main() -> ExitCode {
 
 fn init_logging(default: &str) {
     let filter = std::env::var("AMVM_LOG").unwrap_or_else(|_| default.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

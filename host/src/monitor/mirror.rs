@@ -89,10 +89,19 @@ impl Mirror {
     }
 
     /// Records that `host` reported at `now` (unix s) with the given interval and VM list.
-    pub fn host_seen(&self, cluster: &str, host: &str, now: u64, interval_s: u64, os_name: &str, vms: Option<Vec<[u8; 16]>>) {
+    pub fn host_seen(
+        &self,
+        cluster: &str,
+        host: &str,
+        now: u64,
+        interval_s: u64,
+        os_name: &str,
+        vms: Option<Vec<[u8; 16]>>,
+    ) {
         let mut g = self.write();
         let key = (cluster.to_string(), host.to_string());
-        let e = g.hosts.entry(key.clone()).or_insert_with(|| HostInfo { last_seen: 0, interval_s, os_name: String::new() });
+        let e =
+            g.hosts.entry(key.clone()).or_insert_with(|| HostInfo { last_seen: 0, interval_s, os_name: String::new() });
         e.last_seen = e.last_seen.max(now);
         e.interval_s = interval_s.max(1);
         if !os_name.is_empty() {
@@ -166,7 +175,8 @@ impl Mirror {
         let g = self.read();
         let o = Owner::Host(host.to_string());
         let s = |m| self.get(&g, cluster, &o, m);
-        let cpu = s(Metric::CpuIdle).into_iter().map(|(t, idle)| (t, ((100.0 - idle) / 100.0).clamp(0.0, 1.0))).collect();
+        let cpu =
+            s(Metric::CpuIdle).into_iter().map(|(t, idle)| (t, ((100.0 - idle) / 100.0).clamp(0.0, 1.0))).collect();
         let mem = join(&[s(Metric::MemTotal), s(Metric::MemFree), s(Metric::MemBuffers), s(Metric::MemCached)], |v| {
             (v[0] > 0.0).then(|| ((v[0] - v[1] - v[2] - v[3]) / v[0]).clamp(0.0, 1.0))
         });

@@ -83,7 +83,8 @@ impl SeriesKey {
         if !valid_name(cluster) {
             return Err(StoreError::Series(format!("bad cluster name {cluster:?}")));
         }
-        let metric = Metric::from_name(metric).ok_or_else(|| StoreError::Series(format!("unknown metric {metric:?}")))?;
+        let metric =
+            Metric::from_name(metric).ok_or_else(|| StoreError::Series(format!("unknown metric {metric:?}")))?;
         let owner = match (vm, host) {
             (Some(u), _) => {
                 Owner::Vm(super::proto::parse_uuid(u).ok_or_else(|| StoreError::Series(format!("bad VM UUID {u:?}")))?)
@@ -94,7 +95,11 @@ impl SeriesKey {
         };
         let want = if matches!(owner, Owner::Vm(_)) { Scope::Vm } else { Scope::Host };
         if metric.scope() != want {
-            return Err(StoreError::Series(format!("{} is not a {} metric", metric.name(), if want == Scope::Vm { "VM" } else { "host" })));
+            return Err(StoreError::Series(format!(
+                "{} is not a {} metric",
+                metric.name(),
+                if want == Scope::Vm { "VM" } else { "host" }
+            )));
         }
         Ok(Self { cluster: cluster.to_string(), owner, metric })
     }
@@ -148,7 +153,13 @@ pub struct Points {
 }
 
 /// Reads `[start, end]` of one file with the given consolidation function.
-pub fn fetch_file(path: &Path, cf: ConsolidationFn, start: u64, end: u64, resolution: u64) -> Result<Points, StoreError> {
+pub fn fetch_file(
+    path: &Path,
+    cf: ConsolidationFn,
+    start: u64,
+    end: u64,
+    resolution: u64,
+) -> Result<Points, StoreError> {
     let data = fetch::fetch(
         path,
         cf,

@@ -29,7 +29,11 @@ impl Drop for CollectorProc {
 impl CollectorProc {
     pub fn start(data: &Path, extra: &[&str]) -> Self {
         let bin = amvm_tests::amvm_bin();
-        assert!(bin.exists(), "{} not built: run `cargo build -p amvm-host` first (scripts/test.sh does)", bin.display());
+        assert!(
+            bin.exists(),
+            "{} not built: run `cargo build -p amvm-host` first (scripts/test.sh does)",
+            bin.display()
+        );
         let mut child = Command::new(&bin)
             .args(["collector", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)

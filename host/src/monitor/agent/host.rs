@@ -113,7 +113,8 @@ pub fn local_mounts(mounts: &str) -> Vec<(String, String)> {
     for line in mounts.lines() {
         let mut f = line.split_ascii_whitespace();
         let (Some(dev), Some(mnt), Some(fstype)) = (f.next(), f.next(), f.next()) else { continue };
-        let local_fs = matches!(fstype, "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "f2fs" | "jfs" | "reiserfs" | "zfs" | "vfat");
+        let local_fs =
+            matches!(fstype, "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "f2fs" | "jfs" | "reiserfs" | "zfs" | "vfat");
         if local_fs && (dev.starts_with("/dev/") || fstype == "zfs") && seen.insert(dev.to_string()) {
             out.push((dev.to_string(), unescape_mount(mnt)));
         }
@@ -168,7 +169,10 @@ impl HostProbe {
     pub fn collect(&mut self) -> Vec<Sample> {
         let mut out = Vec::with_capacity(24);
         let load = read("/proc/loadavg").as_deref().and_then(parse_loadavg);
-        for (i, m) in [Metric::LoadOne, Metric::LoadFive, Metric::LoadFifteen, Metric::ProcRun, Metric::ProcTotal].into_iter().enumerate() {
+        for (i, m) in [Metric::LoadOne, Metric::LoadFive, Metric::LoadFifteen, Metric::ProcRun, Metric::ProcTotal]
+            .into_iter()
+            .enumerate()
+        {
             out.push((m, load.map(|l| [l.0, l.1, l.2, l.3, l.4][i])));
         }
         let stat = read("/proc/stat").as_deref().and_then(parse_stat);
@@ -199,7 +203,9 @@ impl HostProbe {
             .into_iter()
             .filter(|n| is_physical_nic(sys, &n.0))
             .collect();
-        let sum = |f: fn(&(String, u64, u64, u64, u64)) -> u64| (!nics.is_empty()).then(|| nics.iter().map(f).sum::<u64>() as f64);
+        let sum = |f: fn(&(String, u64, u64, u64, u64)) -> u64| {
+            (!nics.is_empty()).then(|| nics.iter().map(f).sum::<u64>() as f64)
+        };
         out.push((Metric::BytesIn, sum(|n| n.1)));
         out.push((Metric::PktsIn, sum(|n| n.2)));
         out.push((Metric::BytesOut, sum(|n| n.3)));
@@ -236,7 +242,8 @@ mod tests {
 
     #[test]
     fn parses_proc_files() {
-        let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\ncpu1 50 3 25 400 10 2 1 0 0 0\nintr 1\n";
+        let stat =
+            "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\ncpu1 50 3 25 400 10 2 1 0 0 0\nintr 1\n";
         let (t, n) = parse_stat(stat).unwrap();
         assert_eq!(n, 2);
         assert_eq!(t, CpuTimes { user: 105, system: 55, idle: 820, total: 980 });
@@ -250,13 +257,24 @@ mod tests {
         assert_eq!(parse_loadavg("0.5 x"), None);
 
         let mem = parse_meminfo("MemTotal:  1000 kB\nMemFree: 10 kB\nShmem: 1 kB\nBogus: 5 kB\nSwapFree: x kB\n");
-        assert_eq!(mem, vec![(Metric::MemTotal, Some(1_024_000.0)), (Metric::MemFree, Some(10_240.0)), (Metric::MemShared, Some(1024.0)), (Metric::SwapFree, None)]);
+        assert_eq!(
+            mem,
+            vec![
+                (Metric::MemTotal, Some(1_024_000.0)),
+                (Metric::MemFree, Some(10_240.0)),
+                (Metric::MemShared, Some(1024.0)),
+                (Metric::SwapFree, None)
+            ]
+        );
 
         let dev = "Inter-|   Receive\n face |bytes\n  eth0: 100 2 0 0 0 0 0 0 300 4 0 0 0 0 0 0\n lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n";
         assert_eq!(parse_net_dev(dev)[0], ("eth0".to_string(), 100, 2, 300, 4));
 
         let mounts = "/dev/sda1 / ext4 rw 0 0\nproc /proc proc rw 0 0\n/dev/sda1 /var/lib/x ext4 rw 0 0\n/dev/sdb1 /mnt/my\\040disk xfs rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n";
-        assert_eq!(local_mounts(mounts), vec![("/dev/sda1".into(), "/".into()), ("/dev/sdb1".into(), "/mnt/my disk".into())]);
+        assert_eq!(
+            local_mounts(mounts),
+            vec![("/dev/sda1".into(), "/".into()), ("/dev/sdb1".into(), "/mnt/my disk".into())]
+        );
     }
 
     #[test]

@@ -92,7 +92,9 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<AgentSummary, AgentEr
     if !proto::valid_name(&cfg.host) || cfg.host == super::store::VMS_DIR {
         return Err(AgentError::Config(format!("host name {:?}", cfg.host)));
     }
-    let bind: SocketAddr = if cfg.collector.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| AgentError::Config("bind".into()))?;
+    let bind: SocketAddr = if cfg.collector.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| AgentError::Config("bind".into()))?;
     let socket = UdpSocket::bind(bind).map_err(AgentError::Socket)?;
     socket.connect(cfg.collector).map_err(AgentError::Socket)?;
     let boot: [u8; 16] = rand::random();

@@ -119,8 +119,11 @@ unsafe fn copy_record(rec: &sys::_virDomainStatsRecord) -> DomainStats {
     };
     let mut info: sys::virDomainInfo = sys::_virDomainInfo { state: 0, maxMem: 0, memory: 0, nrVirtCpu: 0, cpuTime: 0 };
     // SAFETY: `rec.dom` is valid and `info` is a writable virDomainInfo.
-    let info = (unsafe { sys::virDomainGetInfo(rec.dom, &mut info) } == 0)
-        .then_some((u32::from(info.nrVirtCpu), info.memory as u64, info.cpuTime as u64));
+    let info = (unsafe { sys::virDomainGetInfo(rec.dom, &mut info) } == 0).then_some((
+        u32::from(info.nrVirtCpu),
+        info.memory as u64,
+        info.cpuTime as u64,
+    ));
     let mut params = HashMap::new();
     for j in 0..rec.nparams.max(0) as usize {
         // SAFETY: `params` points to `nparams` initialized typed parameters.
@@ -149,7 +152,11 @@ unsafe fn copy_record(rec: &sys::_virDomainStatsRecord) -> DomainStats {
 
 /// Turns one domain's statistics into Table 2 samples. `prev` is the previous (cpu time ns,
 /// when) of this domain, for the utilization.
-pub fn vm_samples(d: &DomainStats, prev: Option<(f64, Instant)>, now: Instant) -> (Vec<Sample>, Option<(f64, Instant)>) {
+pub fn vm_samples(
+    d: &DomainStats,
+    prev: Option<(f64, Instant)>,
+    now: Instant,
+) -> (Vec<Sample>, Option<(f64, Instant)>) {
     let vcpus = d.num("vcpu.current").or(d.info.map(|i| f64::from(i.0)));
     let cpu_ns = d.num("cpu.time").or(d.info.map(|i| i.2 as f64));
     let util = match (prev, cpu_ns, vcpus) {
@@ -287,7 +294,12 @@ mod tests {
         assert_eq!(get(&s, Metric::VbytesIn), Some(9.0));
 
         // Guest-reported balloon stats win over the host view.
-        let g = stats(&[("balloon.available", 1000.0), ("balloon.unused", 250.0), ("balloon.rss", 1.0), ("balloon.current", 2.0)]);
+        let g = stats(&[
+            ("balloon.available", 1000.0),
+            ("balloon.unused", 250.0),
+            ("balloon.rss", 1.0),
+            ("balloon.current", 2.0),
+        ]);
         let (s, _) = vm_samples(&g, None, t1);
         assert_eq!(get(&s, Metric::VmemUtil), Some(75.0));
         assert_eq!(get(&s, Metric::VcpuUtil), None); // no previous reading

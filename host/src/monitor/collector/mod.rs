@@ -218,7 +218,14 @@ impl Collector {
     }
 }
 
-fn receive_loop(socket: &UdpSocket, key: &ClusterKey, stop: &AtomicBool, stats: &Stats, mirror: &Mirror, writer: &Writer) {
+fn receive_loop(
+    socket: &UdpSocket,
+    key: &ClusterKey,
+    stop: &AtomicBool,
+    stats: &Stats,
+    mirror: &Mirror,
+    writer: &Writer,
+) {
     let mut buf = vec![0u8; proto::MAX_FRAME];
     let mut nodes: HashMap<[u8; 16], Option<NodeSeq>> = HashMap::new();
     let mut last_warn = Instant::now() - Duration::from_secs(60);
@@ -240,7 +247,8 @@ fn receive_loop(socket: &UdpSocket, key: &ClusterKey, stop: &AtomicBool, stats: 
                 continue;
             }
             Err(e) => {
-                let counter = if e == ProtoError::Tag { &stats.frames_rejected_auth } else { &stats.frames_rejected_malformed };
+                let counter =
+                    if e == ProtoError::Tag { &stats.frames_rejected_auth } else { &stats.frames_rejected_malformed };
                 counter.fetch_add(1, Relaxed);
                 bad_since_warn += 1;
                 tracing::debug!(%peer, "rejected frame: {e}");
@@ -274,7 +282,14 @@ fn ingest(r: &Report, received: Instant, stats: &Stats, mirror: &Mirror, writer:
     let t = if agent_t > now + 300 { now } else { agent_t };
     let interval_s = u64::from(r.interval_ms).div_ceil(1000).max(1);
     let first_frame = !r.host_samples.is_empty();
-    mirror.host_seen(&r.cluster, &r.host, now, interval_s, &r.os_name, first_frame.then(|| r.vms.iter().map(|v| v.uuid).collect()));
+    mirror.host_seen(
+        &r.cluster,
+        &r.host,
+        now,
+        interval_s,
+        &r.os_name,
+        first_frame.then(|| r.vms.iter().map(|v| v.uuid).collect()),
+    );
     let host_owner = Owner::Host(r.host.clone());
     let mut samples: Vec<(SeriesKey, Option<f64>)> = Vec::with_capacity(r.host_samples.len() + r.vms.len() * 12);
     for (m, v) in &r.host_samples {

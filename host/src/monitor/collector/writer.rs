@@ -76,7 +76,8 @@ impl Writer {
         let mut locked: Vec<Option<std::sync::MutexGuard<'_, Pending>>> = (0..n).map(|_| None).collect();
         for (key, t, v) in samples {
             let i = (self.hasher.hash_one(&key) % n as u64) as usize;
-            let guard = locked[i].get_or_insert_with(|| self.shards[i].pending.lock().unwrap_or_else(|p| p.into_inner()));
+            let guard =
+                locked[i].get_or_insert_with(|| self.shards[i].pending.lock().unwrap_or_else(|p| p.into_inner()));
             let q = guard.series.entry(key).or_default();
             if q.len() >= self.max_pending {
                 q.remove(0);
