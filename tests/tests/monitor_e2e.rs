@@ -4,127 +4,131 @@
 
 mod monitor_util;
 
-use std::process::Command;
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
 
-use monitor_util::{rrdtool_fetch, run_agent, CollectorProc};
+    use super::monitor_util::{rrdtool_fetch, run_agent, CollectorProc};
 
-const TEST_VM: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+    const TEST_VM: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
 
-fn meminfo_total_bytes() -> f64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 1024.0
-}
+    fn meminfo_total_bytes() -> f64 {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 1024.0
+    }
 
-fn libvirt_uri() -> &'static str {
-    // The daemon is the real thing; the in-process test driver is the fallback when no daemon runs.
-    let daemon = Command::new("virsh").args(["-c", "test+unix:///default", "list"]).output();
-    match daemon {
-        Ok(o) if o.status.success() => "test+unix:///default",
-        _ => {
-            eprintln!(
-                "SKIP daemon: libvirtd not reachable (run scripts/services.sh); using test:///default in-process"
-            );
-            "test:///default"
+    fn libvirt_uri() -> &'static str {
+        // The daemon is the real thing; the in-process test driver is the fallback when no daemon runs.
+        let daemon = Command::new("virsh").args(["-c", "test+unix:///default", "list"]).output();
+        match daemon {
+            Ok(o) if o.status.success() => "test+unix:///default",
+            _ => {
+                eprintln!(
+                    "SKIP daemon: libvirtd not reachable (run scripts/services.sh); using test:///default in-process"
+                );
+                "test:///default"
+            }
         }
     }
-}
 
-#[test]
-fn agent_to_collector_to_rrdtool() {
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(dir.path(), &[]);
-    run_agent(
-        &collector.addr,
-        &["--interval", "1", "--cluster", "e2e", "--name", "node-a", "--libvirt", libvirt_uri(), "--count", "6"],
-    );
-    collector.wait_stats("6 reports written", |s| s["frames_ok"] == 6 && s["samples_written"] == s["samples_received"]);
+    #[test]
+    fn agent_to_collector_to_rrdtool() {
+        let dir = tempfile::tempdir().unwrap();
+        let collector = CollectorProc::start(dir.path(), &[]);
+        run_agent(
+            &collector.addr,
+            &["--interval", "1", "--cluster", "e2e", "--name", "node-a", "--libvirt", libvirt_uri(), "--count", "6"],
+        );
+        collector
+            .wait_stats("6 reports written", |s| s["frames_ok"] == 6 && s["samples_written"] == s["samples_received"]);
 
-    let host = dir.path().join("rrds/e2e/node-a");
-    let vm = dir.path().join("rrds/e2e/vms").join(TEST_VM);
-    for m in [
-        "heartbeat",
-        "load_one",
-        "cpu_user",
-        "cpu_idle",
-        "mem_total",
-        "mem_free",
-        "disk_total",
-        "proc_total",
-        "cpu_num",
-    ] {
-        assert!(host.join(format!("{m}.rrd")).exists(), "missing {m}.rrd");
+        let host = dir.path().join("rrds/e2e/node-a");
+        let vm = dir.path().join("rrds/e2e/vms").join(TEST_VM);
+        for m in [
+            "heartbeat",
+            "load_one",
+            "cpu_user",
+            "cpu_idle",
+            "mem_total",
+            "mem_free",
+            "disk_total",
+            "proc_total",
+            "cpu_num",
+        ] {
+            assert!(host.join(format!("{m}.rrd")).exists(), "missing {m}.rrd");
+        }
+        for m in ["vcpu_num", "vcpu_util", "vmem_total", "vbytes_in"] {
+            assert!(vm.join(format!("{m}.rrd")).exists(), "missing VM {m}.rrd");
+        }
+
+        let mem = rrdtool_fetch(&host.join("mem_total.rrd"), 60);
+        assert!(!mem.is_empty(), "no mem_total values");
+        assert!(mem.iter().all(|v| (*v - meminfo_total_bytes()).abs() < 1.0), "{mem:?}");
+        let cpus = rrdtool_fetch(&host.join("cpu_num.rrd"), 60);
+        let nproc = std::thread::available_parallelism().unwrap().get() as f64;
+        assert!(!cpus.is_empty() && cpus.iter().all(|v| *v >= nproc), "{cpus:?}");
+        let idle = rrdtool_fetch(&host.join("cpu_idle.rrd"), 60);
+        assert!(!idle.is_empty() && idle.iter().all(|v| (0.0..=100.0).contains(v)), "{idle:?}");
+        let vcpus = rrdtool_fetch(&vm.join("vcpu_num.rrd"), 60);
+        assert!(!vcpus.is_empty() && vcpus.iter().all(|v| *v == 2.0), "{vcpus:?}");
+        let vmem = rrdtool_fetch(&vm.join("vmem_total.rrd"), 60);
+        assert!(!vmem.is_empty() && vmem.iter().all(|v| *v > 0.0), "{vmem:?}");
+
+        // Our reader agrees with the stock tool.
+        let bin = amvm_tests::amvm_bin();
+        let out = Command::new(&bin)
+            .args(["metrics", "fetch", "--data"])
+            .arg(dir.path())
+            .args(["--cluster", "e2e", "--host", "node-a", "--metric", "mem_total", "--since", "60s", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let known: Vec<f64> = j["points"].as_array().unwrap().iter().filter_map(|p| p[1].as_f64()).collect();
+        assert!(!known.is_empty() && known.iter().all(|v| (*v - meminfo_total_bytes()).abs() < 1.0));
+
+        let png = dir.path().join("vm.png");
+        let out = Command::new(&bin)
+            .args(["metrics", "graph", "--data"])
+            .arg(dir.path())
+            .args(["--cluster", "e2e", "--vm", TEST_VM, "--metric", "vcpu_num", "--since", "5m", "--out"])
+            .arg(&png)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+
+        // Stock rrdtool graph reads our files too.
+        let stock_png = dir.path().join("stock.png");
+        let def = format!("DEF:v={}:cpu_idle:AVERAGE", host.join("cpu_idle.rrd").display());
+        let st = Command::new("rrdtool")
+            .arg("graph")
+            .arg(&stock_png)
+            .args(["-s", "-5m", &def, "LINE1:v#ff0000"])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+
+        // Clear errors for bad input.
+        let out = Command::new(&bin)
+            .args(["metrics", "fetch", "--data"])
+            .arg(dir.path())
+            .args(["--cluster", "e2e", "--host", "../etc", "--metric", "mem_total"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bad host name"));
     }
-    for m in ["vcpu_num", "vcpu_util", "vmem_total", "vbytes_in"] {
-        assert!(vm.join(format!("{m}.rrd")).exists(), "missing VM {m}.rrd");
+
+    #[test]
+    fn agent_without_key_fails_clearly() {
+        let out = Command::new(amvm_tests::amvm_bin())
+            .args(["agent", "--collector", "127.0.0.1:9", "--count", "1"])
+            .env_remove("AMVM_CLUSTER_KEY")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster key"));
     }
-
-    let mem = rrdtool_fetch(&host.join("mem_total.rrd"), 60);
-    assert!(!mem.is_empty(), "no mem_total values");
-    assert!(mem.iter().all(|v| (*v - meminfo_total_bytes()).abs() < 1.0), "{mem:?}");
-    let cpus = rrdtool_fetch(&host.join("cpu_num.rrd"), 60);
-    let nproc = std::thread::available_parallelism().unwrap().get() as f64;
-    assert!(!cpus.is_empty() && cpus.iter().all(|v| *v >= nproc), "{cpus:?}");
-    let idle = rrdtool_fetch(&host.join("cpu_idle.rrd"), 60);
-    assert!(!idle.is_empty() && idle.iter().all(|v| (0.0..=100.0).contains(v)), "{idle:?}");
-    let vcpus = rrdtool_fetch(&vm.join("vcpu_num.rrd"), 60);
-    assert!(!vcpus.is_empty() && vcpus.iter().all(|v| *v == 2.0), "{vcpus:?}");
-    let vmem = rrdtool_fetch(&vm.join("vmem_total.rrd"), 60);
-    assert!(!vmem.is_empty() && vmem.iter().all(|v| *v > 0.0), "{vmem:?}");
-
-    // Our reader agrees with the stock tool.
-    let bin = amvm_tests::amvm_bin();
-    let out = Command::new(&bin)
-        .args(["metrics", "fetch", "--data"])
-        .arg(dir.path())
-        .args(["--cluster", "e2e", "--host", "node-a", "--metric", "mem_total", "--since", "60s", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let known: Vec<f64> = j["points"].as_array().unwrap().iter().filter_map(|p| p[1].as_f64()).collect();
-    assert!(!known.is_empty() && known.iter().all(|v| (*v - meminfo_total_bytes()).abs() < 1.0));
-
-    let png = dir.path().join("vm.png");
-    let out = Command::new(&bin)
-        .args(["metrics", "graph", "--data"])
-        .arg(dir.path())
-        .args(["--cluster", "e2e", "--vm", TEST_VM, "--metric", "vcpu_num", "--since", "5m", "--out"])
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
-
-    // Stock rrdtool graph reads our files too.
-    let stock_png = dir.path().join("stock.png");
-    let def = format!("DEF:v={}:cpu_idle:AVERAGE", host.join("cpu_idle.rrd").display());
-    let st = Command::new("rrdtool")
-        .arg("graph")
-        .arg(&stock_png)
-        .args(["-s", "-5m", &def, "LINE1:v#ff0000"])
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-
-    // Clear errors for bad input.
-    let out = Command::new(&bin)
-        .args(["metrics", "fetch", "--data"])
-        .arg(dir.path())
-        .args(["--cluster", "e2e", "--host", "../etc", "--metric", "mem_total"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad host name"));
-}
-
-#[test]
-fn agent_without_key_fails_clearly() {
-    let out = Command::new(amvm_tests::amvm_bin())
-        .args(["agent", "--collector", "127.0.0.1:9", "--count", "1"])
-        .env_remove("AMVM_CLUSTER_KEY")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster key"));
 }
