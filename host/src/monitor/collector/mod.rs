@@ -293,16 +293,26 @@ fn ingest(r: &Report, received: Instant, stats: &Stats, mirror: &Mirror, writer:
     let host_owner = Owner::Host(r.host.clone());
     let mut samples: Vec<(SeriesKey, Option<f64>)> = Vec::with_capacity(r.host_samples.len() + r.vms.len() * 12);
     for (m, v) in &r.host_samples {
-        samples.push((SeriesKey { cluster: r.cluster.clone(), owner: host_owner.clone(), metric: *m }, *v));
+        samples.push((SeriesKey { cluster: r.cluster.clone(), owner: host_owner.clone(), metric: *m }, clean(*m, *v)));
     }
     for vm in &r.vms {
         for (m, v) in &vm.samples {
-            samples.push((SeriesKey { cluster: r.cluster.clone(), owner: Owner::Vm(vm.uuid), metric: *m }, *v));
+            samples
+                .push((SeriesKey { cluster: r.cluster.clone(), owner: Owner::Vm(vm.uuid), metric: *m }, clean(*m, *v)));
         }
     }
     stats.samples_received.fetch_add(samples.len() as u64, Relaxed);
     writer.enqueue(samples.iter().map(|(k, v)| (k.clone(), t, *v)), received);
     mirror.push(t, samples);
+}
+
+/// librrd takes only non-negative integers for `DERIVE` sources; anything else from a (buggy)
+/// agent becomes unknown instead of failing the whole batch of that file.
+fn clean(metric: super::metric::Metric, v: Option<f64>) -> Option<f64> {
+    match metric.kind() {
+        super::metric::Kind::Gauge => v,
+        super::metric::Kind::Counter => v.filter(|x| (0.0..9.0e18).contains(x)).map(f64::trunc),
+    }
 }
 
 fn liveness_loop(stop: &AtomicBool, mirror: &Mirror) {
@@ -383,6 +393,15 @@ mod tests {
         assert!(hosts[0].up);
         assert!(!m.hosts(unix_now() + 10)[0].up);
         c.shutdown();
+    }
+
+    #[test]
+    fn counters_are_made_rrd_safe() {
+        use crate::monitor::metric::Metric;
+        assert_eq!(clean(Metric::BytesIn, Some(1500.7)), Some(1500.0));
+        assert_eq!(clean(Metric::BytesIn, Some(-1.0)), None);
+        assert_eq!(clean(Metric::BytesIn, Some(1e300)), None);
+        assert_eq!(clean(Metric::CpuIdle, Some(-1.5)), Some(-1.5));
     }
 
     #[test]
