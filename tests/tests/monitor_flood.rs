@@ -119,5 +119,11 @@ mod tests {
             &["--interval", "0.2", "--cluster", "flood", "--name", "node-good", "--libvirt", "none", "--count", "2"],
         );
         c.wait_stats("two more reports", |s| s["frames_ok"] == reports + 2);
+
+        // SIGTERM stops it cleanly after writing what is pending.
+        let pid = c.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = c.child.wait().unwrap();
+        assert!(status.success(), "collector exit status {status:?}");
     }
 }

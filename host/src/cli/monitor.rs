@@ -190,12 +190,32 @@ pub fn run_collector(a: CollectorArgs) -> anyhow::Result<ExitCode> {
     cfg.flush = Duration::from_millis(a.flush_ms.max(1));
     cfg.writer_threads = a.writers.clamp(1, 64);
     let c = Collector::start(cfg)?;
+    install_stop_handler();
     eprintln!("amvm collector listening on udp://{}", c.local_addr());
-    loop {
-        std::thread::sleep(Duration::from_secs(a.stats_every.max(1)));
-        if a.stats_every > 0 {
+    let mut last = std::time::Instant::now();
+    while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if a.stats_every > 0 && last.elapsed() >= Duration::from_secs(a.stats_every) {
             println!("{}", serde_json::to_string(&c.stats())?);
+            last = std::time::Instant::now();
         }
+    }
+    // SIGINT/SIGTERM: write what is pending before exiting.
+    let stats = c.shutdown();
+    eprintln!("amvm collector stopped: {}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn install_stop_handler() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t) };
     }
 }
 
