@@ -8,15 +8,15 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code, unused_imports)]
-mod monitor {
-    #[path = "../../../host/src/monitor/metric.rs"]
-    pub mod metric;
-    #[path = "../../../host/src/monitor/proto.rs"]
-    pub mod proto;
-}
+// `proto.rs` refers to `super::metric`: both sit at the crate root here.
+#[allow(dead_code)]
+#[path = "../../host/src/monitor/metric.rs"]
+mod metric;
+#[allow(dead_code)]
+#[path = "../../host/src/monitor/proto.rs"]
+mod proto;
 
-use monitor::proto::{decode, seal_raw, ClusterKey, Frame};
+use proto::{decode, seal_raw, ClusterKey, Frame};
 
 fuzz_target!(|data: &[u8]| {
     let key = ClusterKey::new(b"fuzz-cluster-key-0123456789".to_vec()).unwrap();
