@@ -46,6 +46,9 @@ pub struct IngestArgs {
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Offered load in samples per second over all senders (0: as fast as acknowledgements allow).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Print JSON only.
     #[arg(long)]
     pub json: bool,
@@ -113,17 +116,31 @@ struct Counters {
     unacked: AtomicU64,
 }
 
+/// How a sender paces itself.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Unacknowledged frames allowed.
+    window: usize,
+    /// Stop sending at this instant...
+    until: Instant,
+    /// ...or after this many rounds over the hosts.
+    max_rounds: u64,
+    /// Samples per second (0: unlimited).
+    rate: f64,
+}
+
 /// Sends reports round-robin over `hosts` until `until` or after `max_rounds` rounds, then waits
 /// for the outstanding acknowledgements. Returns the hosts (their clocks and sequence numbers).
 fn sender(
     addr: std::net::SocketAddr,
     key: ClusterKey,
     mut hosts: Vec<Sim>,
-    window: usize,
-    until: Instant,
-    max_rounds: u64,
+    pace: Pace,
     c: &Counters,
 ) -> anyhow::Result<Vec<Sim>> {
+    let Pace { window, until, max_rounds, rate } = pace;
+    let start = Instant::now();
+    let mut mine = 0u64;
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     sock.connect(addr)?;
     sock.set_read_timeout(Some(Duration::from_millis(2)))?;
@@ -143,6 +160,10 @@ fn sender(
             break;
         }
         while sending && inflight.len() < window {
+            if rate > 0.0 && mine as f64 > start.elapsed().as_secs_f64() * rate {
+                break; // ahead of the offered rate
+            }
+            mine += per_report;
             let s = &mut hosts[next];
             next_report(s, round);
             let frames = s.report.encode(&key)?;
@@ -186,16 +207,15 @@ fn phase(
     addr: std::net::SocketAddr,
     key: &ClusterKey,
     groups: Vec<Vec<Sim>>,
-    window: usize,
-    until: Instant,
-    max_rounds: u64,
+    pace: Pace,
     c: &Arc<Counters>,
 ) -> anyhow::Result<Vec<Vec<Sim>>> {
+    let pace = Pace { rate: pace.rate / groups.len().max(1) as f64, ..pace };
     let threads: Vec<_> = groups
         .into_iter()
         .map(|hosts| {
             let (key, c) = (key.clone(), c.clone());
-            std::thread::spawn(move || sender(addr, key, hosts, window, until, max_rounds, &c))
+            std::thread::spawn(move || sender(addr, key, hosts, pace, &c))
         })
         .collect();
     threads.into_iter().map(|t| t.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))?).collect()
@@ -234,7 +254,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
     // not the steady state being measured).
     let warm = Instant::now();
     let far = warm + Duration::from_secs(3600);
-    let groups = phase(addr, &key, groups, window, far, 1, &counters)?;
+    let groups = phase(addr, &key, groups, Pace { window, until: far, max_rounds: 1, rate: 0.0 }, &counters)?;
     while collector.stats().samples_written < counters.samples_sent.load(Relaxed) {
         if warm.elapsed() > Duration::from_secs(600) {
             anyhow::bail!("warm-up did not finish writing within 10 minutes");
@@ -242,12 +262,13 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let warmup_s = warm.elapsed().as_secs_f64();
+    let warm_sent = counters.samples_sent.load(Relaxed);
     let base = collector.stats();
     collector.reset_latency();
 
     let t0 = Instant::now();
     let until = t0 + Duration::from_secs(a.seconds.max(1));
-    phase(addr, &key, groups, window, until, u64::MAX, &counters)?;
+    phase(addr, &key, groups, Pace { window, until, max_rounds: u64::MAX, rate: a.rate as f64 }, &counters)?;
     let sent_done = t0.elapsed();
     let stats = collector.shutdown();
     // Measured phase: from its first send until its last sample is on disk (final flush included).
@@ -261,6 +282,8 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         "seconds_total": elapsed,
         "writers": a.writers,
         "flush_ms": a.flush_ms,
+        "offered_rate": a.rate,
+        "samples_sent_measured": counters.samples_sent.load(Relaxed) - warm_sent,
         "warmup_s": warmup_s,
         "files_created_in_warmup": base.files_created,
         "samples_sent": counters.samples_sent.load(Relaxed),
