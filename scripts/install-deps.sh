@@ -30,3 +30,13 @@ installed=$(rustup target list --installed)
 for t in wasm32-wasip2 wasm32-unknown-unknown; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
+
+# Fuzzing (monitoring wire decoder, fuzz/): a pinned nightly and cargo-fuzz. Optional: when the
+# nightly cannot be installed (offline mirror), .ci/run says so and skips the fuzz step.
+FUZZ_NIGHTLY=nightly-2026-10-30
+if ! rustup toolchain list | grep -q "^$FUZZ_NIGHTLY"; then
+  rustup toolchain install "$FUZZ_NIGHTLY" --profile minimal || echo "install-deps: cannot install $FUZZ_NIGHTLY; fuzzing disabled" >&2
+fi
+if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
+  cargo install cargo-fuzz --version 0.13.2 --locked || echo "install-deps: cannot install cargo-fuzz; fuzzing disabled" >&2
+fi

@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/services.sh
+# End-to-end tests run the real `amvm` binary: build it first.
+cargo build -p amvm-host --locked
 cargo test --workspace --locked

@@ -15,6 +15,8 @@ use crate::scheduler::{HostState, Scheduler, Strategy};
 pub enum BenchCommand {
     /// Full decision cycles over a seeded synthetic cluster with the WASM policies.
     Policy(BenchPolicyArgs),
+    /// Collector ingest: synthetic agents → real collector → real RRD files.
+    Ingest(super::bench_ingest::IngestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +53,7 @@ pub struct BenchPolicyArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Policy(args) => bench_policy(args),
+        BenchCommand::Ingest(args) => super::bench_ingest::run(args),
     }
 }
 

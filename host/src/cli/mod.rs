@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bench_ingest;
+pub mod monitor;
 pub mod policy;
 
 /// AMVM: autonomous VM consolidation.
@@ -32,6 +34,13 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Print version information.
     Version,
+    /// Run the node agent: report host and VM metrics to a collector.
+    Agent(monitor::AgentArgs),
+    /// Run the metrics collector: receive agent reports, store RRD files.
+    Collector(monitor::CollectorArgs),
+    /// Read stored metrics (fetch values, draw graphs).
+    #[command(subcommand)]
+    Metrics(monitor::MetricsCommand),
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -45,6 +54,9 @@ pub fn main() -> ExitCode {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(a) => monitor::run_agent(a),
+        Command::Collector(a) => monitor::run_collector(a),
+        Command::Metrics(m) => monitor::run_metrics(m),
     };
     match result {
         Ok(code) => code,
