@@ -4,3 +4,4 @@
 
 pub mod cli;
 pub mod scheduler;
+pub mod sim;

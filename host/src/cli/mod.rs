@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod sim;
+
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
 #[command(name = "amvm", version, about, long_about = None)]
@@ -23,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Print version information.
     Version,
+    /// Simulate one strategy on a trace (CloudSim-comparable energy and SLA metrics).
+    Sim(sim::SimArgs),
+    /// A/B-test two strategies over the same traces.
+    Ab(sim::AbArgs),
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -34,6 +40,8 @@ pub fn main() -> ExitCode {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sim(args) => sim::run_sim(args),
+        Command::Ab(args) => sim::run_ab_cmd(args),
     };
     match result {
         Ok(code) => code,
@@ -48,5 +56,8 @@ fn init_logging(default: &str) {
     let filter = std::env::var("AMVM_LOG").unwrap_or_else(|_| default.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -3,4 +3,7 @@
 
 pub mod snapshot;
 
-pub use snapshot::{Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId, VmTable};
+pub use snapshot::{
+    Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId,
+    VmTable,
+};
