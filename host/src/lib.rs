@@ -3,5 +3,6 @@
 //! See `ARCHITECTURE.md` at the repository root for the map of subsystems.
 
 pub mod cli;
+pub mod policy;
 pub mod scheduler;
 pub mod sim;

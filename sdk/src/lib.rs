@@ -1,1 +1,254 @@
-//! AMVM policy SDK.
+//! # amvm-sdk: write AMVM consolidation policies in plain Rust
+//!
+//! A policy is a WebAssembly component that AMVM loads into a sandbox and calls once per host
+//! list or candidate list in every decision cycle. This crate hides the component-model
+//! bindings behind three plain traits:
+//!
+//! - [`ThresholdPolicy`] — overload detection: classify hosts as underloaded / normal /
+//!   overloaded from their utilization history.
+//! - [`SelectionPolicy`] — VM selection: which VM leaves an overloaded host next.
+//! - [`PlacementPolicy`] — placement: filter and weigh candidate hosts for a VM (lowest wins).
+//!
+//! and one macro, [`export!`], that turns your type into the component's exports:
+//!
+//! ```ignore
+//! use amvm_sdk::prelude::*;
+//!
+//! struct Spread;
+//!
+//! impl PlacementPolicy for Spread {
+//!     fn describe() -> Descriptor {
+//!         Descriptor::placement("my-spread", "0.1.0").summary("least loaded host first")
+//!     }
+//!     fn configure(_: &Params) -> Result<Self, String> {
+//!         Ok(Spread)
+//!     }
+//!     fn weigh(&mut self, _: &Context, vm: &VmDemand, c: &Candidates) -> Vec<Option<f32>> {
+//!         (0..c.len()).map(|i| Some(c.cpu_used(i) / c.cpu_capacity(i))).collect()
+//!     }
+//! }
+//!
+//! amvm_sdk::export!(placement: Spread);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (crate-type `cdylib`), then
+//! `amvm policy check target/wasm32-wasip2/release/my_spread.wasm`. See `sdk/README.md`.
+//!
+//! The sandbox gives a policy no filesystem, network, clock or randomness: use
+//! [`Context::seed`] for randomized decisions and `BTreeMap` (not `HashMap`, whose default
+//! hasher asks the host for randomness and traps).
+
+// The SDK refers to itself as `amvm_sdk` inside the export macros.
+extern crate self as amvm_sdk;
+
+pub mod describe;
+#[doc(hidden)]
+pub mod glue;
+pub mod log;
+pub mod stats;
+pub mod views;
+
+pub use describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
+pub use views::{Candidates, Context, HostClass, Hosts, VmDemand, Vms};
+
+/// The generated component bindings. Policy authors do not need these.
+#[doc(hidden)]
+#[allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "sdk-common",
+        path: "wit",
+        runtime_path: "amvm_sdk::__wit_bindgen::rt",
+    });
+
+    pub mod threshold {
+        wit_bindgen::generate!({
+            world: "threshold",
+            path: "wit",
+            with: {
+                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_threshold_world",
+            default_bindings_module: "amvm_sdk::bindings::threshold",
+            runtime_path: "amvm_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub mod selection {
+        wit_bindgen::generate!({
+            world: "selection",
+            path: "wit",
+            with: {
+                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_selection_world",
+            default_bindings_module: "amvm_sdk::bindings::selection",
+            runtime_path: "amvm_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub mod placement {
+        wit_bindgen::generate!({
+            world: "placement",
+            path: "wit",
+            with: {
+                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_placement_world",
+            default_bindings_module: "amvm_sdk::bindings::placement",
+            runtime_path: "amvm_sdk::__wit_bindgen::rt",
+        });
+    }
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Everything a policy author needs, in one `use`.
+pub mod prelude {
+    pub use crate::describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
+    pub use crate::stats;
+    pub use crate::views::{Candidates, Context, HostClass, Hosts, VmDemand, Vms};
+    pub use crate::{PlacementPolicy, SelectionPolicy, ThresholdPolicy};
+}
+
+/// Overload detection (the `threshold` world).
+pub trait ThresholdPolicy: Sized + 'static {
+    /// Name, version, kind and parameters. Called by `amvm policy inspect` and at upload.
+    fn describe() -> Descriptor;
+    /// Builds the policy from parameter values the host has validated against `describe`.
+    fn configure(params: &Params) -> Result<Self, String>;
+    /// One class per host in `hosts`.
+    fn classify(&mut self, ctx: &Context, hosts: &Hosts) -> Vec<HostClass>;
+    /// For each host: would it be overloaded with all of `add` placed on it? The default adds
+    /// the VMs' CPU histories (and memory, where monitored) to each host's history and asks
+    /// [`classify`](Self::classify).
+    fn would_overload(&mut self, ctx: &Context, hosts: &Hosts, add: &Vms) -> Vec<bool> {
+        let combined = hosts.with_added(add, ctx);
+        self.classify(ctx, &combined)
+            .into_iter()
+            .map(|c| c == HostClass::Overload)
+            .collect()
+    }
+}
+
+/// VM selection (the `selection` world).
+pub trait SelectionPolicy: Sized + 'static {
+    fn describe() -> Descriptor;
+    fn configure(params: &Params) -> Result<Self, String>;
+    /// Indexes into `vms` in the order the VMs should leave `host`, no duplicates. The host
+    /// takes them one by one until `host` is no longer overloaded and calls again if the list
+    /// runs out first, so returning just the single best VM is fine. Empty = migrate nothing.
+    fn select(&mut self, ctx: &Context, host: &Hosts, vms: &Vms) -> Vec<usize>;
+}
+
+/// VM placement (the `placement` world).
+pub trait PlacementPolicy: Sized + 'static {
+    fn describe() -> Descriptor;
+    fn configure(params: &Params) -> Result<Self, String>;
+    /// One entry per candidate: a finite weight (lowest wins) or `None` to filter it out.
+    fn weigh(&mut self, ctx: &Context, vm: &VmDemand, candidates: &Candidates) -> Vec<Option<f32>>;
+}
+
+/// Exports a policy type as the component's world.
+///
+/// `amvm_sdk::export!(threshold: MyType);`, `export!(selection: MyType)` or
+/// `export!(placement: MyType)`. Use it once per crate.
+#[macro_export]
+macro_rules! export {
+    (threshold: $policy:ty) => {
+        struct __AmvmExport;
+        thread_local! {
+            static __AMVM_POLICY: ::core::cell::RefCell<Option<$policy>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+        impl $crate::bindings::threshold::Guest for __AmvmExport {
+            fn describe() -> $crate::glue::types::Descriptor {
+                $crate::glue::describe::<$policy>(<$policy as $crate::ThresholdPolicy>::describe())
+            }
+            fn configure(
+                params: ::std::vec::Vec<$crate::glue::types::Param>,
+            ) -> Result<(), ::std::string::String> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::configure_threshold::<$policy>(&mut p.borrow_mut(), params)
+                })
+            }
+            fn classify(
+                ctx: $crate::glue::types::Context,
+                hosts: $crate::glue::types::Hosts,
+            ) -> ::std::vec::Vec<u8> {
+                __AMVM_POLICY.with(|p| $crate::glue::classify::<$policy>(&mut p.borrow_mut(), ctx, hosts))
+            }
+            fn would_overload(
+                ctx: $crate::glue::types::Context,
+                hosts: $crate::glue::types::Hosts,
+                add: $crate::glue::types::Vms,
+            ) -> ::std::vec::Vec<bool> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::would_overload::<$policy>(&mut p.borrow_mut(), ctx, hosts, add)
+                })
+            }
+        }
+        $crate::bindings::threshold::__export_threshold_world!(__AmvmExport with_types_in $crate::bindings::threshold);
+    };
+    (selection: $policy:ty) => {
+        struct __AmvmExport;
+        thread_local! {
+            static __AMVM_POLICY: ::core::cell::RefCell<Option<$policy>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+        impl $crate::bindings::selection::Guest for __AmvmExport {
+            fn describe() -> $crate::glue::types::Descriptor {
+                $crate::glue::describe::<$policy>(<$policy as $crate::SelectionPolicy>::describe())
+            }
+            fn configure(
+                params: ::std::vec::Vec<$crate::glue::types::Param>,
+            ) -> Result<(), ::std::string::String> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::configure_selection::<$policy>(&mut p.borrow_mut(), params)
+                })
+            }
+            fn select(
+                ctx: $crate::glue::types::Context,
+                host: $crate::glue::types::Hosts,
+                vms: $crate::glue::types::Vms,
+            ) -> ::std::vec::Vec<u32> {
+                __AMVM_POLICY.with(|p| $crate::glue::select::<$policy>(&mut p.borrow_mut(), ctx, host, vms))
+            }
+        }
+        $crate::bindings::selection::__export_selection_world!(__AmvmExport with_types_in $crate::bindings::selection);
+    };
+    (placement: $policy:ty) => {
+        struct __AmvmExport;
+        thread_local! {
+            static __AMVM_POLICY: ::core::cell::RefCell<Option<$policy>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+        impl $crate::bindings::placement::Guest for __AmvmExport {
+            fn describe() -> $crate::glue::types::Descriptor {
+                $crate::glue::describe::<$policy>(<$policy as $crate::PlacementPolicy>::describe())
+            }
+            fn configure(
+                params: ::std::vec::Vec<$crate::glue::types::Param>,
+            ) -> Result<(), ::std::string::String> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::configure_placement::<$policy>(&mut p.borrow_mut(), params)
+                })
+            }
+            fn weigh(
+                ctx: $crate::glue::types::Context,
+                vm: $crate::glue::types::VmDemand,
+                candidates: $crate::glue::types::Candidates,
+            ) -> ::std::vec::Vec<Option<f32>> {
+                __AMVM_POLICY.with(|p| $crate::glue::weigh::<$policy>(&mut p.borrow_mut(), ctx, vm, candidates))
+            }
+        }
+        $crate::bindings::placement::__export_placement_world!(__AmvmExport with_types_in $crate::bindings::placement);
+    };
+}

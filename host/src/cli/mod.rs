@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod policy;
 pub mod sim;
 
 /// AMVM: autonomous VM consolidation.
@@ -23,6 +25,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Inspect, check and list consolidation policies (WebAssembly components).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print version information.
     Version,
     /// Simulate one strategy on a trace (CloudSim-comparable energy and SLA metrics).
@@ -36,6 +44,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Version => {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

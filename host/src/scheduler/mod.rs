@@ -1,9 +1,13 @@
 //! Scheduler core: one decision cycle over a cluster snapshot (overload detection → VM selection
-//! → placement → underload evacuation), world-agnostic.
+//! → placement → underload evacuation), world-agnostic. See `cycle.rs` for the algorithm and
+//! `snapshot.rs` for the seam.
 
+mod cycle;
 pub mod snapshot;
+pub mod strategy;
+pub mod synthetic;
+mod work;
 
-pub use snapshot::{
-    Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId,
-    VmTable,
-};
+pub use cycle::{CycleOutcome, CycleStats, PolicyFailure, Scheduler, SchedulerError};
+pub use snapshot::{Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId, VmTable};
+pub use strategy::{Fallbacks, PolicyChoice, Rules, Strategy, StrategyError};

@@ -1,0 +1,133 @@
+//! `amvm bench …`: benchmarks that print JSON. Speed targets are measured here, never asserted
+//! in tests.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::policy::PolicyRuntime;
+use crate::scheduler::synthetic::SyntheticSpec;
+use crate::scheduler::{Scheduler, Strategy};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Full decision cycles over a seeded synthetic cluster with the WASM policies.
+    Policy(BenchPolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPolicyArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub hosts: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub vms: usize,
+    /// Decision cycles to time (each over the same snapshot with a new cycle number).
+    #[arg(long, default_value_t = 20)]
+    pub cycles: u32,
+    /// Strategy: a built-in name or a strategy TOML file.
+    #[arg(long, default_value = "lr-mmt-1.2")]
+    pub strategy: String,
+    /// Seed of the synthetic cluster.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object (otherwise a short human summary, then the JSON).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub limits: super::policy::LimitArgs,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Policy(args) => bench_policy(args),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
+    let runtime = PolicyRuntime::new(args.limits.config())?;
+    let strategy = Strategy::resolve(&args.strategy)?;
+    let t0 = std::time::Instant::now();
+    let mut scheduler = Scheduler::new(&runtime, &strategy)?;
+    let load_ms = ms(t0.elapsed());
+    let mut snap = SyntheticSpec::new(args.hosts, args.vms, args.seed).build();
+    // One warm-up cycle (first calls fault in the instances' memory).
+    scheduler.cycle(&snap);
+    let mut cycle_ms = Vec::new();
+    let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
+    let mut classify_all_ms = Vec::new();
+    let mut last = None;
+    for c in 1..=args.cycles.max(1) {
+        snap.cycle = u64::from(c);
+        let out = scheduler.cycle(&snap);
+        cycle_ms.push(ms(out.stats.elapsed));
+        classify_all_ms.push(ms(out.stats.classify_all_time));
+        let s = &out.stats;
+        for (i, (t, n)) in
+            [(s.threshold_time, s.threshold_calls), (s.selection_time, s.selection_calls), (s.placement_time, s.placement_calls)]
+                .into_iter()
+                .enumerate()
+        {
+            if n > 0 {
+                per_call[i].push(t.as_secs_f64() * 1e6 / n as f64);
+            }
+        }
+        last = Some(out);
+    }
+    let sort = |v: &mut Vec<f64>| v.sort_by(f64::total_cmp);
+    sort(&mut cycle_ms);
+    sort(&mut classify_all_ms);
+    per_call.iter_mut().for_each(sort);
+    let last = last.expect("at least one cycle ran");
+    let out = json!({
+        "bench": "policy",
+        "strategy": strategy.name,
+        "hosts": args.hosts,
+        "vms": args.vms,
+        "cycles": args.cycles,
+        "load_ms": load_ms,
+        "cycle_ms_median": percentile(&cycle_ms, 50.0),
+        "cycle_ms_p95": percentile(&cycle_ms, 95.0),
+        "classify_all_ms_median": percentile(&classify_all_ms, 50.0),
+        "threshold_call_us_median": percentile(&per_call[0], 50.0),
+        "selection_call_us_median": percentile(&per_call[1], 50.0),
+        "placement_call_us_median": percentile(&per_call[2], 50.0),
+        "calls_per_cycle": {
+            "threshold": last.stats.threshold_calls,
+            "selection": last.stats.selection_calls,
+            "placement": last.stats.placement_calls,
+        },
+        "fuel_per_cycle": last.stats.fuel,
+        "overloaded_hosts": last.stats.overloaded_hosts,
+        "underloaded_hosts": last.stats.underloaded_hosts,
+        "migrations_per_cycle": last.plan.migrations.len(),
+        "hosts_to_sleep": last.plan.sleep.len(),
+        "failures": last.failures.len(),
+    });
+    if !args.json {
+        eprintln!(
+            "{} hosts / {} VMs, {}: cycle median {:.2} ms, p95 {:.2} ms ({} migrations planned per cycle)",
+            args.hosts,
+            args.vms,
+            strategy.name,
+            percentile(&cycle_ms, 50.0),
+            percentile(&cycle_ms, 95.0),
+            last.plan.migrations.len()
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,152 @@
+//! Policy runtime: loads policy modules (WebAssembly components of `amvm:policy@0.1.0`) and runs
+//! them sandboxed with wasmtime.
+//!
+//! **Invariant**: nothing a module does can panic or stall the host. Each call runs under a
+//! deadline (epoch interruption, default 50 ms), a memory cap (default 64 MiB), fuel metering
+//! (reported per call as a deterministic cost) and output validation. A module gets no WASI
+//! capabilities: the WASI imports `wasm32-wasip2` guests carry are defined as traps.
+//!
+//! Compiled modules are cached by the sha256 of their bytes; instances are reused across calls
+//! and replaced after a failure.
+
+mod bindings;
+pub mod builtin;
+pub mod descriptor;
+mod error;
+mod instance;
+mod module;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+pub use bindings::types;
+pub use descriptor::{Descriptor, ParamSpec, ParamValue, ParamValues, PolicyKind, ValueType};
+pub use error::PolicyError;
+pub use instance::{CallStats, PolicyInstance};
+pub use module::{sha256_hex, PolicyModule};
+
+/// Sandbox limits.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Longest a single call may run.
+    pub deadline: Duration,
+    /// Largest linear memory a module may grow to.
+    pub memory_limit_bytes: usize,
+    /// Fuel given to each call (a backstop; the deadline normally ends runaway calls first).
+    pub fuel_per_call: u64,
+    /// Largest wasm stack.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            deadline: Duration::from_millis(50),
+            memory_limit_bytes: 64 << 20,
+            fuel_per_call: 10_000_000_000,
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+/// Largest module accepted (bytes).
+pub const MAX_MODULE_BYTES: usize = 32 << 20;
+
+/// The engine, its epoch ticker and the compiled-module cache. Share it by reference.
+pub struct PolicyRuntime {
+    engine: Engine,
+    config: RuntimeConfig,
+    cache: Mutex<HashMap<String, Arc<PolicyModule>>>,
+}
+
+impl std::fmt::Debug for PolicyRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRuntime").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl PolicyRuntime {
+    /// A runtime with the given limits. Starts the epoch ticker thread (1 ms), which stops when
+    /// the runtime is dropped.
+    pub fn new(config: RuntimeConfig) -> Result<Self, PolicyError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(|e| PolicyError::Internal(format!("{e:#}")))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("amvm-policy-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(1));
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| PolicyError::Internal(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(PolicyRuntime { engine, config, cache: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Loads a module from bytes: recognises it, compiles it (once per sha256), checks its world
+    /// and reads its descriptor.
+    pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<PolicyModule>, PolicyError> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(PolicyError::Invalid(format!("{} bytes; modules are limited to {MAX_MODULE_BYTES}", bytes.len())));
+        }
+        module::sniff(bytes)?;
+        let sha = sha256_hex(bytes);
+        if let Some(m) = self.cache.lock().map_err(|_| PolicyError::Internal("cache poisoned".into()))?.get(&sha) {
+            return Ok(m.clone());
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(first_line(&e)))?;
+        let (pre, trapped) = module::prepare(&self.engine, &component)?;
+        let raw = instance::describe_unconfigured(&self.engine, &pre, &self.config)?;
+        let descriptor = Descriptor::from_raw(raw)?;
+        let module = module::new_module(sha.clone(), source.to_string(), bytes.len(), pre, trapped, descriptor);
+        tracing::debug!(name = %module.descriptor.name, %sha, source, "policy module loaded");
+        self.cache.lock().map_err(|_| PolicyError::Internal("cache poisoned".into()))?.insert(sha, module.clone());
+        Ok(module)
+    }
+
+    /// Loads a module from a file.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<PolicyModule>, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Io { path: path.display().to_string(), source })?;
+        self.load(&bytes, &path.display().to_string())
+    }
+
+    /// Loads a built-in policy by name (`thr`, `mad`, … `pack`).
+    pub fn builtin(&self, name: &str) -> Result<Arc<PolicyModule>, PolicyError> {
+        let bytes = builtin::bytes(name).ok_or_else(|| {
+            let names: Vec<&str> = builtin::BUILTINS.iter().map(|(n, _)| *n).collect();
+            PolicyError::BadParameter(format!("no built-in policy {name:?} (built-ins: {})", names.join(", ")))
+        })?;
+        self.load(bytes, &format!("builtin:{name}"))
+    }
+
+    /// Every built-in policy, loaded.
+    pub fn builtins(&self) -> Result<Vec<Arc<PolicyModule>>, PolicyError> {
+        builtin::BUILTINS.iter().map(|(name, _)| self.builtin(name)).collect()
+    }
+
+    /// A configured instance of `module` with `params` (validated against its descriptor).
+    pub fn instantiate(&self, module: &Arc<PolicyModule>, params: &ParamValues) -> Result<PolicyInstance, PolicyError> {
+        PolicyInstance::new(self.engine.clone(), module.clone(), params, self.config.clone())
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let s = format!("{e:#}");
+    s.lines().next().unwrap_or_default().to_string()
+}

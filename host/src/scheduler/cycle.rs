@@ -1,0 +1,513 @@
+//! One decision cycle (paper 3.3, Beloglazov & Buyya's consolidation loop):
+//!
+//! 1. **Overload detection**: the threshold policy classifies every host (one call).
+//! 2. **VM selection**: for each host overloaded for `persistence` cycles, the selection policy
+//!    names VMs to leave until the threshold policy no longer calls the host overloaded.
+//! 3. **Placement**: the selected VMs, by decreasing CPU demand, each go to the lowest-weighted
+//!    candidate (one placement call per VM) that the threshold policy would not call overloaded
+//!    with the VM added (checked on a short list, best weights first).
+//! 4. **Underload**: underloaded hosts, least utilized first, are evacuated entirely onto other
+//!    active hosts; an evacuation is committed only if every VM fits, else rolled back.
+//!
+//! **Invariant**: a failed policy call falls back to the strategy's fallback module for the rest
+//! of the cycle and is recorded; if the fallback fails too, the cycle returns an empty plan.
+//! Never a half-made plan.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::policy::{types, PolicyError, PolicyInstance, PolicyKind, PolicyRuntime};
+
+use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snapshot, VmId};
+use super::strategy::{PolicyChoice, Strategy};
+use super::work::Work;
+
+/// Candidates checked per `would-overload` call during placement.
+const SHORTLIST: usize = 8;
+
+/// Why a scheduler could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("strategy {strategy}: cannot load {kind} policy {module:?}")]
+    Load {
+        strategy: String,
+        kind: PolicyKind,
+        module: String,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("strategy {strategy}: {module:?} is a {found} policy but is configured as the {expected} policy")]
+    Kind { strategy: String, module: String, expected: PolicyKind, found: PolicyKind },
+}
+
+/// A policy call that failed during a cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyFailure {
+    pub kind: PolicyKind,
+    pub module: String,
+    /// Short machine-readable cause (`deadline`, `trap`, `invalid-output`, …).
+    pub code: &'static str,
+    pub error: String,
+    /// Whether this was the fallback module failing (the cycle was then abandoned).
+    pub fallback: bool,
+}
+
+/// Cost of a cycle.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CycleStats {
+    /// Policy calls made, by kind.
+    pub threshold_calls: u64,
+    pub selection_calls: u64,
+    pub placement_calls: u64,
+    /// Fuel consumed by all calls (deterministic cost figure).
+    pub fuel: u64,
+    /// Time inside policy calls, in total and by kind.
+    pub policy_time: Duration,
+    pub threshold_time: Duration,
+    pub selection_time: Duration,
+    pub placement_time: Duration,
+    /// The first call of the cycle: classifying every host at once.
+    pub classify_all_time: Duration,
+    /// Wall time of the whole cycle.
+    pub elapsed: Duration,
+    pub overloaded_hosts: u32,
+    pub underloaded_hosts: u32,
+}
+
+/// What a cycle decided.
+#[derive(Debug, Clone, Default)]
+pub struct CycleOutcome {
+    pub plan: Plan,
+    pub failures: Vec<PolicyFailure>,
+    /// True when the cycle was abandoned (primary and fallback both failed): `plan` is empty.
+    pub aborted: bool,
+    pub stats: CycleStats,
+}
+
+struct Slot {
+    primary: PolicyInstance,
+    fallback: PolicyInstance,
+    /// The primary failed in this cycle: use the fallback until the cycle ends.
+    degraded: bool,
+}
+
+struct Abort;
+
+/// The scheduler: a strategy's policy instances plus the state the host-side rules keep across
+/// cycles. World-agnostic: it sees only [`Snapshot`]s and returns [`Plan`]s.
+pub struct Scheduler {
+    strategy: Strategy,
+    threshold: Slot,
+    selection: Slot,
+    placement: Slot,
+    over_streak: HashMap<HostId, u32>,
+    under_streak: HashMap<HostId, u32>,
+    moved_at: HashMap<VmId, u64>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("strategy", &self.strategy.name).finish_non_exhaustive()
+    }
+}
+
+fn instantiate(
+    runtime: &PolicyRuntime,
+    strategy: &Strategy,
+    kind: PolicyKind,
+    choice: &PolicyChoice,
+) -> Result<PolicyInstance, SchedulerError> {
+    let load_err = |source| SchedulerError::Load { strategy: strategy.name.clone(), kind, module: choice.module.clone(), source };
+    let module = if choice.is_file() {
+        runtime.load_file(std::path::Path::new(&choice.module)).map_err(load_err)?
+    } else {
+        runtime.builtin(&choice.module).map_err(load_err)?
+    };
+    if module.kind() != kind {
+        return Err(SchedulerError::Kind {
+            strategy: strategy.name.clone(),
+            module: choice.module.clone(),
+            expected: kind,
+            found: module.kind(),
+        });
+    }
+    runtime.instantiate(&module, &choice.params).map_err(load_err)
+}
+
+impl Scheduler {
+    /// Loads and configures the strategy's modules and fallbacks.
+    pub fn new(runtime: &PolicyRuntime, strategy: &Strategy) -> Result<Scheduler, SchedulerError> {
+        let slot = |kind, primary: &PolicyChoice, fallback: &PolicyChoice| -> Result<Slot, SchedulerError> {
+            Ok(Slot {
+                primary: instantiate(runtime, strategy, kind, primary)?,
+                fallback: instantiate(runtime, strategy, kind, fallback)?,
+                degraded: false,
+            })
+        };
+        Ok(Scheduler {
+            threshold: slot(PolicyKind::Threshold, &strategy.threshold, &strategy.fallback.threshold)?,
+            selection: slot(PolicyKind::Selection, &strategy.selection, &strategy.fallback.selection)?,
+            placement: slot(PolicyKind::Placement, &strategy.placement, &strategy.fallback.placement)?,
+            strategy: strategy.clone(),
+            over_streak: HashMap::new(),
+            under_streak: HashMap::new(),
+            moved_at: HashMap::new(),
+        })
+    }
+
+    pub fn strategy(&self) -> &Strategy {
+        &self.strategy
+    }
+
+    /// Runs one decision cycle over `snap`.
+    pub fn cycle(&mut self, snap: &Snapshot) -> CycleOutcome {
+        let start = Instant::now();
+        for slot in [&mut self.threshold, &mut self.selection, &mut self.placement] {
+            slot.degraded = false;
+        }
+        let mut cycle = Cycle {
+            ctx: types::Context {
+                cycle: snap.cycle,
+                interval_s: snap.interval_s,
+                seed: self.strategy.rules.seed,
+                migration_mbps: snap.migration_bandwidth_mbps,
+                power_curves: snap.power_curves.iter().flat_map(|c| c.iter().copied()).collect(),
+            },
+            work: Work::new(snap),
+            failures: Vec::new(),
+            stats: CycleStats::default(),
+            migrations: Vec::new(),
+        };
+        let result = cycle.run(self);
+        let mut outcome = CycleOutcome { failures: cycle.failures, stats: cycle.stats, ..Default::default() };
+        match result {
+            Ok(plan) => {
+                for m in &plan.migrations {
+                    self.moved_at.insert(m.vm, snap.cycle);
+                }
+                outcome.plan = plan;
+            }
+            Err(Abort) => outcome.aborted = true,
+        }
+        outcome.stats.elapsed = start.elapsed();
+        outcome
+    }
+}
+
+struct Cycle<'a> {
+    ctx: types::Context,
+    work: Work<'a>,
+    failures: Vec<PolicyFailure>,
+    stats: CycleStats,
+    /// (vm index, from host index, to host index, reason)
+    migrations: Vec<(usize, usize, usize, MigrationReason)>,
+}
+
+impl Cycle<'_> {
+    /// Calls a policy with fallback and accounting.
+    fn call<R>(
+        &mut self,
+        slot: &mut Slot,
+        mut f: impl FnMut(&mut PolicyInstance, &types::Context) -> Result<R, PolicyError>,
+    ) -> Result<R, Abort> {
+        loop {
+            let fallback = slot.degraded;
+            let inst = if fallback { &mut slot.fallback } else { &mut slot.primary };
+            let result = f(inst, &self.ctx);
+            self.stats.fuel += inst.last_call.fuel;
+            self.stats.policy_time += inst.last_call.elapsed;
+            let t = inst.last_call.elapsed;
+            match inst.kind() {
+                PolicyKind::Threshold => {
+                    if self.stats.threshold_calls == 0 {
+                        self.stats.classify_all_time = t;
+                    }
+                    self.stats.threshold_calls += 1;
+                    self.stats.threshold_time += t;
+                }
+                PolicyKind::Selection => {
+                    self.stats.selection_calls += 1;
+                    self.stats.selection_time += t;
+                }
+                PolicyKind::Placement => {
+                    self.stats.placement_calls += 1;
+                    self.stats.placement_time += t;
+                }
+            }
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::warn!(module = %inst.module().descriptor.name, fallback, error = %e, "policy call failed");
+                    self.failures.push(PolicyFailure {
+                        kind: inst.kind(),
+                        module: inst.module().descriptor.name.clone(),
+                        code: e.code(),
+                        error: e.to_string(),
+                        fallback,
+                    });
+                    if fallback {
+                        return Err(Abort);
+                    }
+                    slot.degraded = true;
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, s: &mut Scheduler) -> Result<Plan, Abort> {
+        let snap = self.work.snap;
+        let n = snap.hosts.len();
+        let rules = s.strategy.rules.clone();
+        let persistence = rules.persistence.max(1);
+
+        // 1. Overload detection over all hosts at once.
+        let empty = self.work.host_batch(&[]);
+        let all = std::mem::replace(&mut self.work.hosts, empty);
+        let classes = self.call(&mut s.threshold, |p, ctx| p.classify(ctx, &all));
+        self.work.hosts = all;
+        let classes = classes?;
+
+        let mut overloaded = Vec::new();
+        let mut underloaded = Vec::new();
+        let mut excluded_dest = vec![false; n];
+        for h in 0..n {
+            let id = snap.hosts.id[h];
+            let active = self.work.state[h] == HostState::Active;
+            let (over, under) = (active && classes[h] == 2, active && classes[h] == 1);
+            let os = s.over_streak.entry(id).or_insert(0);
+            *os = if over { *os + 1 } else { 0 };
+            let us = s.under_streak.entry(id).or_insert(0);
+            *us = if under { *us + 1 } else { 0 };
+            if over {
+                excluded_dest[h] = true; // an overloaded host never receives VMs
+                self.stats.overloaded_hosts += 1;
+                if *os >= persistence {
+                    overloaded.push(h);
+                }
+            }
+            if under {
+                self.stats.underloaded_hosts += 1;
+                if *us >= persistence {
+                    underloaded.push(h);
+                }
+            }
+            if self.work.state[h] == HostState::Down {
+                excluded_dest[h] = true;
+            }
+        }
+
+        let movable = |vm: usize| -> bool {
+            !snap.vms.migrating[vm]
+                && (rules.vm_cooldown_cycles == 0
+                    || s.moved_at
+                        .get(&snap.vms.id[vm])
+                        .is_none_or(|&c| snap.cycle.saturating_sub(c) >= u64::from(rules.vm_cooldown_cycles)))
+        };
+        let movable: Vec<bool> = (0..snap.vms.len()).map(movable).collect();
+        let limit = rules.max_migrations_per_host;
+        let room = |work: &Work, h: usize| limit == 0 || work.migrations[h] < limit;
+
+        // 2. VM selection on overloaded hosts.
+        let mut to_place: Vec<(usize, usize)> = Vec::new(); // (vm, source host)
+        for &h in &overloaded {
+            let mut still_over = true;
+            while still_over {
+                let candidates: Vec<usize> = self.work.vms_on[h].iter().copied().filter(|&vm| movable[vm]).collect();
+                if candidates.is_empty() || !room(&self.work, h) {
+                    break;
+                }
+                let host = self.work.host_batch(&[h]);
+                let vms = self.work.vm_batch(&candidates);
+                let order = self.call(&mut s.selection, |p, ctx| p.select(ctx, &host, &vms))?;
+                if order.is_empty() {
+                    break;
+                }
+                for i in order {
+                    let vm = candidates[i as usize];
+                    if !room(&self.work, h) {
+                        still_over = false;
+                        break;
+                    }
+                    self.work.detach(vm);
+                    // Reserve the source's share of this migration while placing.
+                    self.work.migrations[h] += 1;
+                    to_place.push((vm, h));
+                    let batch = self.work.host_batch(&[h]);
+                    let class = self.call(&mut s.threshold, |p, ctx| p.classify(ctx, &batch))?;
+                    if class[0] != 2 {
+                        still_over = false;
+                        break;
+                    }
+                }
+            }
+        }
+
+        // 3. Placement of the selected VMs, by decreasing CPU demand.
+        to_place.sort_by(|a, b| self.work.demand(b.0).total_cmp(&self.work.demand(a.0)));
+        for &(vm, from) in &to_place {
+            self.work.migrations[from] -= 1; // the reservation becomes the real count in place()
+            match self.find_host(s, vm, from, &excluded_dest, &room)? {
+                Some(to) => {
+                    self.work.place(vm, from, to);
+                    self.migrations.push((vm, from, to, MigrationReason::Overload));
+                }
+                None => self.work.reattach(vm, from),
+            }
+        }
+
+        // 4. Underload: evacuate least-utilized hosts entirely, all or nothing.
+        let mut involved: HashSet<usize> = overloaded.iter().copied().collect();
+        involved.extend(self.migrations.iter().map(|m| m.2));
+        let mut evacuated = Vec::new();
+        underloaded.retain(|&h| !involved.contains(&h));
+        // Least utilized first. Sorting once is exact: a host's utilization changes only when it
+        // receives VMs, and a host that receives VMs is no longer a candidate. Hosts at zero and
+        // hosts with migrations in flight are skipped (as Beloglazov & Buyya).
+        underloaded.retain(|&h| self.work.util(h) > 0.0 && snap.hosts.migrations_in_flight[h] == 0);
+        underloaded.sort_by(|&a, &b| self.work.util(a).total_cmp(&self.work.util(b)).then(a.cmp(&b)));
+        for h in underloaded {
+            if involved.contains(&h) {
+                continue;
+            }
+            excluded_dest[h] = true;
+            let mut vms: Vec<usize> = self.work.vms_on[h].clone();
+            if vms.is_empty() || vms.iter().any(|&vm| !movable[vm]) {
+                continue;
+            }
+            if limit > 0 && self.work.migrations[h] + vms.len() as u32 > limit {
+                continue; // not enough migration slots on the source to empty it
+            }
+            vms.sort_by(|&a, &b| self.work.demand(b).total_cmp(&self.work.demand(a)));
+            let mut placed: Vec<(usize, usize)> = Vec::new();
+            let mut complete = true;
+            for &vm in &vms {
+                // Evacuation destinations: active hosts only (no waking to empty another host).
+                let mut excl = excluded_dest.clone();
+                for (d, e) in excl.iter_mut().enumerate() {
+                    *e |= self.work.state[d] != HostState::Active;
+                }
+                self.work.detach(vm);
+                match self.find_host(s, vm, h, &excl, &room)? {
+                    Some(to) => {
+                        self.work.place(vm, h, to);
+                        placed.push((vm, to));
+                    }
+                    None => {
+                        self.work.reattach(vm, h);
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                for &(vm, to) in &placed {
+                    self.migrations.push((vm, h, to, MigrationReason::Underload));
+                    involved.insert(to);
+                }
+                evacuated.push(h);
+            } else {
+                for &(vm, to) in placed.iter().rev() {
+                    self.work.undo_move(vm, h, to);
+                }
+            }
+        }
+
+        Ok(self.plan(evacuated))
+    }
+
+    /// The best host for `vm` (currently detached from `from`): lowest weight among candidates
+    /// that fit, that the threshold policy would not call overloaded with the VM added.
+    fn find_host(
+        &mut self,
+        s: &mut Scheduler,
+        vm: usize,
+        from: usize,
+        excluded: &[bool],
+        room: &dyn Fn(&Work, usize) -> bool,
+    ) -> Result<Option<usize>, Abort> {
+        let snap = self.work.snap;
+        let demand = self.work.demand(vm);
+        let ram = snap.vms.ram_mb[vm];
+        let mut idx = Vec::new();
+        let mut cand = types::Candidates {
+            n: 0,
+            cpu_used: Vec::new(),
+            cpu_capacity: Vec::new(),
+            mem_used: Vec::new(),
+            mem_capacity: Vec::new(),
+            power_model: Vec::new(),
+            vm_count: Vec::new(),
+            asleep: Vec::new(),
+        };
+        for h in 0..snap.hosts.len() {
+            if h == from || excluded[h] || self.work.state[h] == HostState::Down || !room(&self.work, h) {
+                continue;
+            }
+            let cap = self.work.hosts.cpu_capacity[h];
+            if self.work.cpu_used[h] + demand > cap || self.work.mem_used[h] + ram > self.work.hosts.mem_capacity[h] {
+                continue; // capacity filter: the VM does not fit
+            }
+            idx.push(h);
+            cand.cpu_used.push(self.work.cpu_used[h]);
+            cand.cpu_capacity.push(cap);
+            cand.mem_used.push(self.work.mem_used[h]);
+            cand.mem_capacity.push(self.work.hosts.mem_capacity[h]);
+            cand.power_model.push(snap.hosts.power_model[h]);
+            cand.vm_count.push(self.work.vms_on[h].len() as u32);
+            cand.asleep.push(u8::from(self.work.state[h] == HostState::Asleep));
+        }
+        if idx.is_empty() {
+            return Ok(None);
+        }
+        cand.n = idx.len() as u32;
+        let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
+        let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand))?;
+        let mut ranked: Vec<(f32, usize)> =
+            weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let add = self.work.vm_batch(&[vm]);
+        for chunk in ranked.chunks(SHORTLIST) {
+            // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone
+            // defines its load.
+            let check: Vec<usize> = chunk.iter().map(|&(_, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
+            let verdict = if check.is_empty() {
+                Vec::new()
+            } else {
+                let batch = self.work.host_batch(&check);
+                self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, &add))?
+            };
+            for &(_, h) in chunk {
+                let over = check.iter().position(|&c| c == h).is_some_and(|i| verdict[i]);
+                if !over {
+                    return Ok(Some(h));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn plan(&mut self, evacuated: Vec<usize>) -> Plan {
+        let snap = self.work.snap;
+        let mut plan = Plan::default();
+        let mut wake = HashSet::new();
+        for &(vm, from, to, reason) in &self.migrations {
+            plan.migrations.push(Migration { vm: snap.vms.id[vm], from: snap.hosts.id[from], to: snap.hosts.id[to], reason });
+            if snap.hosts.state[to] == HostState::Asleep && wake.insert(to) {
+                plan.wake.push(snap.hosts.id[to]);
+            }
+        }
+        let mut sleep: HashSet<usize> = evacuated.into_iter().collect();
+        // Active hosts left without VMs and without migrations in flight sleep too.
+        for h in 0..snap.hosts.len() {
+            if snap.hosts.state[h] == HostState::Active && self.work.vms_on[h].is_empty() && snap.hosts.migrations_in_flight[h] == 0 {
+                sleep.insert(h);
+            }
+        }
+        let mut sleep: Vec<usize> = sleep.into_iter().collect();
+        sleep.sort_unstable();
+        plan.sleep = sleep.into_iter().map(|h| snap.hosts.id[h]).collect();
+        plan
+    }
+}

@@ -1,0 +1,226 @@
+//! The scheduler core on small clusters whose right answers are worked out by hand.
+
+use amvm_host::policy::{builtin, ParamValue, PolicyRuntime, RuntimeConfig};
+use amvm_host::scheduler::synthetic::POWER_G4;
+use amvm_host::scheduler::{
+    HostState, HostTable, Migration, MigrationReason, PolicyChoice, Scheduler, Snapshot, Strategy, VmTable,
+};
+
+fn runtime() -> PolicyRuntime {
+    PolicyRuntime::new(RuntimeConfig::default()).unwrap()
+}
+
+/// Hosts of 1000 MIPS / 4096 MB on the G4 power curve; VMs of 1000 MIPS with a flat history at
+/// `util`. `vms` = (host index, utilization, RAM MB).
+fn cluster(hosts: &[HostState], vms: &[(u32, f32, f32)]) -> Snapshot {
+    let mut h = HostTable::default();
+    for (i, &state) in hosts.iter().enumerate() {
+        h.push(100 + i as u32, state, 1000.0, 4096.0, 0);
+    }
+    let window = 3;
+    let mut v = VmTable::default();
+    for (i, &(host, util, ram)) in vms.iter().enumerate() {
+        v.id.push(i as u32);
+        v.host.push(host);
+        v.mips.push(1000.0);
+        v.ram_mb.push(ram);
+        v.migrating.push(false);
+        v.cpu_history.extend([util; 3]);
+    }
+    Snapshot {
+        cycle: 0,
+        time_s: 0.0,
+        interval_s: 300.0,
+        window,
+        migration_bandwidth_mbps: 62.5,
+        power_curves: vec![POWER_G4],
+        hosts: h,
+        vms: v,
+    }
+}
+
+fn mig(vm: u32, from: u32, to: u32, reason: MigrationReason) -> Migration {
+    Migration { vm, from, to, reason }
+}
+
+/// Host 0 at 0.9 (VMs a 0.5/1000 MB, b 0.4/500 MB), host 1 at 0.3, host 2 at 0.1.
+fn three_hosts() -> Snapshot {
+    use HostState::Active;
+    cluster(&[Active, Active, Active], &[(0, 0.5, 1000.0), (0, 0.4, 500.0), (1, 0.3, 1000.0), (2, 0.1, 1000.0)])
+}
+
+#[test]
+fn overload_then_underload_by_hand() {
+    // thr-mmt-0.8 with PABFD:
+    // - host 0 (0.9 > 0.8) is overloaded; MMT picks b (least RAM); host 0 drops to 0.5.
+    // - b (0.4) costs +12 W on host 1 (0.3 → 0.7: 96 → 108) and +12.6 W on host 2
+    //   (0.1 → 0.5: 89.4 → 102): host 1, which stays at 0.7 ≤ 0.8.
+    // - Underload, least utilized first: host 1 received VMs, so only host 2 (0.1) is tried;
+    //   its VM d (0.1) fits on host 1 (0.7 → 0.8, not above 0.8; +4 W). Host 2 sleeps.
+    let rt = runtime();
+    let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    let out = s.cycle(&three_hosts());
+    assert!(out.failures.is_empty() && !out.aborted);
+    assert_eq!(
+        out.plan.migrations,
+        vec![mig(1, 100, 101, MigrationReason::Overload), mig(3, 102, 101, MigrationReason::Underload)]
+    );
+    assert_eq!(out.plan.sleep, vec![102]);
+    assert!(out.plan.wake.is_empty());
+    assert_eq!(out.stats.overloaded_hosts, 1);
+}
+
+#[test]
+fn a_sleeping_host_is_woken_when_it_is_the_best_destination() {
+    use HostState::{Active, Asleep};
+    // Host 0 at 0.9 (a 0.6 / 2000 MB, b 0.3 / 300 MB); host 1 at 0.75 has no room under 0.8
+    // for b (1.05 > 1 does not even fit); host 2 sleeps. b goes to host 2: PABFD compares
+    // 86 → 96 W (+10 W) against nothing else.
+    let snap = cluster(&[Active, Active, Asleep], &[(0, 0.6, 2000.0), (0, 0.3, 300.0), (1, 0.75, 500.0)]);
+    let rt = runtime();
+    let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    let out = s.cycle(&snap);
+    assert_eq!(out.plan.migrations, vec![mig(1, 100, 102, MigrationReason::Overload)]);
+    assert_eq!(out.plan.wake, vec![102]);
+}
+
+#[test]
+fn evacuation_is_all_or_nothing() {
+    use HostState::Active;
+    // Host 0 at 0.7 (one VM), host 1 at 0.1 with two VMs of 0.05 and… host 1's VMs cannot go
+    // to host 0 together with staying ≤ 0.8? 0.7 + 0.05 = 0.75 fits, + 0.05 = 0.8 fits: both
+    // move. Make host 1 hold 0.06 + 0.06: the second would bring host 0 to 0.82 > 0.8, so the
+    // evacuation of host 1 is rolled back, and host 0 (0.7) cannot be evacuated onto host 1
+    // (0.12 + 0.7 = 0.82) either.
+    let snap = cluster(&[Active, Active], &[(0, 0.7, 500.0), (1, 0.06, 500.0), (1, 0.06, 500.0)]);
+    let rt = runtime();
+    let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    let out = s.cycle(&snap);
+    assert!(out.plan.migrations.is_empty(), "{:?}", out.plan);
+    assert!(out.plan.sleep.is_empty());
+    // With a little more room both VMs move and host 1 sleeps.
+    let snap = cluster(&[Active, Active], &[(0, 0.7, 500.0), (1, 0.05, 500.0), (1, 0.05, 500.0)]);
+    let out = s.cycle(&snap);
+    assert_eq!(out.plan.migrations.len(), 2, "{:?}", out.plan);
+    assert_eq!(out.plan.sleep, vec![101]);
+}
+
+#[test]
+fn persistence_waits_for_consecutive_cycles() {
+    let rt = runtime();
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.rules.persistence = 2;
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    let mut snap = three_hosts();
+    let first = s.cycle(&snap);
+    assert!(first.plan.migrations.is_empty(), "cycle 1 only observes: {:?}", first.plan);
+    snap.cycle = 1;
+    let second = s.cycle(&snap);
+    assert_eq!(second.plan.migrations.len(), 2);
+    // A host that recovers resets its count.
+    let mut calm = three_hosts();
+    calm.vms.cpu_history[0..3].copy_from_slice(&[0.3; 3]);
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    s.cycle(&snap);
+    s.cycle(&calm);
+    let third = s.cycle(&snap);
+    assert!(third.plan.migrations.iter().all(|m| m.reason != MigrationReason::Overload));
+}
+
+#[test]
+fn cooldown_and_migration_limits_hold() {
+    let rt = runtime();
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.rules.vm_cooldown_cycles = 3;
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    let snap = three_hosts();
+    let first = s.cycle(&snap);
+    assert!(first.plan.migrations.iter().any(|m| m.vm == 1));
+    // Same state again next cycle (as if the moves had not happened): VMs 1 and 3 are cooling
+    // down, so host 0 must shed a (0.5): host 1 (0.3 → 0.8: 96 → 112, +16 W) beats host 2
+    // (0.1 → 0.6: 89.4 → 106, +16.6 W), and host 1 at 0.8 is not above 0.8.
+    let mut again = snap.clone();
+    again.cycle = 1;
+    let second = s.cycle(&again);
+    assert!(second.plan.migrations.iter().all(|m| m.vm != 1 && m.vm != 3), "{:?}", second.plan);
+    assert_eq!(second.plan.migrations, vec![mig(0, 100, 101, MigrationReason::Overload)]);
+
+    // At most one migration per host: b leaves host 0 for host 1; host 1 is then full, so d
+    // (host 2) cannot go there and stays.
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.rules.max_migrations_per_host = 1;
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    let out = s.cycle(&three_hosts());
+    assert_eq!(out.plan.migrations, vec![mig(1, 100, 101, MigrationReason::Overload)]);
+}
+
+fn hostile(world: &str, mode: &str) -> PolicyChoice {
+    let path = format!("{}/amvm_test_hostile_{world}.wasm", builtin::WASM_DIR);
+    PolicyChoice { module: path, params: [("mode".to_string(), ParamValue::Text(mode.into()))].into_iter().collect() }
+}
+
+#[test]
+fn a_failing_module_falls_back_and_is_recorded() {
+    let rt = runtime();
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.threshold = hostile("threshold", "bad-class");
+    strategy.fallback.threshold = PolicyChoice::builtin("thr").with("upper", ParamValue::Float(0.8));
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    let out = s.cycle(&three_hosts());
+    assert!(!out.aborted);
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].code, "invalid-output");
+    assert!(!out.failures[0].fallback);
+    // The fallback decides exactly as thr-mmt-0.8 does.
+    let mut reference = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    assert_eq!(out.plan, reference.cycle(&three_hosts()).plan);
+}
+
+#[test]
+fn when_the_fallback_fails_too_the_plan_is_empty() {
+    let rt = runtime();
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.placement = hostile("placement", "nan");
+    strategy.fallback.placement = hostile("placement", "loop");
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    let out = s.cycle(&three_hosts());
+    assert!(out.aborted);
+    assert!(out.plan.migrations.is_empty() && out.plan.sleep.is_empty());
+    let codes: Vec<&str> = out.failures.iter().map(|f| f.code).collect();
+    assert_eq!(codes, vec!["invalid-output", "deadline"]);
+    // The next cycle tries the primary again (and falls back again).
+    let next = s.cycle(&three_hosts());
+    assert_eq!(next.failures.len(), 2);
+}
+
+#[test]
+fn an_uploaded_module_changes_the_outcome() {
+    // A selection module that names every VM in index order: host 0 sheds a (index 0) first,
+    // not b as MMT would.
+    let rt = runtime();
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.selection = hostile("selection", "ok");
+    let mut s = Scheduler::new(&rt, &strategy).unwrap();
+    let out = s.cycle(&three_hosts());
+    assert_eq!(out.plan.migrations[0].vm, 0);
+}
+
+#[test]
+fn wrong_kinds_are_refused_at_load() {
+    let rt = runtime();
+    let mut strategy = Strategy::builtin("thr-mmt-0.8").unwrap();
+    strategy.selection = PolicyChoice::builtin("pabfd");
+    let err = Scheduler::new(&rt, &strategy).unwrap_err().to_string();
+    assert!(err.contains("is a placement policy"), "{err}");
+}
+
+#[test]
+fn down_hosts_are_never_touched() {
+    use HostState::{Active, Down};
+    let snap = cluster(&[Active, Down, Active], &[(0, 0.5, 1000.0), (0, 0.4, 500.0), (1, 0.05, 1000.0), (2, 0.3, 1000.0)]);
+    let rt = runtime();
+    let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    let out = s.cycle(&snap);
+    assert!(out.plan.migrations.iter().all(|m| m.from != 101 && m.to != 101), "{:?}", out.plan);
+    assert!(!out.plan.sleep.contains(&101));
+}

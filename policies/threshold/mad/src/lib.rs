@@ -1,0 +1,50 @@
+//! MAD: adaptive threshold from the median absolute deviation of the utilization history (Beloglazov &
+//! Buyya, CCPE 2012): upper = 1 − safety × MAD(history); overloaded when the current utilization
+//! exceeds it. With fewer than `min_history` samples it falls back to a static threshold.
+use amvm_sdk::prelude::*;
+
+struct Adaptive {
+    safety: f64,
+    min_history: usize,
+    fallback: f32,
+    lower: f32,
+}
+
+impl ThresholdPolicy for Adaptive {
+    fn describe() -> Descriptor {
+        Descriptor::threshold("mad", env!("CARGO_PKG_VERSION"))
+            .summary("Adaptive threshold: upper = 1 - safety x MAD of the utilization history")
+            .param(ParamSpec::float("safety", 2.5).range(0.0, 100.0).help("Safety parameter s: upper = 1 - s x MAD"))
+            .param(ParamSpec::integer("min_history", 12).range(3.0, 1000.0).help("Samples needed before the adaptive rule applies"))
+            .param(ParamSpec::float("fallback", 0.7).range(0.0, 1.0).help("Static threshold used while the history is shorter"))
+            .param(ParamSpec::float("lower", 1.0).range(0.0, 1.0).help(
+                "Hosts below this utilization are candidates for evacuation, least utilized first \
+                 (1.0: every non-overloaded host, as Beloglazov & Buyya)",
+            ))
+    }
+
+    fn configure(p: &Params) -> Result<Self, String> {
+        Ok(Adaptive {
+            safety: p.float("safety"),
+            min_history: p.integer("min_history").max(3) as usize,
+            fallback: p.float("fallback") as f32,
+            lower: p.float("lower") as f32,
+        })
+    }
+
+    fn classify(&mut self, _: &Context, hosts: &Hosts) -> Vec<HostClass> {
+        let (safety, min_history, fallback) = (self.safety, self.min_history, self.fallback);
+        hosts.classify_each(self.lower, |_, row| {
+            let Some(now) = stats::last_valid(row) else { return false };
+            let history = stats::valid(row);
+            let upper = if history.len() >= min_history {
+                1.0 - safety * stats::mad(&history)
+            } else {
+                f64::from(fallback)
+            };
+            f64::from(now) > upper
+        })
+    }
+}
+
+amvm_sdk::export!(threshold: Adaptive);
