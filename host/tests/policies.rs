@@ -101,7 +101,7 @@ fn lr_predicts_ahead_by_the_migration_time() {
     assert_eq!(classify(&mut p, &[&line], 301.0), vec![O]); // 1.4 × 0.72 = 1.008 ≥ 1
     let mut p = instance(&rt, "lr", &[("safety", 1.2)]);
     assert_eq!(classify(&mut p, &[&line], 30.0), vec![N]); // 0.84
-    // Fewer than 10 samples: static fallback 0.7.
+                                                           // Fewer than 10 samples: static fallback 0.7.
     assert_eq!(classify(&mut p, &[&[0.5, 0.71]], 30.0), vec![O]);
     // Only the newest 10 samples are fitted: an old plateau does not matter.
     let mut long = vec![0.0f32; 20];

@@ -113,7 +113,9 @@ fn panic_is_a_trap_that_carries_the_message() {
 #[test]
 fn non_finite_and_misshapen_outputs_are_rejected() {
     let rt = runtime();
-    for (mode, needle) in [("nan", "must be finite"), ("inf", "must be finite"), ("short", "2 entries for 4"), ("huge", "entries for 4")] {
+    for (mode, needle) in
+        [("nan", "must be finite"), ("inf", "must be finite"), ("short", "2 entries for 4"), ("huge", "entries for 4")]
+    {
         let mut p = hostile(&rt, "placement", mode);
         let err = weigh(&mut p, 4).unwrap_err();
         assert!(matches!(err, PolicyError::InvalidOutput { function: "weigh", .. }), "{mode}: {err}");

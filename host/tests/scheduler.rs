@@ -217,7 +217,8 @@ fn wrong_kinds_are_refused_at_load() {
 #[test]
 fn down_hosts_are_never_touched() {
     use HostState::{Active, Down};
-    let snap = cluster(&[Active, Down, Active], &[(0, 0.5, 1000.0), (0, 0.4, 500.0), (1, 0.05, 1000.0), (2, 0.3, 1000.0)]);
+    let snap =
+        cluster(&[Active, Down, Active], &[(0, 0.5, 1000.0), (0, 0.4, 500.0), (1, 0.05, 1000.0), (2, 0.3, 1000.0)]);
     let rt = runtime();
     let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
     let out = s.cycle(&snap);

@@ -60,7 +60,13 @@ fn params(descriptor: &Descriptor, given: Vec<types::Param>) -> Params {
 }
 
 fn context(c: types::Context) -> Context {
-    Context { cycle: c.cycle, interval_s: c.interval_s, seed: c.seed, migration_mbps: c.migration_mbps, power_curves: c.power_curves }
+    Context {
+        cycle: c.cycle,
+        interval_s: c.interval_s,
+        seed: c.seed,
+        migration_mbps: c.migration_mbps,
+        power_curves: c.power_curves,
+    }
 }
 
 fn hosts(h: types::Hosts) -> Hosts {

@@ -131,10 +131,7 @@ pub trait ThresholdPolicy: Sized + 'static {
     /// [`classify`](Self::classify).
     fn would_overload(&mut self, ctx: &Context, hosts: &Hosts, add: &Vms) -> Vec<bool> {
         let combined = hosts.with_added(add, ctx);
-        self.classify(ctx, &combined)
-            .into_iter()
-            .map(|c| c == HostClass::Overload)
-            .collect()
+        self.classify(ctx, &combined).into_iter().map(|c| c == HostClass::Overload).collect()
     }
 }
 

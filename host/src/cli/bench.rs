@@ -76,10 +76,13 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         cycle_ms.push(ms(out.stats.elapsed));
         classify_all_ms.push(ms(out.stats.classify_all_time));
         let s = &out.stats;
-        for (i, (t, n)) in
-            [(s.threshold_time, s.threshold_calls), (s.selection_time, s.selection_calls), (s.placement_time, s.placement_calls)]
-                .into_iter()
-                .enumerate()
+        for (i, (t, n)) in [
+            (s.threshold_time, s.threshold_calls),
+            (s.selection_time, s.selection_calls),
+            (s.placement_time, s.placement_calls),
+        ]
+        .into_iter()
+        .enumerate()
         {
             if n > 0 {
                 per_call[i].push(t.as_secs_f64() * 1e6 / n as f64);

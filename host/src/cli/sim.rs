@@ -80,14 +80,7 @@ pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
     };
     let trace = Arc::new(Trace::load(&trace_spec)?);
     let decider = strategies.decider(&spec)?;
-    let report = run(
-        &scenario,
-        trace,
-        decider,
-        RunOptions {
-            series: args.out.is_some(),
-        },
-    )?;
+    let report = run(&scenario, trace, decider, RunOptions { series: args.out.is_some() })?;
     if let Some(dir) = &args.out {
         write_out_dir(dir, &report)?;
     }
@@ -118,9 +111,7 @@ pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
             Some(2 * traces.len() as u64),
             indicatif::ProgressDrawTarget::stderr(),
         );
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} runs {elapsed}",
-        ) {
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs {elapsed}") {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix("amvm ab");
@@ -128,13 +119,7 @@ pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
     };
     let make_a = || strategies.decider(&spec_a).map_err(to_sim_error);
     let make_b = || strategies.decider(&spec_b).map_err(to_sim_error);
-    let result = run_ab(
-        &scenario,
-        &traces,
-        (&args.a, &make_a),
-        (&args.b, &make_b),
-        &|| bar.inc(1),
-    );
+    let result = run_ab(&scenario, &traces, (&args.a, &make_a), (&args.b, &make_b), &|| bar.inc(1));
     bar.finish_and_clear();
     let result = result?;
     // Everything ran: only now write files, so a failure never leaves a partial report.
@@ -154,10 +139,7 @@ fn to_sim_error(e: anyhow::Error) -> crate::sim::SimError {
 }
 
 fn print_run(r: &RunReport) {
-    println!(
-        "{} on {} ({} VMs, {} hosts, {})",
-        r.strategy, r.trace, r.vms, r.hosts, r.trace_source
-    );
+    println!("{} on {} ({} VMs, {} hosts, {})", r.strategy, r.trace, r.vms, r.hosts, r.trace_source);
     println!("  energy              {:.2} kWh", r.energy_kwh);
     println!("  migrations          {}", r.migrations);
     println!("  SLATAH              {:.2} %", r.slatah * 100.0);
@@ -165,43 +147,23 @@ fn print_run(r: &RunReport) {
     println!("  SLAV                {:.3e}", r.slav);
     println!("  ESV                 {:.3e}", r.esv);
     println!("  host shutdowns      {}", r.host_shutdowns);
-    println!(
-        "  active hosts        {:.1} on average",
-        r.mean_active_hosts
-    );
+    println!("  active hosts        {:.1} on average", r.mean_active_hosts);
     println!(
         "  host utilization    {:.1} % mean, {:.1} % p95",
         r.mean_host_utilization * 100.0,
         r.p95_host_utilization * 100.0
     );
     if r.rejected_migrations > 0 || r.policy_failures > 0 {
-        println!(
-            "  refused migrations  {}, policy failures {}",
-            r.rejected_migrations, r.policy_failures
-        );
+        println!("  refused migrations  {}, policy failures {}", r.rejected_migrations, r.policy_failures);
     }
     println!("  elapsed             {:.0} ms", r.elapsed_ms);
 }
 
 fn print_ab(ab: &AbResult) {
-    println!(
-        "A = {}, B = {}, {} trace(s), {:.0} ms",
-        ab.a,
-        ab.b,
-        ab.traces.len(),
-        ab.elapsed_ms
-    );
+    println!("A = {}, B = {}, {} trace(s), {:.0} ms", ab.a, ab.b, ab.traces.len(), ab.elapsed_ms);
     println!(
         "{:<12} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>11} {:>11}",
-        "trace",
-        "energy A",
-        "energy B",
-        "migr A",
-        "migr B",
-        "SLATAH A",
-        "SLATAH B",
-        "SLAV A",
-        "SLAV B"
+        "trace", "energy A", "energy B", "migr A", "migr B", "SLATAH A", "SLATAH B", "SLAV A", "SLAV B"
     );
     for t in &ab.traces {
         println!(
@@ -225,20 +187,13 @@ fn print_ab(ab: &AbResult) {
 
 fn write_out_dir(dir: &Path, r: &RunReport) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_atomic(
-        &dir.join("report.json"),
-        serde_json::to_string_pretty(r)?.as_bytes(),
-    )?;
+    write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
     let mut csv = String::from("time_s,active_hosts,overloaded_hosts,migrations,energy_kwh\n");
     if let Some(s) = &r.series {
         for i in 0..s.time_s.len() {
             csv.push_str(&format!(
                 "{},{},{},{},{:.6}\n",
-                s.time_s[i],
-                s.active_hosts[i],
-                s.overloaded_hosts[i],
-                s.migrations[i],
-                s.energy_kwh[i]
+                s.time_s[i], s.active_hosts[i], s.overloaded_hosts[i], s.migrations[i], s.energy_kwh[i]
             ));
         }
     }
@@ -248,26 +203,17 @@ fn write_out_dir(dir: &Path, r: &RunReport) -> Result<()> {
 /// Writes through a temporary file in the same directory and renames, so readers never see a
 /// half-written file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir, path)?;
-    tmp.1
-        .write_all(bytes)
-        .with_context(|| format!("cannot write {}", tmp.0.display()))?;
+    tmp.1.write_all(bytes).with_context(|| format!("cannot write {}", tmp.0.display()))?;
     drop(tmp.1);
     std::fs::rename(&tmp.0, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
 fn tempfile_in(dir: &Path, target: &Path) -> Result<(PathBuf, std::fs::File)> {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot write {}", target.display()))?;
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", target.display()))?;
     Ok((tmp, file))
 }

@@ -165,7 +165,14 @@ impl Descriptor {
                 types::ValueType::Flag => ValueType::Flag,
                 types::ValueType::Text => ValueType::Text,
             };
-            let spec = ParamSpec { name: p.name, ty, default: from_raw_value(p.default), min: p.min, max: p.max, help: p.help };
+            let spec = ParamSpec {
+                name: p.name,
+                ty,
+                default: from_raw_value(p.default),
+                min: p.min,
+                max: p.max,
+                help: p.help,
+            };
             if params.iter().any(|q: &ParamSpec| q.name == spec.name) {
                 return Err(bad(format!("parameter {:?} declared twice", spec.name)));
             }
@@ -212,7 +219,9 @@ impl ParamSpec {
             (ValueType::Integer, ParamValue::Integer(i)) => Some(*i as f64),
             (ValueType::Flag, ParamValue::Flag(_)) => None,
             (ValueType::Text, ParamValue::Text(s)) if s.len() <= MAX_TEXT => None,
-            (ValueType::Text, ParamValue::Text(_)) => return Err(format!("{} is longer than {MAX_TEXT} bytes", self.name)),
+            (ValueType::Text, ParamValue::Text(_)) => {
+                return Err(format!("{} is longer than {MAX_TEXT} bytes", self.name))
+            }
             _ => {
                 return Err(format!(
                     "{} must be {}, not {} ({value})",

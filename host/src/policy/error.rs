@@ -8,7 +8,9 @@ use thiserror::Error;
 pub enum PolicyError {
     #[error("not a WebAssembly file (no `\\0asm` header)")]
     NotWasm,
-    #[error("this is a core WebAssembly module, not a component; build with `--target wasm32-wasip2` (see sdk/README.md)")]
+    #[error(
+        "this is a core WebAssembly module, not a component; build with `--target wasm32-wasip2` (see sdk/README.md)"
+    )]
     CoreModule,
     #[error("invalid WebAssembly component: {0}")]
     Invalid(String),

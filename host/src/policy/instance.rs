@@ -112,7 +112,8 @@ impl PolicyInstance {
         config: RuntimeConfig,
     ) -> Result<Self, PolicyError> {
         let params = module.descriptor.validate(params)?;
-        let params = params.iter().map(|(name, v)| types::Param { name: name.clone(), value: to_raw_value(v) }).collect();
+        let params =
+            params.iter().map(|(name, v)| types::Param { name: name.clone(), value: to_raw_value(v) }).collect();
         let mut inst = PolicyInstance {
             engine,
             module,
@@ -262,7 +263,10 @@ impl PolicyInstance {
         })?;
         check_len("classify", out.len(), hosts.n as usize)?;
         if let Some((i, c)) = out.iter().enumerate().find(|(_, &c)| c > 2) {
-            return Err(invalid("classify", format!("class {c} for host {i}; expected 0 (normal), 1 (underload) or 2 (overload)")));
+            return Err(invalid(
+                "classify",
+                format!("class {c} for host {i}; expected 0 (normal), 1 (underload) or 2 (overload)"),
+            ));
         }
         Ok(out)
     }
@@ -284,7 +288,12 @@ impl PolicyInstance {
     }
 
     /// Selection: indexes into `vms`, in order, validated (in range, no duplicates).
-    pub fn select(&mut self, ctx: &types::Context, host: &types::Hosts, vms: &types::Vms) -> Result<Vec<u32>, PolicyError> {
+    pub fn select(
+        &mut self,
+        ctx: &types::Context,
+        host: &types::Hosts,
+        vms: &types::Vms,
+    ) -> Result<Vec<u32>, PolicyError> {
         self.expect_kind(PolicyKind::Selection)?;
         let out = self.call("select", |store, b| match b {
             Bindings::Selection(s) => s.call_select(store, ctx, host, vms),
@@ -320,7 +329,10 @@ impl PolicyInstance {
         })?;
         check_len("weigh", out.len(), candidates.n as usize)?;
         if let Some((i, w)) = out.iter().enumerate().find_map(|(i, w)| w.filter(|w| !w.is_finite()).map(|w| (i, w))) {
-            return Err(invalid("weigh", format!("weight {w} for candidate {i}; weights must be finite (use none to filter)")));
+            return Err(invalid(
+                "weigh",
+                format!("weight {w} for candidate {i}; weights must be finite (use none to filter)"),
+            ));
         }
         Ok(out)
     }
@@ -333,7 +345,8 @@ pub(crate) fn describe_unconfigured(
     pre: &WorldPre,
     config: &RuntimeConfig,
 ) -> Result<types::Descriptor, PolicyError> {
-    let state = StoreState { limiter: Limiter { memory_limit: config.memory_limit_bytes, hit: false }, log: VecDeque::new() };
+    let state =
+        StoreState { limiter: Limiter { memory_limit: config.memory_limit_bytes, hit: false }, log: VecDeque::new() };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(config.deadline.as_millis().max(1) as u64);

@@ -103,7 +103,10 @@ impl PolicyRuntime {
     /// and reads its descriptor.
     pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<PolicyModule>, PolicyError> {
         if bytes.len() > MAX_MODULE_BYTES {
-            return Err(PolicyError::Invalid(format!("{} bytes; modules are limited to {MAX_MODULE_BYTES}", bytes.len())));
+            return Err(PolicyError::Invalid(format!(
+                "{} bytes; modules are limited to {MAX_MODULE_BYTES}",
+                bytes.len()
+            )));
         }
         module::sniff(bytes)?;
         let sha = sha256_hex(bytes);
@@ -122,7 +125,8 @@ impl PolicyRuntime {
 
     /// Loads a module from a file.
     pub fn load_file(&self, path: &Path) -> Result<Arc<PolicyModule>, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Io { path: path.display().to_string(), source })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| PolicyError::Io { path: path.display().to_string(), source })?;
         self.load(&bytes, &path.display().to_string())
     }
 

@@ -116,7 +116,8 @@ pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPr
     )
     .map_err(internal)?;
     linker.define_unknown_imports_as_traps(component).map_err(internal)?;
-    let mismatch = |world: &'static str| move |e: wasmtime::Error| PolicyError::WorldMismatch { world, reason: format!("{e:#}") };
+    let mismatch =
+        |world: &'static str| move |e: wasmtime::Error| PolicyError::WorldMismatch { world, reason: format!("{e:#}") };
     let pre = linker.instantiate_pre(component).map_err(mismatch(kind.as_str()))?;
     let pre = match kind {
         PolicyKind::Threshold => WorldPre::Threshold(ThresholdPre::new(pre).map_err(mismatch("threshold"))?),

@@ -119,7 +119,8 @@ fn instantiate(
     kind: PolicyKind,
     choice: &PolicyChoice,
 ) -> Result<PolicyInstance, SchedulerError> {
-    let load_err = |source| SchedulerError::Load { strategy: strategy.name.clone(), kind, module: choice.module.clone(), source };
+    let load_err =
+        |source| SchedulerError::Load { strategy: strategy.name.clone(), kind, module: choice.module.clone(), source };
     let module = if choice.is_file() {
         runtime.load_file(std::path::Path::new(&choice.module)).map_err(load_err)?
     } else {
@@ -464,8 +465,7 @@ impl Cycle<'_> {
         cand.n = idx.len() as u32;
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand))?;
-        let mut ranked: Vec<(f32, usize)> =
-            weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
+        let mut ranked: Vec<(f32, usize)> = weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let add = self.work.vm_batch(&[vm]);
         for chunk in ranked.chunks(SHORTLIST) {
@@ -493,7 +493,12 @@ impl Cycle<'_> {
         let mut plan = Plan::default();
         let mut wake = HashSet::new();
         for &(vm, from, to, reason) in &self.migrations {
-            plan.migrations.push(Migration { vm: snap.vms.id[vm], from: snap.hosts.id[from], to: snap.hosts.id[to], reason });
+            plan.migrations.push(Migration {
+                vm: snap.vms.id[vm],
+                from: snap.hosts.id[from],
+                to: snap.hosts.id[to],
+                reason,
+            });
             if snap.hosts.state[to] == HostState::Asleep && wake.insert(to) {
                 plan.wake.push(snap.hosts.id[to]);
             }
@@ -501,7 +506,10 @@ impl Cycle<'_> {
         let mut sleep: HashSet<usize> = evacuated.into_iter().collect();
         // Active hosts left without VMs and without migrations in flight sleep too.
         for h in 0..snap.hosts.len() {
-            if snap.hosts.state[h] == HostState::Active && self.work.vms_on[h].is_empty() && snap.hosts.migrations_in_flight[h] == 0 {
+            if snap.hosts.state[h] == HostState::Active
+                && self.work.vms_on[h].is_empty()
+                && snap.hosts.migrations_in_flight[h] == 0
+            {
                 sleep.insert(h);
             }
         }

@@ -52,14 +52,7 @@ impl HostTable {
     }
 
     /// Appends one host.
-    pub fn push(
-        &mut self,
-        id: HostId,
-        state: HostState,
-        cpu_capacity: f32,
-        mem_capacity: f32,
-        power_model: u32,
-    ) {
+    pub fn push(&mut self, id: HostId, state: HostState, cpu_capacity: f32, mem_capacity: f32, power_model: u32) {
         self.id.push(id);
         self.state.push(state);
         self.cpu_capacity.push(cpu_capacity);

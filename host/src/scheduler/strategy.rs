@@ -120,7 +120,9 @@ impl Strategy {
     pub fn builtin_names() -> Vec<String> {
         let mut names = vec!["thr-mmt-0.8".to_string(), "iqr-mmt-1.5".into(), "mad-mmt-2.5".into()];
         names.extend(["lr-mmt-1.2", "lrr-mmt-1.2", "lr-mc-1.2", "lr-rs-1.2", "lr-mu-1.2"].map(String::from));
-        names.extend(["thr-mc-0.8", "thr-rs-0.8", "thr-mu-0.8", "iqr-mc-1.5", "mad-mc-2.5", "lrr-mc-1.2"].map(String::from));
+        names.extend(
+            ["thr-mc-0.8", "thr-rs-0.8", "thr-mu-0.8", "iqr-mc-1.5", "mad-mc-2.5", "lrr-mc-1.2"].map(String::from),
+        );
         names
     }
 
@@ -164,7 +166,8 @@ impl Strategy {
     pub fn from_toml_file(path: &Path) -> Result<Strategy, StrategyError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| StrategyError::Io { path: path.display().to_string(), source })?;
-        let mut s = Strategy::from_toml(&text).map_err(|message| StrategyError::Parse { path: path.display().to_string(), message })?;
+        let mut s = Strategy::from_toml(&text)
+            .map_err(|message| StrategyError::Parse { path: path.display().to_string(), message })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for choice in [&mut s.threshold, &mut s.selection, &mut s.placement] {
             if choice.is_file() && Path::new(&choice.module).is_relative() {
@@ -216,7 +219,13 @@ mod tests {
 
     #[test]
     fn bad_names_say_why() {
-        for (name, needle) in [("foo", "three or four"), ("xx-mmt-0.8", "not a threshold"), ("thr-zz-0.8", "not a selection"), ("thr-mmt-abc", "not a number"), ("thr-mmt-0.8-zz", "not a placement")] {
+        for (name, needle) in [
+            ("foo", "three or four"),
+            ("xx-mmt-0.8", "not a threshold"),
+            ("thr-zz-0.8", "not a selection"),
+            ("thr-mmt-abc", "not a number"),
+            ("thr-mmt-0.8-zz", "not a placement"),
+        ] {
             let e = Strategy::builtin(name).unwrap_err().to_string();
             assert!(e.contains(needle), "{name}: {e}");
         }

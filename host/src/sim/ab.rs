@@ -52,60 +52,15 @@ pub struct AbResult {
 /// The metrics compared, with the words of their verdicts: (field, noun phrase, fewer/less
 /// wording, more wording).
 const METRICS: &[(&str, &str, &str, &str)] = &[
-    (
-        "energy_kwh",
-        "energy",
-        "uses {p} less energy",
-        "uses {p} more energy",
-    ),
-    (
-        "slav",
-        "SLA violations (SLAV)",
-        "has {p} fewer SLA violations (SLAV)",
-        "has {p} more SLA violations (SLAV)",
-    ),
-    (
-        "esv",
-        "energy × SLAV (ESV)",
-        "has {p} lower ESV",
-        "has {p} higher ESV",
-    ),
-    (
-        "slatah",
-        "overload time (SLATAH)",
-        "has {p} less overload time (SLATAH)",
-        "has {p} more overload time (SLATAH)",
-    ),
-    (
-        "pdm",
-        "migration degradation (PDM)",
-        "loses {p} less to migrations (PDM)",
-        "loses {p} more to migrations (PDM)",
-    ),
-    (
-        "migrations",
-        "migrations",
-        "makes {p} fewer migrations",
-        "makes {p} more migrations",
-    ),
-    (
-        "host_shutdowns",
-        "host shutdowns",
-        "shuts hosts down {p} less often",
-        "shuts hosts down {p} more often",
-    ),
-    (
-        "mean_active_hosts",
-        "active hosts",
-        "keeps {p} fewer hosts active",
-        "keeps {p} more hosts active",
-    ),
-    (
-        "mean_host_utilization",
-        "host utilization",
-        "runs hosts {p} less utilized",
-        "runs hosts {p} more utilized",
-    ),
+    ("energy_kwh", "energy", "uses {p} less energy", "uses {p} more energy"),
+    ("slav", "SLA violations (SLAV)", "has {p} fewer SLA violations (SLAV)", "has {p} more SLA violations (SLAV)"),
+    ("esv", "energy × SLAV (ESV)", "has {p} lower ESV", "has {p} higher ESV"),
+    ("slatah", "overload time (SLATAH)", "has {p} less overload time (SLATAH)", "has {p} more overload time (SLATAH)"),
+    ("pdm", "migration degradation (PDM)", "loses {p} less to migrations (PDM)", "loses {p} more to migrations (PDM)"),
+    ("migrations", "migrations", "makes {p} fewer migrations", "makes {p} more migrations"),
+    ("host_shutdowns", "host shutdowns", "shuts hosts down {p} less often", "shuts hosts down {p} more often"),
+    ("mean_active_hosts", "active hosts", "keeps {p} fewer hosts active", "keeps {p} more hosts active"),
+    ("mean_host_utilization", "host utilization", "runs hosts {p} less utilized", "runs hosts {p} more utilized"),
 ];
 
 /// Value of a compared metric in a report.
@@ -127,9 +82,8 @@ pub fn metric_value(r: &RunReport, metric: &str) -> f64 {
 /// Two-sided 95 % Student t quantile for `df` degrees of freedom.
 pub fn t95(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::NAN,
@@ -191,15 +145,10 @@ fn compare_one(
         format!("{b_name} and {a_name} do not differ in {noun}")
     } else {
         let phrase = if mean_diff < 0.0 { less } else { more };
-        let mut v = format!(
-            "{b_name} {} than {a_name}",
-            phrase.replace("{p}", &fmt_amount(mean_diff))
-        );
+        let mut v = format!("{b_name} {} than {a_name}", phrase.replace("{p}", &fmt_amount(mean_diff)));
         match (ci95, relative_ci95_pct) {
             (Some(_), Some((lo, hi))) => v.push_str(&format!(" (95 % CI {lo:+.1} % … {hi:+.1} %)")),
-            (Some((lo, hi)), None) => {
-                v.push_str(&format!(" (95 % CI {} … {})", short(lo), short(hi)))
-            }
+            (Some((lo, hi)), None) => v.push_str(&format!(" (95 % CI {} … {})", short(lo), short(hi))),
             _ => {}
         }
         v.push_str(match (ci95.is_some(), significant) {
@@ -230,10 +179,7 @@ pub fn short(x: f64) -> String {
     } else if x.abs() >= 1000.0 {
         format!("{x:.0}")
     } else if x.abs() >= 0.01 {
-        format!("{x:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
+        format!("{x:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         format!("{x:.3e}")
     }
@@ -254,11 +200,8 @@ pub fn run_ab<'a>(
     let started = Instant::now();
     let jobs = traces.len() * 2;
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<crate::sim::RunReport>>>> =
-        Mutex::new((0..jobs).map(|_| None).collect());
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.max(1));
+    let results: Mutex<Vec<Option<Result<crate::sim::RunReport>>>> = Mutex::new((0..jobs).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.max(1));
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -268,8 +211,7 @@ pub fn run_ab<'a>(
                 }
                 let trace = Arc::clone(&traces[job / 2]);
                 let make = if job % 2 == 0 { make_a } else { make_b };
-                let outcome =
-                    make().and_then(|d| run(scenario, trace, d, RunOptions { series: true }));
+                let outcome = make().and_then(|d| run(scenario, trace, d, RunOptions { series: true }));
                 let failed = outcome.is_err();
                 if let Ok(mut slots) = results.lock() {
                     slots[job] = Some(outcome);
@@ -281,9 +223,7 @@ pub fn run_ab<'a>(
             });
         }
     });
-    let slots = results
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let slots = results.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut reports = Vec::with_capacity(jobs);
     for slot in slots {
         match slot {
@@ -298,11 +238,7 @@ pub fn run_ab<'a>(
     while let (Some(mut a), Some(mut b)) = (it.next(), it.next()) {
         a.strategy = a_name.to_string();
         b.strategy = b_name.to_string();
-        pairs.push(AbTrace {
-            trace: a.trace.clone(),
-            a,
-            b,
-        });
+        pairs.push(AbTrace { trace: a.trace.clone(), a, b });
     }
     let comparisons = compare(a_name, b_name, &pairs);
     Ok(AbResult {
@@ -337,46 +273,18 @@ mod tests {
         assert!((lo - (2.0 - half)).abs() < 1e-9 && (hi - (2.0 + half)).abs() < 1e-9);
         assert!(c.significant);
         assert!((c.relative_pct.expect("rel") - 20.0).abs() < 1e-9);
-        assert!(
-            c.verdict.starts_with("B uses 20.0 % more energy than A"),
-            "{}",
-            c.verdict
-        );
+        assert!(c.verdict.starts_with("B uses 20.0 % more energy than A"), "{}", c.verdict);
         assert!(c.verdict.ends_with("; significant"), "{}", c.verdict);
     }
 
     #[test]
     fn noisy_difference_is_not_significant_and_one_trace_has_no_interval() {
-        let c = compare_one(
-            "slav",
-            "SLAV",
-            "has {p} fewer",
-            "has {p} more",
-            "A",
-            "B",
-            &[1.0, 1.0],
-            &[0.5, 1.7],
-        );
+        let c = compare_one("slav", "SLAV", "has {p} fewer", "has {p} more", "A", "B", &[1.0, 1.0], &[0.5, 1.7]);
         assert!(!c.significant, "{c:?}");
+        assert!(c.verdict.contains("more") && c.verdict.ends_with("not significant"), "{}", c.verdict);
+        let one = compare_one("slav", "SLAV", "has {p} fewer", "has {p} more", "A", "B", &[2.0], &[1.0]);
         assert!(
-            c.verdict.contains("more") && c.verdict.ends_with("not significant"),
-            "{}",
-            c.verdict
-        );
-        let one = compare_one(
-            "slav",
-            "SLAV",
-            "has {p} fewer",
-            "has {p} more",
-            "A",
-            "B",
-            &[2.0],
-            &[1.0],
-        );
-        assert!(
-            one.ci95.is_none()
-                && one.verdict.contains("fewer")
-                && one.verdict.contains("one trace"),
+            one.ci95.is_none() && one.verdict.contains("fewer") && one.verdict.contains("one trace"),
             "{}",
             one.verdict
         );

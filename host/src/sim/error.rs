@@ -19,23 +19,11 @@ pub enum SimError {
     #[error("trace file {} is empty", .0.display())]
     TraceEmpty(PathBuf),
     #[error("{}:{line}: not a number: {text:?}", path.display())]
-    TraceNotNumeric {
-        path: PathBuf,
-        line: usize,
-        text: String,
-    },
+    TraceNotNumeric { path: PathBuf, line: usize, text: String },
     #[error("{}:{line}: CPU utilization {value} is outside 0..=100 %", path.display())]
-    TraceOutOfRange {
-        path: PathBuf,
-        line: usize,
-        value: f64,
-    },
+    TraceOutOfRange { path: PathBuf, line: usize, value: f64 },
     #[error("trace file {} has {found} samples, expected {expected}", path.display())]
-    TraceLength {
-        path: PathBuf,
-        expected: usize,
-        found: usize,
-    },
+    TraceLength { path: PathBuf, expected: usize, found: usize },
     #[error("{}: {message}", path.display())]
     TraceFormat { path: PathBuf, message: String },
     #[error("VM order file {}: {message}", path.display())]
@@ -53,12 +41,7 @@ pub enum SimError {
     #[error("strategy: {0}")]
     Strategy(String),
     #[error("VM {vm} (trace {trace:?}, {mips} MIPS, {ram_mb} MB) fits on no host of the scenario")]
-    VmDoesNotFit {
-        vm: usize,
-        trace: String,
-        mips: f64,
-        ram_mb: f64,
-    },
+    VmDoesNotFit { vm: usize, trace: String, mips: f64, ram_mb: f64 },
 }
 
 /// Result alias of the simulator.

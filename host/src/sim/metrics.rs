@@ -169,12 +169,8 @@ mod tests {
 
     #[test]
     fn derived_metrics_follow_their_definitions() {
-        let mut acc = Accumulator {
-            energy_ws: 7.2e6,
-            host_active_s: 1000.0,
-            host_violation_s: 50.0,
-            ..Default::default()
-        };
+        let mut acc =
+            Accumulator { energy_ws: 7.2e6, host_active_s: 1000.0, host_violation_s: 50.0, ..Default::default() };
         acc.vm_requested_mips_s = 1e6;
         acc.vm_migration_loss_mips_s = 2e3;
         for u in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0] {

@@ -35,10 +35,7 @@ impl PowerCurve {
     /// A model of the embedded SPECpower table by name (e.g. `HpProLiantMl110G4Xeon3040`),
     /// case-insensitive.
     pub fn specpower(name: &str) -> Option<PowerCurve> {
-        specpower_models()
-            .into_iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, c)| c)
+        specpower_models().into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| c)
     }
 }
 

@@ -41,12 +41,8 @@ pub fn html(ab: &AbResult) -> String {
                   <th>B − A</th><th>95 % CI</th><th>relative</th></tr>\n",
     );
     for c in &ab.comparisons {
-        let ci = c.ci95.map_or("–".to_string(), |(lo, hi)| {
-            format!("{} … {}", short(lo), short(hi))
-        });
-        let rel = c
-            .relative_pct
-            .map_or("–".to_string(), |r| format!("{r:+.1} %"));
+        let ci = c.ci95.map_or("–".to_string(), |(lo, hi)| format!("{} … {}", short(lo), short(hi)));
+        let rel = c.relative_pct.map_or("–".to_string(), |r| format!("{r:+.1} %"));
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ci}</td><td>{rel}</td></tr>",
@@ -60,10 +56,7 @@ pub fn html(ab: &AbResult) -> String {
     out.push_str(&active_hosts_chart(ab));
     let days: Vec<String> = ab.traces.iter().map(|t| t.trace.clone()).collect();
     let per = |f: &dyn Fn(&super::RunReport) -> f64| -> (Vec<f64>, Vec<f64>) {
-        (
-            ab.traces.iter().map(|t| f(&t.a)).collect(),
-            ab.traces.iter().map(|t| f(&t.b)).collect(),
-        )
+        (ab.traces.iter().map(|t| f(&t.a)).collect(), ab.traces.iter().map(|t| f(&t.b)).collect())
     };
     let (ea, eb) = per(&|r| r.energy_kwh);
     out.push_str(&bar_chart("Energy per trace (kWh)", &days, &ea, &eb));
@@ -71,9 +64,11 @@ pub fn html(ab: &AbResult) -> String {
     out.push_str(&bar_chart("Migrations per trace", &days, &ma, &mb));
     let (sa, sb) = per(&|r| r.slav * 1e5);
     out.push_str(&bar_chart("SLAV per trace (× 10⁻⁵)", &days, &sa, &sb));
-    out.push_str("<h2>Per trace</h2>\n<table><tr><th>trace</th><th>strategy</th><th>energy kWh</th><th>migrations</th>\
+    out.push_str(
+        "<h2>Per trace</h2>\n<table><tr><th>trace</th><th>strategy</th><th>energy kWh</th><th>migrations</th>\
                   <th>SLATAH %</th><th>PDM %</th><th>SLAV ×10⁻⁵</th><th>ESV ×10⁻³</th><th>shutdowns</th>\
-                  <th>mean active hosts</th><th>run ms</th></tr>\n");
+                  <th>mean active hosts</th><th>run ms</th></tr>\n",
+    );
     for t in &ab.traces {
         for (name, r) in [(&ab.a, &t.a), (&ab.b, &t.b)] {
             let _ = writeln!(
@@ -101,34 +96,22 @@ pub fn html(ab: &AbResult) -> String {
 /// Active hosts over time, averaged over the traces (they share the step grid when they come
 /// from the same scenario; shorter series are averaged where they exist).
 fn active_hosts_chart(ab: &AbResult) -> String {
-    let mean_series =
-        |pick: &dyn Fn(&super::ab::AbTrace) -> Option<&super::Series>| -> (Vec<f64>, Vec<f64>) {
-            let all: Vec<&super::Series> = ab.traces.iter().filter_map(pick).collect();
-            let len = all.iter().map(|s| s.time_s.len()).max().unwrap_or(0);
-            let mut xs = Vec::with_capacity(len);
-            let mut ys = Vec::with_capacity(len);
-            for i in 0..len {
-                let vals: Vec<f64> = all
-                    .iter()
-                    .filter_map(|s| s.active_hosts.get(i).map(|&v| f64::from(v)))
-                    .collect();
-                let t = all
-                    .iter()
-                    .find_map(|s| s.time_s.get(i))
-                    .copied()
-                    .unwrap_or(0.0);
-                xs.push(t / 3600.0);
-                ys.push(vals.iter().sum::<f64>() / vals.len().max(1) as f64);
-            }
-            (xs, ys)
-        };
+    let mean_series = |pick: &dyn Fn(&super::ab::AbTrace) -> Option<&super::Series>| -> (Vec<f64>, Vec<f64>) {
+        let all: Vec<&super::Series> = ab.traces.iter().filter_map(pick).collect();
+        let len = all.iter().map(|s| s.time_s.len()).max().unwrap_or(0);
+        let mut xs = Vec::with_capacity(len);
+        let mut ys = Vec::with_capacity(len);
+        for i in 0..len {
+            let vals: Vec<f64> = all.iter().filter_map(|s| s.active_hosts.get(i).map(|&v| f64::from(v))).collect();
+            let t = all.iter().find_map(|s| s.time_s.get(i)).copied().unwrap_or(0.0);
+            xs.push(t / 3600.0);
+            ys.push(vals.iter().sum::<f64>() / vals.len().max(1) as f64);
+        }
+        (xs, ys)
+    };
     let (xa, ya) = mean_series(&|t| t.a.series.as_ref());
     let (_, yb) = mean_series(&|t| t.b.series.as_ref());
-    line_chart(
-        "Active hosts over time (mean over traces), hours",
-        &xa,
-        &[("A", COLOR_A, &ya), ("B", COLOR_B, &yb)],
-    )
+    line_chart("Active hosts over time (mean over traces), hours", &xa, &[("A", COLOR_A, &ya), ("B", COLOR_B, &yb)])
 }
 
 fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
@@ -189,11 +172,8 @@ fn line_chart(title: &str, xs: &[f64], series: &[(&str, &str, &[f64])]) -> Strin
         );
     }
     for (_, color, ys) in series {
-        let points: Vec<String> = xs
-            .iter()
-            .zip(ys.iter())
-            .map(|(&x, &y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
+        let points: Vec<String> =
+            xs.iter().zip(ys.iter()).map(|(&x, &y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
         let _ = write!(
             out,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
@@ -214,10 +194,7 @@ fn bar_chart(title: &str, categories: &[String], a: &[f64], b: &[f64]) -> String
     let sy = |y: f64| (H - PAD_T - PAD_B) * y / y_max;
     for (i, cat) in categories.iter().enumerate() {
         let x0 = PAD_L + slot * i as f64 + slot / 2.0;
-        for (j, (v, color)) in [(a.get(i), COLOR_A), (b.get(i), COLOR_B)]
-            .into_iter()
-            .enumerate()
-        {
+        for (j, (v, color)) in [(a.get(i), COLOR_A), (b.get(i), COLOR_B)].into_iter().enumerate() {
             let v = v.copied().unwrap_or(0.0).max(0.0);
             let h = sy(v);
             let x = x0 - bar + bar * j as f64;
@@ -241,8 +218,5 @@ fn bar_chart(title: &str, categories: &[String], a: &[f64], b: &[f64]) -> String
 
 /// HTML-escapes text.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -74,27 +74,17 @@ pub struct RunOptions {
 }
 
 /// Runs `trace` under `scenario` to the end and reports.
-pub fn run(
-    scenario: &Scenario,
-    trace: Arc<Trace>,
-    decider: Decider<'_>,
-    opts: RunOptions,
-) -> Result<RunReport> {
+pub fn run(scenario: &Scenario, trace: Arc<Trace>, decider: Decider<'_>, opts: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let name = decider.name();
     let (placement, accounting) = match &decider {
         Decider::Baseline(b) => (
             resolve(scenario.vms.initial_placement, InitialPlacement::FirstFit),
-            if *b == Baseline::Npa {
-                PowerAccounting::AlwaysMax
-            } else {
-                PowerAccounting::Dynamic
-            },
+            if *b == Baseline::Npa { PowerAccounting::AlwaysMax } else { PowerAccounting::Dynamic },
         ),
-        Decider::Strategy { .. } => (
-            resolve(scenario.vms.initial_placement, InitialPlacement::PowerAware),
-            PowerAccounting::Dynamic,
-        ),
+        Decider::Strategy { .. } => {
+            (resolve(scenario.vms.initial_placement, InitialPlacement::PowerAware), PowerAccounting::Dynamic)
+        }
     };
     let mut sim = SimCluster::new(scenario, trace, placement, accounting)?;
     match decider {

@@ -100,6 +100,11 @@ pub struct MigrationModel {
     pub bandwidth_share: f64,
     pub degradation: f64,
     pub destination_share: f64,
+    /// Whether host memory limits migrations. CloudSim 3.0.3's PlanetLab cloudlets request no
+    /// RAM once a VM runs (`UtilizationModelNull`), so RAM binds only at creation: `false`
+    /// reproduces that (the snapshot then reports effectively unlimited host memory); `true`
+    /// makes every destination hold the VM's full RAM.
+    pub check_memory: bool,
 }
 
 impl Default for Scenario {
@@ -140,12 +145,7 @@ impl Default for Vms {
     fn default() -> Self {
         let vm = |mips, ram_mb| VmType { mips, ram_mb };
         Vms {
-            types: vec![
-                vm(2500.0, 870.0),
-                vm(2000.0, 1740.0),
-                vm(1000.0, 1740.0),
-                vm(500.0, 613.0),
-            ],
+            types: vec![vm(2500.0, 870.0), vm(2000.0, 1740.0), vm(1000.0, 1740.0), vm(500.0, 613.0)],
             assignment: Assignment::Quarters,
             initial_placement: InitialPlacement::Auto,
         }
@@ -154,11 +154,7 @@ impl Default for Vms {
 
 impl Default for MigrationModel {
     fn default() -> Self {
-        MigrationModel {
-            bandwidth_share: 0.5,
-            degradation: 0.1,
-            destination_share: 0.1,
-        }
+        MigrationModel { bandwidth_share: 0.5, degradation: 0.1, destination_share: 0.1, check_memory: false }
     }
 }
 
@@ -186,25 +182,16 @@ impl HostType {
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Scenario> {
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::Io { path: path.to_path_buf(), source })?;
         let scenario: Scenario =
-            toml::from_str(&text).map_err(|source| SimError::ScenarioParse {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            toml::from_str(&text).map_err(|source| SimError::ScenarioParse { path: path.to_path_buf(), source })?;
         scenario.validate(path)?;
         Ok(scenario)
     }
 
     /// Checks every value; `origin` names the file in errors.
     pub fn validate(&self, origin: &Path) -> Result<()> {
-        let err = |message: String| SimError::Scenario {
-            path: origin.to_path_buf(),
-            message,
-        };
+        let err = |message: String| SimError::Scenario { path: origin.to_path_buf(), message };
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.interval_s) {
             return Err(err("interval_s must be > 0".into()));
@@ -216,19 +203,13 @@ impl Scenario {
             return Err(err("window must be 1..=10000 samples".into()));
         }
         if self.hosts.count == 0 {
-            return Err(err(
-                "hosts.count is 0: a scenario needs at least one host".into()
-            ));
+            return Err(err("hosts.count is 0: a scenario needs at least one host".into()));
         }
         if self.hosts.types.is_empty() {
             return Err(err("hosts.types is empty".into()));
         }
         for t in &self.hosts.types {
-            if t.cores == 0
-                || !positive(t.mips_per_core)
-                || !positive(t.ram_mb)
-                || !positive(t.bandwidth_mbit)
-            {
+            if t.cores == 0 || !positive(t.mips_per_core) || !positive(t.ram_mb) || !positive(t.bandwidth_mbit) {
                 return Err(err(format!(
                     "host type {:?}: cores, mips_per_core, ram_mb, bandwidth_mbit must be > 0",
                     t.name
@@ -236,35 +217,19 @@ impl Scenario {
             }
             match (&t.power_model, &t.power_w) {
                 (Some(_), Some(_)) => {
-                    return Err(err(format!(
-                        "host type {:?}: give power_model or power_w, not both",
-                        t.name
-                    )))
+                    return Err(err(format!("host type {:?}: give power_model or power_w, not both", t.name)))
                 }
-                (None, None) => {
-                    return Err(err(format!(
-                        "host type {:?}: needs power_model or power_w",
-                        t.name
-                    )))
-                }
+                (None, None) => return Err(err(format!("host type {:?}: needs power_model or power_w", t.name))),
                 (Some(m), None) if PowerCurve::specpower(m).is_none() => {
-                    let known: Vec<String> = super::power::specpower_models()
-                        .into_iter()
-                        .map(|m| m.0)
-                        .collect();
+                    let known: Vec<String> = super::power::specpower_models().into_iter().map(|m| m.0).collect();
                     return Err(err(format!(
                         "host type {:?}: unknown power_model {m:?} (known: {})",
                         t.name,
                         known.join(", ")
                     )));
                 }
-                (None, Some(w))
-                    if w.len() != 11 || w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) =>
-                {
-                    return Err(err(format!(
-                        "host type {:?}: power_w needs 11 finite watt values ≥ 0",
-                        t.name
-                    )))
+                (None, Some(w)) if w.len() != 11 || w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) => {
+                    return Err(err(format!("host type {:?}: power_w needs 11 finite watt values ≥ 0", t.name)))
                 }
                 _ => {}
             }
@@ -272,12 +237,7 @@ impl Scenario {
         if self.vms.types.is_empty() {
             return Err(err("vms.types is empty".into()));
         }
-        if self
-            .vms
-            .types
-            .iter()
-            .any(|t| !positive(t.mips) || !positive(t.ram_mb))
-        {
+        if self.vms.types.iter().any(|t| !positive(t.mips) || !positive(t.ram_mb)) {
             return Err(err("every VM type needs mips > 0 and ram_mb > 0".into()));
         }
         let m = &self.migration;
@@ -285,9 +245,7 @@ impl Scenario {
             return Err(err("migration.bandwidth_share must be in (0, 1]".into()));
         }
         if !(0.0..1.0).contains(&m.degradation) || !(0.0..=1.0).contains(&m.destination_share) {
-            return Err(err(
-                "migration.degradation must be in [0, 1) and destination_share in [0, 1]".into(),
-            ));
+            return Err(err("migration.degradation must be in [0, 1) and destination_share in [0, 1]".into()));
         }
         Ok(())
     }
@@ -318,11 +276,7 @@ mod tests {
         assert_eq!(s.hosts.count, 800);
         assert_eq!(s.host_type(0).capacity(), 3720.0);
         assert_eq!(s.host_type(1).capacity(), 5320.0);
-        assert_eq!(
-            s.host_type(1)
-                .migration_mb_per_s(s.migration.bandwidth_share),
-            62.5
-        );
+        assert_eq!(s.host_type(1).migration_mb_per_s(s.migration.bandwidth_share), 62.5);
         // 1052 VMs: ceil(1052/4) = 263 per type
         assert_eq!(s.vm_type_index(262, 1052), 0);
         assert_eq!(s.vm_type_index(263, 1052), 1);
@@ -336,10 +290,7 @@ mod tests {
         assert_eq!(s.hosts.types.len(), 2);
         let zero: Scenario = toml::from_str("[hosts]\ncount = 0\n").expect("parse");
         let e = zero.validate(Path::new("x.toml")).expect_err("zero hosts");
-        assert!(
-            e.to_string().contains("x.toml") && e.to_string().contains("hosts.count"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("x.toml") && e.to_string().contains("hosts.count"), "{e}");
         assert!(toml::from_str::<Scenario>("bogus = 1\n").is_err());
     }
 }

@@ -1,11 +1,16 @@
 //! Naming what decides a run: `npa`, `dvfs`, a built-in strategy, or a strategy file that names
-//! uploaded WASM modules — resolved once, then instantiated per run (per thread).
+//! uploaded WASM modules — resolved and checked once, then a fresh [`Scheduler`] per run (per
+//! thread) over one shared [`PolicyRuntime`]. The simulator calls the real scheduler and the
+//! real policies: there is no simulator-only copy of any algorithm.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 
 use super::run::{Baseline, Decider};
+use super::trace::resolve_path;
+use crate::policy::{PolicyRuntime, RuntimeConfig};
+use crate::scheduler::{Scheduler, Strategy};
 
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,12 +23,12 @@ pub enum StrategySpec {
 }
 
 impl StrategySpec {
-    /// `npa`/`dvfs`, a path ending in `.toml`, else a built-in name.
+    /// `npa`/`dvfs`, a path ending in `.toml` (or an existing file), else a built-in name.
     pub fn parse(text: &str) -> StrategySpec {
         if let Some(b) = Baseline::parse(text) {
             return StrategySpec::Baseline(b);
         }
-        if text.ends_with(".toml") {
+        if text.ends_with(".toml") || std::path::Path::new(text).is_file() {
             return StrategySpec::File(PathBuf::from(text));
         }
         StrategySpec::Builtin(text.to_string())
@@ -33,29 +38,72 @@ impl StrategySpec {
 /// Strategies resolved and validated before any run starts.
 #[derive(Debug)]
 pub struct StrategySet {
-    _private: (),
+    runtime: Option<PolicyRuntime>,
+    strategies: Vec<(StrategySpec, Strategy)>,
 }
 
 impl StrategySet {
-    /// Checks every spec (unknown names and unreadable files fail here, before any work).
+    /// Resolves every spec and builds its scheduler once, so unknown names, unreadable files and
+    /// modules that do not load fail here, before any trace is read.
     pub fn prepare(specs: &[StrategySpec]) -> Result<StrategySet> {
+        let mut strategies = Vec::new();
         for spec in specs {
-            match spec {
-                StrategySpec::Baseline(_) => {}
-                StrategySpec::Builtin(name) => {
-                    bail!("unknown strategy {name:?} (known: npa, dvfs)")
-                }
-                StrategySpec::File(path) => bail!("cannot load strategy file {}", path.display()),
+            let strategy = match spec {
+                StrategySpec::Baseline(_) => continue,
+                StrategySpec::Builtin(name) => Strategy::builtin(name).map_err(|e| {
+                    anyhow::anyhow!("{e}. Also: npa, dvfs. Built-ins: {}", Strategy::builtin_names().join(", "))
+                })?,
+                StrategySpec::File(path) => Strategy::from_toml_file(&resolve_path(path))?,
+            };
+            strategies.push((spec.clone(), strategy));
+        }
+        let runtime = if strategies.is_empty() {
+            None
+        } else {
+            Some(PolicyRuntime::new(RuntimeConfig::default()).context("cannot start the policy runtime")?)
+        };
+        if let Some(rt) = &runtime {
+            for (_, s) in &strategies {
+                Scheduler::new(rt, s)?;
             }
         }
-        Ok(StrategySet { _private: () })
+        Ok(StrategySet { runtime, strategies })
+    }
+
+    /// The display name of a spec (the strategy's own name for files).
+    pub fn name(&self, spec: &StrategySpec) -> String {
+        match spec {
+            StrategySpec::Baseline(b) => b.name().to_string(),
+            other => self
+                .strategies
+                .iter()
+                .find(|(s, _)| s == other)
+                .map_or_else(|| format!("{other:?}"), |(_, s)| s.name.clone()),
+        }
     }
 
     /// A fresh decider for one run.
     pub fn decider(&self, spec: &StrategySpec) -> Result<Decider<'_>> {
-        match spec {
-            StrategySpec::Baseline(b) => Ok(Decider::Baseline(*b)),
-            other => bail!("strategy {other:?} was not prepared"),
+        if let StrategySpec::Baseline(b) = spec {
+            return Ok(Decider::Baseline(*b));
         }
+        let strategy = self
+            .strategies
+            .iter()
+            .find(|(s, _)| s == spec)
+            .map(|(_, s)| s)
+            .with_context(|| format!("strategy {spec:?} was not prepared"))?;
+        let runtime = self.runtime.as_ref().context("policy runtime missing")?;
+        let mut scheduler = Scheduler::new(runtime, strategy)?;
+        Ok(Decider::Strategy {
+            name: strategy.name.clone(),
+            decide: Box::new(move |snap| {
+                let outcome = scheduler.cycle(snap);
+                if outcome.aborted {
+                    tracing::warn!(cycle = snap.cycle, "scheduler abandoned the cycle: no migrations");
+                }
+                (outcome.plan, outcome.failures.len())
+            }),
+        })
     }
 }

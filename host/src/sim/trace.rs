@@ -105,12 +105,7 @@ impl Trace {
         if !path.exists() {
             return Err(SimError::TraceDirMissing(PathBuf::from(spec)));
         }
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("csv") => load::csv_file(&path),
             Some("json") => load::json_file(&path),
             _ => Err(SimError::TraceFormat {
@@ -133,11 +128,7 @@ impl Trace {
             let path = origin.join(name);
             let text = String::from_utf8_lossy(bytes);
             let util = parse_percent_lines(&path, &text, Some(PLANETLAB_SAMPLES))?;
-            vms.push(VmTrace {
-                name: name.clone(),
-                util,
-                vm_type: None,
-            });
+            vms.push(VmTrace { name: name.clone(), util, vm_type: None });
         }
         let vms = load::apply_vm_order(vms, &origin.join("vm-order.tsv"), EMBEDDED_ORDER)?;
         Ok(Trace {
@@ -163,16 +154,11 @@ impl Trace {
             let mut util = Vec::with_capacity(spec.samples);
             for s in 0..spec.samples {
                 noise = 0.8 * noise + 0.6 * base.max(1.0) * normal(&mut rng);
-                let daily =
-                    amplitude * (std::f64::consts::TAU * s as f64 / day_samples + phase).sin();
+                let daily = amplitude * (std::f64::consts::TAU * s as f64 / day_samples + phase).sin();
                 let pct = (base + daily + noise).round().clamp(0.0, 99.0);
                 util.push(pct / 100.0);
             }
-            vms.push(VmTrace {
-                name: format!("synthetic-{i:05}"),
-                util,
-                vm_type: None,
-            });
+            vms.push(VmTrace { name: format!("synthetic-{i:05}"), util, vm_type: None });
         }
         Ok(Trace {
             name: format!("synthetic-{}", spec.seed),
@@ -197,32 +183,18 @@ pub struct SyntheticSpec {
 
 impl Default for SyntheticSpec {
     fn default() -> Self {
-        SyntheticSpec {
-            vms: 1000,
-            samples: PLANETLAB_SAMPLES,
-            seed: 1,
-            mean: 12.0,
-            interval_s: PLANETLAB_INTERVAL_S,
-        }
+        SyntheticSpec { vms: 1000, samples: PLANETLAB_SAMPLES, seed: 1, mean: 12.0, interval_s: PLANETLAB_INTERVAL_S }
     }
 }
 
 impl SyntheticSpec {
     /// Parses `vms=200,samples=288,seed=7,mean=12,interval=300` (every key optional).
     pub fn parse(text: &str) -> Result<SyntheticSpec> {
-        let err = |message: String| SimError::Synthetic {
-            spec: text.to_string(),
-            message,
-        };
+        let err = |message: String| SimError::Synthetic { spec: text.to_string(), message };
         let mut spec = SyntheticSpec::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| err(format!("{part:?} is not key=value")))?;
-            let num = value
-                .trim()
-                .parse::<f64>()
-                .map_err(|_| err(format!("{key}: {value:?} is not a number")))?;
+            let (key, value) = part.split_once('=').ok_or_else(|| err(format!("{part:?} is not key=value")))?;
+            let num = value.trim().parse::<f64>().map_err(|_| err(format!("{key}: {value:?} is not a number")))?;
             if !num.is_finite() || num < 0.0 {
                 return Err(err(format!("{key} must be a finite number ≥ 0")));
             }
@@ -232,17 +204,11 @@ impl SyntheticSpec {
                 "seed" => spec.seed = num as u64,
                 "mean" => spec.mean = num,
                 "interval" => spec.interval_s = num,
-                other => {
-                    return Err(err(format!(
-                        "unknown key {other:?} (vms, samples, seed, mean, interval)"
-                    )))
-                }
+                other => return Err(err(format!("unknown key {other:?} (vms, samples, seed, mean, interval)"))),
             }
         }
         if spec.vms == 0 || spec.samples < 2 || spec.interval_s <= 0.0 || spec.mean > 100.0 {
-            return Err(err(
-                "need vms ≥ 1, samples ≥ 2, interval > 0, mean ≤ 100".into()
-            ));
+            return Err(err("need vms ≥ 1, samples ≥ 2, interval > 0, mean ≤ 100".into()));
         }
         Ok(spec)
     }

@@ -31,6 +31,9 @@ mod placement;
 
 /// No destination: the VM is not migrating.
 const NONE: u32 = u32::MAX;
+/// Host memory the snapshot reports when memory does not limit migrations (finite, so policy
+/// arithmetic stays finite).
+const UNCHECKED_MEMORY_MB: f32 = 1.0e9;
 
 /// How energy is accounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,7 @@ pub struct SimCluster {
     window: usize,
     degradation: f64,
     destination_share: f64,
+    check_memory: bool,
     curves: Vec<PowerCurve>,
     // hosts (static)
     host_cap: Vec<f64>,
@@ -134,30 +138,20 @@ impl SimCluster {
         let host_cap: Vec<f64> = (0..n_hosts).map(|i| ht(i).capacity()).collect();
         let host_core: Vec<f64> = (0..n_hosts).map(|i| ht(i).mips_per_core).collect();
         let host_ram: Vec<f64> = (0..n_hosts).map(|i| ht(i).ram_mb).collect();
-        let host_curve: Vec<usize> = (0..n_hosts)
-            .map(|i| type_curve[i % type_curve.len()])
-            .collect();
-        let host_mig_mbps: Vec<f64> = (0..n_hosts)
-            .map(|i| ht(i).migration_mb_per_s(share))
-            .collect();
+        let host_curve: Vec<usize> = (0..n_hosts).map(|i| type_curve[i % type_curve.len()]).collect();
+        let host_mig_mbps: Vec<f64> = (0..n_hosts).map(|i| ht(i).migration_mb_per_s(share)).collect();
 
         let n_vms = trace.vms.len();
         let mut vm_mips = Vec::with_capacity(n_vms);
         let mut vm_ram = Vec::with_capacity(n_vms);
         for (i, vm) in trace.vms.iter().enumerate() {
-            let k = vm
-                .vm_type
-                .unwrap_or_else(|| scenario.vm_type_index(i, n_vms))
-                .min(scenario.vms.types.len() - 1);
+            let k = vm.vm_type.unwrap_or_else(|| scenario.vm_type_index(i, n_vms)).min(scenario.vms.types.len() - 1);
             vm_mips.push(scenario.vms.types[k].mips);
             vm_ram.push(scenario.vms.types[k].ram_mb);
         }
 
-        let duration_s = if scenario.duration_s > 0.0 {
-            scenario.duration_s
-        } else {
-            trace.samples() as f64 * trace.interval_s
-        };
+        let duration_s =
+            if scenario.duration_s > 0.0 { scenario.duration_s } else { trace.samples() as f64 * trace.interval_s };
         let window = scenario.window;
         let mut sim = SimCluster {
             trace,
@@ -167,6 +161,7 @@ impl SimCluster {
             window,
             degradation: scenario.migration.degradation,
             destination_share: scenario.migration.destination_share,
+            check_memory: scenario.migration.check_memory,
             curves,
             host_cap,
             host_core,
@@ -280,11 +275,7 @@ impl SimCluster {
     /// Appends the current step to the time series (call after the step's plan was applied).
     pub fn record_series(&mut self) {
         let active = self.host_vms.iter().filter(|v| !v.is_empty()).count();
-        let overloaded = self
-            .host_entry
-            .iter()
-            .filter(|e| e.active && e.allocated < e.requested)
-            .count();
+        let overloaded = self.host_entry.iter().filter(|e| e.active && e.allocated < e.requested).count();
         self.series.time_s.push(self.now);
         self.series.active_hosts.push(active as u32);
         self.series.overloaded_hosts.push(overloaded as u32);
@@ -297,13 +288,7 @@ impl SimCluster {
 
     fn complete_migrations_until(&mut self, limit: f64) {
         loop {
-            let Some(t) = self
-                .in_flight
-                .iter()
-                .map(|m| m.end_s)
-                .filter(|&e| e <= limit)
-                .min_by(f64::total_cmp)
-            else {
+            let Some(t) = self.in_flight.iter().map(|m| m.end_s).filter(|&e| e <= limit).min_by(f64::total_cmp) else {
                 return;
             };
             self.update(t, true);
@@ -364,11 +349,7 @@ impl SimCluster {
                     available = 0.0;
                 }
             }
-            let scale = if total_share > 0.0 {
-                cap / total_share
-            } else {
-                0.0
-            };
+            let scale = if total_share > 0.0 { cap / total_share } else { 0.0 };
             // Pass 2: allocations, VM entries, host totals.
             let mut host_alloc = 0.0;
             let mut host_req = 0.0;
@@ -397,18 +378,9 @@ impl SimCluster {
                             self.acc.vm_migration_loss_mips_s += (e.requested - e.allocated) * span;
                         }
                     }
-                    *e = VmEntry {
-                        t,
-                        allocated: alloc,
-                        requested: req,
-                        migrating: outgoing,
-                    };
+                    *e = VmEntry { t, allocated: alloc, requested: req, migrating: outgoing };
                     // The host still runs the whole VM while it leaves.
-                    host_alloc += if outgoing && degr_keep > 0.0 {
-                        alloc / degr_keep
-                    } else {
-                        alloc
-                    };
+                    host_alloc += if outgoing && degr_keep > 0.0 { alloc / degr_keep } else { alloc };
                 }
                 host_req += req;
             }
@@ -429,18 +401,10 @@ impl SimCluster {
                 self.acc.energy_ws += match self.accounting {
                     PowerAccounting::AlwaysMax => curve.max_watts() * dt,
                     PowerAccounting::Dynamic if e.utilization == 0.0 => 0.0,
-                    PowerAccounting::Dynamic => {
-                        (curve.watts(e.utilization) + curve.watts(utilization)) / 2.0 * span
-                    }
+                    PowerAccounting::Dynamic => (curve.watts(e.utilization) + curve.watts(utilization)) / 2.0 * span,
                 };
             }
-            *e = HostEntry {
-                t,
-                allocated: host_alloc,
-                requested: host_req,
-                active: host_alloc > 0.0,
-                utilization,
-            };
+            *e = HostEntry { t, allocated: host_alloc, requested: host_req, active: host_alloc > 0.0, utilization };
         }
         self.now = t;
     }
@@ -463,13 +427,8 @@ impl SimCluster {
     fn build_snapshot_tables(&mut self) {
         let mut hosts = HostTable::default();
         for h in 0..self.host_cap.len() {
-            hosts.push(
-                h as u32,
-                HostState::Asleep,
-                self.host_cap[h] as f32,
-                self.host_ram[h] as f32,
-                self.host_curve[h] as u32,
-            );
+            let mem = if self.check_memory { self.host_ram[h] as f32 } else { UNCHECKED_MEMORY_MB };
+            hosts.push(h as u32, HostState::Asleep, self.host_cap[h] as f32, mem, self.host_curve[h] as u32);
         }
         let n = self.vm_mips.len();
         let vms = VmTable {
@@ -480,11 +439,7 @@ impl SimCluster {
             cpu_history: vec![f32::NAN; n * self.window],
             migrating: vec![false; n],
         };
-        let min_bw = self
-            .host_mig_mbps
-            .iter()
-            .copied()
-            .fold(f64::INFINITY, f64::min);
+        let min_bw = self.host_mig_mbps.iter().copied().fold(f64::INFINITY, f64::min);
         self.snapshot = Snapshot {
             cycle: 0,
             time_s: 0.0,
@@ -502,11 +457,7 @@ impl SimCluster {
         s.cycle = self.acc.cycles.saturating_sub(1);
         s.time_s = self.now;
         for (h, vms) in self.host_vms.iter().enumerate() {
-            s.hosts.state[h] = if vms.is_empty() {
-                HostState::Asleep
-            } else {
-                HostState::Active
-            };
+            s.hosts.state[h] = if vms.is_empty() { HostState::Asleep } else { HostState::Active };
             s.hosts.migrations_in_flight[h] = 0;
         }
         for m in &self.in_flight {
@@ -527,8 +478,8 @@ impl SimCluster {
             && self.vm_host[vi] == from
             && (to as usize) < n_hosts
             && to != from
-            && self.host_ram_used[to as usize] + self.vm_ram[vi]
-                <= self.host_ram[to as usize] + 1e-9;
+            && (!self.check_memory
+                || self.host_ram_used[to as usize] + self.vm_ram[vi] <= self.host_ram[to as usize] + 1e-9);
         if !ok {
             self.acc.rejected += 1;
             tracing::debug!(vm, from, to, "migration refused by the simulated world");
@@ -539,12 +490,7 @@ impl SimCluster {
         self.host_vms[ti].push(vm);
         self.host_ram_used[ti] += self.vm_ram[vi];
         let end_s = self.now + self.vm_ram[vi] / self.host_mig_mbps[ti];
-        self.in_flight.push(InFlight {
-            vm,
-            from,
-            to,
-            end_s,
-        });
+        self.in_flight.push(InFlight { vm, from, to, end_s });
         self.acc.migrations += 1;
         self.step_migrations += 1;
         true

@@ -41,12 +41,7 @@ pub(super) fn place_all(sim: &mut SimCluster, how: InitialPlacement) -> Result<(
             }
         };
         let Some(h) = chosen else {
-            return Err(SimError::VmDoesNotFit {
-                vm: v,
-                trace: sim.trace.vms[v].name.clone(),
-                mips,
-                ram_mb: ram,
-            });
+            return Err(SimError::VmDoesNotFit { vm: v, trace: sim.trace.vms[v].name.clone(), mips, ram_mb: ram });
         };
         reserved[h] += mips;
         sim.host_ram_used[h] += ram;
