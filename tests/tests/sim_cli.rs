@@ -1,4 +1,5 @@
 //! End-to-end: `amvm sim` and `amvm ab` through the real binary.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -67,7 +67,7 @@ fn load_scenario(path: Option<&Path>) -> Result<Scenario> {
 pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
     let scenario = load_scenario(args.scenario.as_deref())?;
     let spec = StrategySpec::parse(&args.strategy);
-    let strategies = StrategySet::prepare(&[spec.clone()])?;
+    let strategies = StrategySet::prepare(std::slice::from_ref(&spec))?;
     let trace_spec = match &args.trace {
         Some(t) => t.clone(),
         None => {

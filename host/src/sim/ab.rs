@@ -210,7 +210,7 @@ pub fn run_ab<'a>(
                     break;
                 }
                 let trace = Arc::clone(&traces[job / 2]);
-                let make = if job % 2 == 0 { make_a } else { make_b };
+                let make = if job.is_multiple_of(2) { make_a } else { make_b };
                 let outcome = make().and_then(|d| run(scenario, trace, d, RunOptions { series: true }));
                 let failed = outcome.is_err();
                 if let Ok(mut slots) = results.lock() {

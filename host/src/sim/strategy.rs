@@ -12,6 +12,9 @@ use super::trace::resolve_path;
 use crate::policy::{PolicyRuntime, RuntimeConfig};
 use crate::scheduler::{Scheduler, Strategy};
 
+/// Per-call policy deadline in simulations.
+pub const SIM_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StrategySpec {
@@ -60,7 +63,10 @@ impl StrategySet {
         let runtime = if strategies.is_empty() {
             None
         } else {
-            Some(PolicyRuntime::new(RuntimeConfig::default()).context("cannot start the policy runtime")?)
+            // Offline runs are not latency-bound: a generous per-call deadline keeps a loaded
+            // machine (or a debug build) from failing good policies; fuel still stops runaways.
+            let config = RuntimeConfig { deadline: SIM_CALL_DEADLINE, ..RuntimeConfig::default() };
+            Some(PolicyRuntime::new(config).context("cannot start the policy runtime")?)
         };
         if let Some(rt) = &runtime {
             for (_, s) in &strategies {
