@@ -113,3 +113,60 @@ impl StrategySet {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sim::run::{run, RunOptions};
+    use crate::sim::scenario::{HostType, Scenario, VmType};
+    use crate::sim::trace::{Trace, VmTrace};
+
+    #[test]
+    fn real_scheduler_consolidation_by_hand() {
+        // Two hosts (1 core × 1000 MIPS, power 100 + 100·u W, 50 MB/s migrations), two VMs of
+        // 1000 MIPS / 500 MB at 20 % and 30 %. Power-aware creation puts one VM on each host.
+        // At t = 300 thr-mmt-0.8 evacuates the least utilized host (0) onto host 1 (0.5 ≤ 0.8):
+        // one 10 s migration; afterwards host 1 is alone and stays.
+        // [300, 310]: host 0 u = 0.2 → 120 W × 10; host 1 runs 300 + 10 % of 200, u = 0.32 →
+        //   132 W × 10 and allocates 320 of 500 requested (violation); PDM loss 20 × 10.
+        // [310, 900]: host 1 u = 0.5 → 150 W × 590; host 0 off.
+        let mut s = Scenario { interval_s: 300.0, duration_s: 900.0, window: 3, ..Scenario::default() };
+        s.hosts.count = 2;
+        s.hosts.types = vec![HostType {
+            name: "unit".into(),
+            cores: 1,
+            mips_per_core: 1000.0,
+            ram_mb: 1024.0,
+            bandwidth_mbit: 800.0,
+            power_model: None,
+            power_w: Some((0..=10).map(|i| 100.0 + 10.0 * f64::from(i)).collect()),
+        }];
+        s.vms.types = vec![VmType { mips: 1000.0, ram_mb: 500.0 }];
+        let vm = |name: &str, pct: f64| VmTrace { name: name.into(), util: vec![pct / 100.0; 4], vm_type: None };
+        let trace = Arc::new(Trace {
+            name: "hand".into(),
+            source: "test".into(),
+            interval_s: 300.0,
+            vms: vec![vm("a", 20.0), vm("b", 30.0)],
+            order: "file",
+        });
+        let spec = StrategySpec::parse("thr-mmt-0.8");
+        let set = StrategySet::prepare(std::slice::from_ref(&spec)).expect("prepare");
+        let r = run(&s, trace, set.decider(&spec).expect("decider"), RunOptions::default()).expect("run");
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert_eq!((r.migrations, r.host_shutdowns, r.rejected_migrations, r.policy_failures), (1, 1, 0, 0));
+        assert!(close(r.energy_kwh, (1200.0 + 1320.0 + 88_500.0) / 3.6e6), "{}", r.energy_kwh);
+        assert!(close(r.slatah, 10.0 / 610.0), "{}", r.slatah);
+        assert!(close(r.pdm, 200.0 / 300_000.0), "{}", r.pdm);
+    }
+
+    #[test]
+    fn unknown_strategies_fail_before_any_run() {
+        let e = StrategySet::prepare(&[StrategySpec::parse("lr-zz-1.2")]).expect_err("unknown");
+        assert!(format!("{e:#}").contains("lr-zz-1.2"), "{e:#}");
+        let e = StrategySet::prepare(&[StrategySpec::parse("/no/such/strategy.toml")]).expect_err("missing");
+        assert!(format!("{e:#}").contains("/no/such/strategy.toml"), "{e:#}");
+    }
+}
