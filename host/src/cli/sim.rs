@@ -99,10 +99,7 @@ pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
     let scenario = load_scenario(args.scenario.as_deref())?;
     let (spec_a, spec_b) = (StrategySpec::parse(&args.a), StrategySpec::parse(&args.b));
     let strategies = StrategySet::prepare(&[spec_a.clone(), spec_b.clone()])?;
-    let mut traces = Vec::with_capacity(args.trace.len());
-    for t in &args.trace {
-        traces.push(Arc::new(Trace::load(t)?));
-    }
+    let traces = load_traces(&args.trace)?;
     let quiet = args.json.is_some();
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
@@ -132,6 +129,28 @@ pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
         None => print_ab(&result),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads every trace, on as many threads as there are cores; the first failure (in argument
+/// order) wins.
+fn load_traces(specs: &[String]) -> Result<Vec<Arc<Trace>>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, specs.len().max(1));
+    let chunk = specs.len().div_ceil(threads).max(1);
+    let loaded: Vec<Vec<Result<Trace, crate::sim::SimError>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|t| Trace::load(t)).collect()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut out = Vec::with_capacity(specs.len());
+    for trace in loaded.into_iter().flatten() {
+        out.push(Arc::new(trace?));
+    }
+    if out.len() != specs.len() {
+        anyhow::bail!("loading traces failed");
+    }
+    Ok(out)
 }
 
 fn to_sim_error(e: anyhow::Error) -> crate::sim::SimError {

@@ -111,7 +111,7 @@ impl Default for Scenario {
     fn default() -> Self {
         Scenario {
             interval_s: 300.0,
-            duration_s: 86_400.0,
+            duration_s: 0.0,
             window: 30,
             hosts: Hosts::default(),
             vms: Vms::default(),
