@@ -114,13 +114,16 @@ fn active_hosts_chart(ab: &AbResult) -> String {
     line_chart("Active hosts over time (mean over traces), hours", &xa, &[("A", COLOR_A, &ya), ("B", COLOR_B, &yb)])
 }
 
+/// A round axis maximum: four ticks of 1, 2, 2.5 or 5 × 10^k covering the data.
 fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
     let m = values.filter(|v| v.is_finite()).fold(0.0f64, f64::max);
     if m <= 0.0 {
-        1.0
-    } else {
-        m * 1.08
+        return 1.0;
     }
+    let raw_step = m / 4.0;
+    let pow = 10f64.powf(raw_step.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|f| f * pow).find(|s| *s >= raw_step).unwrap_or(10.0 * pow);
+    step * 4.0
 }
 
 fn frame(out: &mut String, title: &str, y_max: f64) {
@@ -219,4 +222,22 @@ fn bar_chart(title: &str, categories: &[String], a: &[f64], b: &[f64]) -> String
 /// HTML-escapes text.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_are_round() {
+        assert_eq!(axis_max([365.0].into_iter()), 400.0);
+        assert_eq!(axis_max([800.0, 3.0].into_iter()), 800.0);
+        assert_eq!(axis_max([0.0].into_iter()), 1.0);
+        assert_eq!(axis_max([9.0].into_iter()), 10.0);
+    }
+
+    #[test]
+    fn escapes_names() {
+        assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
 }
