@@ -10,6 +10,13 @@ pub fn valid(row: &[f32]) -> Vec<f64> {
     row.iter().filter(|v| !v.is_nan()).map(|&v| f64::from(v)).collect()
 }
 
+/// Replaces `out` with the samples of `row` that are not NaN, oldest first (no allocation once
+/// `out` has grown to the window size).
+pub fn valid_into(row: &[f32], out: &mut Vec<f64>) {
+    out.clear();
+    out.extend(row.iter().filter(|v| !v.is_nan()).map(|&v| f64::from(v)));
+}
+
 /// The newest sample that is not NaN.
 pub fn last_valid(row: &[f32]) -> Option<f32> {
     row.iter().rev().copied().find(|v| !v.is_nan())
@@ -53,7 +60,23 @@ pub fn iqr(data: &[f64]) -> f64 {
 
 /// Ordinary least squares of `y` on `x = 1..=n`: `(intercept, slope)`. `None` for n < 2.
 pub fn linear_fit(y: &[f64]) -> Option<(f64, f64)> {
-    weighted_linear_fit(y, &vec![1.0; y.len()])
+    let n = y.len();
+    if n < 2 {
+        return None;
+    }
+    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    for (i, &yi) in y.iter().enumerate() {
+        let x = (i + 1) as f64;
+        sx += x;
+        sy += yi;
+        sxx += x * x;
+        sxy += x * yi;
+    }
+    let nf = n as f64;
+    let det = nf * sxx - sx * sx;
+    let slope = (nf * sxy - sx * sy) / det;
+    let intercept = (sy - slope * sx) / nf;
+    (intercept.is_finite() && slope.is_finite()).then_some((intercept, slope))
 }
 
 /// Weighted least squares of `y` on `x = 1..=n`: `(intercept, slope)`.

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::policy::PolicyRuntime;
-use crate::scheduler::synthetic::SyntheticSpec;
-use crate::scheduler::{Scheduler, Strategy};
+use crate::scheduler::synthetic::{apply_instantly, SyntheticSpec};
+use crate::scheduler::{HostState, Scheduler, Strategy};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -23,12 +23,21 @@ pub struct BenchPolicyArgs {
     pub hosts: usize,
     #[arg(long, default_value_t = 100_000)]
     pub vms: usize,
-    /// Decision cycles to time (each over the same snapshot with a new cycle number).
+    /// Decision cycles to time (each over the settled snapshot with a new cycle number; their
+    /// plans are not applied, so every timed cycle sees the same state).
     #[arg(long, default_value_t = 20)]
     pub cycles: u32,
     /// Strategy: a built-in name or a strategy TOML file.
     #[arg(long, default_value = "lr-mmt-1.2")]
     pub strategy: String,
+    /// Cycles run first with their plans applied (as if migrations were instant) so the timed
+    /// cycles see a cluster in steady state rather than a freshly scattered one.
+    #[arg(long, default_value_t = 5)]
+    pub settle: u32,
+    /// Override a strategy setting, e.g. `threshold.lower=0.3` or `rules.persistence=2`
+    /// (repeatable).
+    #[arg(long = "set", value_name = "KIND.NAME=VALUE")]
+    pub set: Vec<String>,
     /// Seed of the synthetic cluster.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -59,19 +68,30 @@ fn ms(d: Duration) -> f64 {
 
 fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let runtime = PolicyRuntime::new(args.limits.config())?;
-    let strategy = Strategy::resolve(&args.strategy)?;
+    let mut strategy = Strategy::resolve(&args.strategy)?;
+    for assignment in &args.set {
+        strategy.set(assignment).map_err(|e| anyhow::anyhow!("--set {e}"))?;
+    }
     let t0 = std::time::Instant::now();
     let mut scheduler = Scheduler::new(&runtime, &strategy)?;
     let load_ms = ms(t0.elapsed());
     let mut snap = SyntheticSpec::new(args.hosts, args.vms, args.seed).build();
-    // One warm-up cycle (first calls fault in the instances' memory).
-    scheduler.cycle(&snap);
+    let active_before = snap.hosts.state.iter().filter(|&&s| s == HostState::Active).count();
+    // Settling: the first cycle on the scattered cluster is the cold case; later ones converge.
+    let mut settle = Vec::new();
+    for _ in 0..args.settle {
+        let out = scheduler.cycle(&snap);
+        settle.push(json!({"cycle_ms": ms(out.stats.elapsed), "migrations": out.plan.migrations.len()}));
+        apply_instantly(&mut snap, &out.plan);
+    }
+    let active_after = snap.hosts.state.iter().filter(|&&s| s == HostState::Active).count();
+    let first_timed = snap.cycle;
     let mut cycle_ms = Vec::new();
     let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
     let mut classify_all_ms = Vec::new();
     let mut last = None;
-    for c in 1..=args.cycles.max(1) {
-        snap.cycle = u64::from(c);
+    for c in 0..u64::from(args.cycles.max(1)) {
+        snap.cycle = first_timed + c;
         let out = scheduler.cycle(&snap);
         cycle_ms.push(ms(out.stats.elapsed));
         classify_all_ms.push(ms(out.stats.classify_all_time));
@@ -98,10 +118,14 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let out = json!({
         "bench": "policy",
         "strategy": strategy.name,
+        "overrides": args.set,
         "hosts": args.hosts,
         "vms": args.vms,
         "cycles": args.cycles,
         "load_ms": load_ms,
+        "settle": settle,
+        "active_hosts_before_settle": active_before,
+        "active_hosts_timed": active_after,
         "cycle_ms_median": percentile(&cycle_ms, 50.0),
         "cycle_ms_p95": percentile(&cycle_ms, 95.0),
         "classify_all_ms_median": percentile(&classify_all_ms, 50.0),

@@ -24,7 +24,8 @@ use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snaps
 use super::strategy::{PolicyChoice, Strategy};
 use super::work::Work;
 
-/// Candidates checked per `would-overload` call during placement.
+/// Candidates checked by the first `would-overload` call during placement; each further call
+/// checks four times as many (8, 32, 128, …), so a long run of vetoed hosts costs few calls.
 const SHORTLIST: usize = 8;
 
 /// Why a scheduler could not be built.
@@ -468,7 +469,12 @@ impl Cycle<'_> {
         let mut ranked: Vec<(f32, usize)> = weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let add = self.work.vm_batch(&[vm]);
-        for chunk in ranked.chunks(SHORTLIST) {
+        let mut start = 0;
+        let mut size = SHORTLIST;
+        while start < ranked.len() {
+            let chunk = &ranked[start..(start + size).min(ranked.len())];
+            start += chunk.len();
+            size *= 4;
             // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone
             // defines its load.
             let check: Vec<usize> = chunk.iter().map(|&(_, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();

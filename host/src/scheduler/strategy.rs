@@ -151,10 +151,14 @@ impl Strategy {
         }
         let value: f64 = param.parse().map_err(|_| unknown(format!("{param:?} is not a number")))?;
         let key = if threshold == "thr" { "upper" } else { "safety" };
+        // `lower = 1.0`: every non-overloaded host is a candidate for evacuation, least utilized
+        // first — Beloglazov & Buyya's underload rule, so results compare with CloudSim's.
         Ok(Strategy {
             name: name.to_string(),
             version: default_version(),
-            threshold: PolicyChoice::builtin(threshold).with(key, ParamValue::Float(value)),
+            threshold: PolicyChoice::builtin(threshold)
+                .with(key, ParamValue::Float(value))
+                .with("lower", ParamValue::Float(1.0)),
             selection: PolicyChoice::builtin(selection),
             placement: PolicyChoice::builtin(placement),
             fallback: Fallbacks::default(),
@@ -185,6 +189,49 @@ impl Strategy {
     /// The strategy as TOML (what `from_toml` reads).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render strategy: {e}\n"))
+    }
+
+    /// Overrides one setting: `threshold.NAME=VALUE`, `selection.NAME=VALUE`,
+    /// `placement.NAME=VALUE` (module parameters; numbers, `true`/`false` or text) or
+    /// `rules.persistence|max_migrations_per_host|vm_cooldown_cycles|seed=N`.
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (path, value) =
+            assignment.split_once('=').ok_or_else(|| format!("{assignment:?}: expected KIND.NAME=VALUE"))?;
+        let (kind, name) = path.split_once('.').ok_or_else(|| format!("{path:?}: expected KIND.NAME"))?;
+        let parsed = if let Ok(i) = value.parse::<i64>() {
+            ParamValue::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>() {
+            ParamValue::Float(f)
+        } else if let Ok(b) = value.parse::<bool>() {
+            ParamValue::Flag(b)
+        } else {
+            ParamValue::Text(value.to_string())
+        };
+        let choice = match kind {
+            "threshold" => &mut self.threshold,
+            "selection" => &mut self.selection,
+            "placement" => &mut self.placement,
+            "rules" => {
+                let n: u64 = value.parse().map_err(|_| format!("rules.{name}: {value:?} is not a whole number"))?;
+                let small = u32::try_from(n).map_err(|_| format!("rules.{name}: {n} is too large"));
+                match name {
+                    "persistence" => self.rules.persistence = small?,
+                    "max_migrations_per_host" => self.rules.max_migrations_per_host = small?,
+                    "vm_cooldown_cycles" => self.rules.vm_cooldown_cycles = small?,
+                    "seed" => self.rules.seed = n,
+                    _ => {
+                        return Err(format!(
+                            "unknown rule {name:?} (persistence, max_migrations_per_host, vm_cooldown_cycles, seed)"
+                        ))
+                    }
+                }
+                return Ok(());
+            }
+            _ => return Err(format!("{kind:?}: expected threshold, selection, placement or rules")),
+        };
+        // Integers are widened where the module declares a float (checked when loaded).
+        choice.params.insert(name.to_string(), parsed);
+        Ok(())
     }
 
     /// A built-in name or a TOML file.
@@ -229,6 +276,22 @@ mod tests {
             let e = Strategy::builtin(name).unwrap_err().to_string();
             assert!(e.contains(needle), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn settings_override() {
+        let mut s = Strategy::builtin("lr-mmt-1.2").unwrap();
+        assert_eq!(s.threshold.params.get("lower"), Some(&ParamValue::Float(1.0)));
+        s.set("threshold.lower=0.3").unwrap();
+        s.set("rules.persistence=3").unwrap();
+        s.set("placement.use_asleep=true").unwrap();
+        assert_eq!(s.threshold.params.get("lower"), Some(&ParamValue::Float(0.3)));
+        assert_eq!(s.rules.persistence, 3);
+        assert_eq!(s.placement.params.get("use_asleep"), Some(&ParamValue::Flag(true)));
+        assert!(s.set("nope").is_err());
+        assert!(s.set("rules.persistence=-1").is_err());
+        assert!(s.set("rules.bogus=1").is_err());
+        assert!(s.set("engine.x=1").is_err());
     }
 
     #[test]

@@ -79,3 +79,37 @@ impl SyntheticSpec {
         }
     }
 }
+
+/// Applies a plan to a snapshot as if every migration completed at once: VMs change host,
+/// evacuated hosts sleep, woken hosts become active, the cycle advances. For benchmarks and
+/// tests that need a cluster in steady state; the simulator models migrations properly.
+pub fn apply_instantly(snap: &mut Snapshot, plan: &super::Plan) {
+    let hosts: std::collections::HashMap<u32, usize> =
+        snap.hosts.id.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let vms: std::collections::HashMap<u32, usize> = snap.vms.id.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let host_index = |id: u32| hosts.get(&id).copied();
+    let vm_index = |id: u32| vms.get(&id).copied();
+    for m in &plan.migrations {
+        if let (Some(v), Some(h)) = (vm_index(m.vm), host_index(m.to)) {
+            snap.vms.host[v] = h as u32;
+        }
+    }
+    for &id in &plan.wake {
+        if let Some(h) = host_index(id) {
+            snap.hosts.state[h] = HostState::Active;
+        }
+    }
+    let mut occupied = vec![false; snap.hosts.len()];
+    for &h in &snap.vms.host {
+        if let Some(o) = occupied.get_mut(h as usize) {
+            *o = true;
+        }
+    }
+    for &id in &plan.sleep {
+        if let Some(h) = host_index(id).filter(|&h| !occupied[h]) {
+            snap.hosts.state[h] = HostState::Asleep;
+        }
+    }
+    snap.cycle += 1;
+    snap.time_s += f64::from(snap.interval_s);
+}

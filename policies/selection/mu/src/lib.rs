@@ -6,7 +6,8 @@ struct Mu;
 
 impl SelectionPolicy for Mu {
     fn describe() -> Descriptor {
-        Descriptor::selection("mu", env!("CARGO_PKG_VERSION")).summary("Minimum utilization: least CPU-utilized VM first")
+        Descriptor::selection("mu", env!("CARGO_PKG_VERSION"))
+            .summary("Minimum utilization: least CPU-utilized VM first")
     }
 
     fn configure(_: &Params) -> Result<Self, String> {

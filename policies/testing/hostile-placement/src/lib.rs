@@ -18,11 +18,9 @@ fn recurse(depth: u64, acc: &mut [u64; 16]) -> u64 {
 
 impl PlacementPolicy for Hostile {
     fn describe() -> Descriptor {
-        Descriptor::placement("hostile-placement", "0.0.1")
-            .summary("Test guest that misbehaves on purpose")
-            .param(ParamSpec::text("mode", "ok").help(
-                "ok | loop | grow | recurse | panic | nan | inf | short | huge | fs",
-            ))
+        Descriptor::placement("hostile-placement", "0.0.1").summary("Test guest that misbehaves on purpose").param(
+            ParamSpec::text("mode", "ok").help("ok | loop | grow | recurse | panic | nan | inf | short | huge | fs"),
+        )
     }
 
     fn configure(p: &Params) -> Result<Self, String> {

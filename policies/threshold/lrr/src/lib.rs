@@ -9,6 +9,7 @@ struct Predictive {
     samples: usize,
     fallback: f32,
     lower: f32,
+    scratch: Vec<f64>,
 }
 
 impl ThresholdPolicy for Predictive {
@@ -17,10 +18,14 @@ impl ThresholdPolicy for Predictive {
             .summary("Predictive threshold: overloaded when safety x predicted utilization >= 1")
             .param(ParamSpec::float("safety", 1.2).range(0.0, 100.0).help("Safety parameter s"))
             .param(ParamSpec::integer("samples", 10).range(3.0, 1000.0).help("Newest samples the regression fits"))
-            .param(ParamSpec::float("fallback", 0.7).range(0.0, 1.0).help("Static threshold used while the history is shorter"))
-            .param(ParamSpec::float("lower", 1.0).range(0.0, 1.0).help(
-                "Hosts below this utilization are candidates for evacuation, least utilized first \
-                 (1.0: every non-overloaded host, as Beloglazov & Buyya)",
+            .param(
+                ParamSpec::float("fallback", 0.7)
+                    .range(0.0, 1.0)
+                    .help("Static threshold used while the history is shorter"),
+            )
+            .param(ParamSpec::float("lower", 0.3).range(0.0, 1.0).help(
+                "Underload threshold (paper 3.3): hosts below it are evacuated, least utilized first; \
+                 1.0 tries every non-overloaded host, as Beloglazov & Buyya (the built-in strategies do)",
             ))
     }
 
@@ -30,15 +35,17 @@ impl ThresholdPolicy for Predictive {
             samples: p.integer("samples").max(3) as usize,
             fallback: p.float("fallback") as f32,
             lower: p.float("lower") as f32,
+            scratch: Vec::new(),
         })
     }
 
     fn classify(&mut self, ctx: &Context, hosts: &Hosts) -> Vec<HostClass> {
         let (safety, n, fallback) = (self.safety, self.samples, self.fallback);
+        let history = &mut self.scratch;
         let interval = f64::from(ctx.interval_s.max(f32::MIN_POSITIVE));
         hosts.classify_each(self.lower, |i, row| {
             let Some(now) = stats::last_valid(row) else { return false };
-            let history = stats::valid(row);
+            stats::valid_into(row, history);
             if history.len() < n {
                 return now > fallback;
             }
