@@ -81,7 +81,7 @@ fn a_failing_uploaded_module_falls_back_and_the_run_completes() {
     );
     std::fs::write(&spec, text).expect("write");
     let hostile_run = sim(dir.path(), &spec);
-    let reference = sim(dir.path(), "thr-mmt-0.8");
+    let reference = sim(dir.path(), &strategy_file(dir.path(), "thr-pabfd", Path::new("pabfd"), ""));
     assert!(hostile_run["policy_failures"].as_u64().expect("failures") > 0, "{hostile_run}");
     assert_eq!(hostile_run["rejected_migrations"], 0);
     assert_eq!(hostile_run["energy_kwh"], reference["energy_kwh"], "the fallback is the built-in PABFD");
