@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::error::{Result, SimError};
 use super::power::PowerCurve;
 
+/// Most hosts a scenario may have.
+pub const MAX_HOSTS: usize = 1_000_000;
+/// Most scheduling steps a run may have.
+pub const MAX_STEPS: usize = 1_000_000;
+
 /// A whole scenario. Every field has the CloudSim reference value as its default, so a file
 /// only lists what it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +206,12 @@ impl Scenario {
         }
         if self.window == 0 || self.window > 10_000 {
             return Err(err("window must be 1..=10000 samples".into()));
+        }
+        if self.hosts.count > MAX_HOSTS {
+            return Err(err(format!("hosts.count {} is above the simulator's limit of {MAX_HOSTS}", self.hosts.count)));
+        }
+        if self.duration_s / self.interval_s > MAX_STEPS as f64 {
+            return Err(err(format!("duration_s / interval_s is above the simulator's limit of {MAX_STEPS} steps")));
         }
         if self.hosts.count == 0 {
             return Err(err("hosts.count is 0: a scenario needs at least one host".into()));

@@ -152,6 +152,12 @@ impl SimCluster {
 
         let duration_s =
             if scenario.duration_s > 0.0 { scenario.duration_s } else { trace.samples() as f64 * trace.interval_s };
+        if duration_s / scenario.interval_s > super::scenario::MAX_STEPS as f64 {
+            return Err(SimError::Scenario {
+                path: origin.to_path_buf(),
+                message: format!("the trace lasts {duration_s} s: too many {} s steps", scenario.interval_s),
+            });
+        }
         let window = scenario.window;
         let mut sim = SimCluster {
             trace,
