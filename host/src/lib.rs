@@ -6,3 +6,4 @@ pub mod cli;
 pub mod monitor;
 pub mod policy;
 pub mod scheduler;
+pub mod sim;

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod bench_ingest;
 pub mod monitor;
 pub mod policy;
+pub mod sim;
 
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
@@ -41,6 +42,10 @@ pub enum Command {
     /// Read stored metrics (fetch values, draw graphs).
     #[command(subcommand)]
     Metrics(monitor::MetricsCommand),
+    /// Simulate one strategy on a trace (CloudSim-comparable energy and SLA metrics).
+    Sim(sim::SimArgs),
+    /// A/B-test two strategies over the same traces.
+    Ab(sim::AbArgs),
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -57,6 +62,8 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => monitor::run_agent(a),
         Command::Collector(a) => monitor::run_collector(a),
         Command::Metrics(m) => monitor::run_metrics(m),
+        Command::Sim(args) => sim::run_sim(args),
+        Command::Ab(args) => sim::run_ab_cmd(args),
     };
     match result {
         Ok(code) => code,

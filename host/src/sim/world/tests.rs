@@ -1,0 +1,198 @@
+//! Hand-computed scenarios: every expected number below is worked out in the comments.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::scheduler::{Migration, MigrationReason};
+use crate::sim::run::{run, Baseline, Decider, RunOptions};
+use crate::sim::scenario::{HostType, VmType};
+use crate::sim::trace::VmTrace;
+
+/// Hosts: 1 core × 1000 MIPS, 1024 MB, 800 Mbit/s (→ 50 MB/s for migration), power 100 + 100·u W.
+/// VMs: 1000 MIPS, 500 MB (→ 10 s migrations). 300 s steps, 900 s.
+fn scenario(hosts: usize) -> Scenario {
+    let mut s = Scenario { interval_s: 300.0, duration_s: 900.0, window: 3, ..Scenario::default() };
+    s.hosts.count = hosts;
+    s.hosts.types = vec![HostType {
+        name: "unit".into(),
+        cores: 1,
+        mips_per_core: 1000.0,
+        ram_mb: 1024.0,
+        bandwidth_mbit: 800.0,
+        power_model: None,
+        power_w: Some((0..=10).map(|i| 100.0 + 10.0 * f64::from(i)).collect()),
+    }];
+    s.vms.types = vec![VmType { mips: 1000.0, ram_mb: 500.0 }];
+    s
+}
+
+fn trace(pcts: &[&[f64]]) -> Arc<Trace> {
+    Arc::new(Trace {
+        name: "hand".into(),
+        source: "test".into(),
+        interval_s: 300.0,
+        vms: pcts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| VmTrace {
+                name: format!("vm{i}"),
+                util: p.iter().map(|v| v / 100.0).collect(),
+                vm_type: None,
+            })
+            .collect(),
+        order: "file",
+    })
+}
+
+/// A decider that plays a fixed list of plans, one per cycle.
+fn scripted(plans: Vec<Plan>) -> Decider<'static> {
+    let mut plans = plans.into_iter();
+    Decider::Strategy { name: "scripted".into(), decide: Box::new(move |_| (plans.next().unwrap_or_default(), 0)) }
+}
+
+fn migrate(vm: u32, from: u32, to: u32) -> Plan {
+    Plan {
+        migrations: vec![Migration { vm, from, to, reason: MigrationReason::Underload }],
+        sleep: vec![from],
+        wake: vec![],
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+#[test]
+fn dvfs_energy_is_the_trapezoid_from_the_first_step() {
+    // One VM at 50 % on host 0. [0, 300] counts nothing (CloudSim measures from the first
+    // step); [300, 900] at u = 0.5 → 150 W × 600 s = 90 000 W·s. Host 1 stays empty: 0 W.
+    let r =
+        run(&scenario(2), trace(&[&[50.0; 4]]), Decider::Baseline(Baseline::Dvfs), RunOptions::default()).expect("run");
+    assert!(close(r.energy_kwh, 90_000.0 / 3.6e6), "{}", r.energy_kwh);
+    assert_eq!((r.migrations, r.slatah, r.pdm), (0, 0.0, 0.0));
+    assert_eq!(r.cycles, 2);
+    assert!(close(r.mean_host_utilization, 0.5));
+}
+
+#[test]
+fn npa_draws_full_power_on_every_host_all_the_time() {
+    // 2 hosts × 200 W × 900 s = 360 000 W·s = 0.1 kWh.
+    let r =
+        run(&scenario(2), trace(&[&[50.0; 4]]), Decider::Baseline(Baseline::Npa), RunOptions::default()).expect("run");
+    assert!(close(r.energy_kwh, 0.1), "{}", r.energy_kwh);
+}
+
+#[test]
+fn one_migration_by_hand() {
+    // VM0 40 % on host 0, VM1 30 % on host 1 (first fit at full MIPS). At t = 300 VM1 moves to
+    // host 0, finishing at 310.
+    // [300, 310]: host 0 allocates 400 + 10 % of 300 = 430 of requested 700 → SLA violation,
+    //   u = 0.43 → 143 W × 10 s = 1430; host 1 gives VM1 270 (90 %) but runs 300, u = 0.3 →
+    //   130 W × 10 s = 1300; PDM loss 30 MIPS × 10 s = 300.
+    // [310, 900]: host 0 at u = 0.7 → 170 W × 590 s = 100 300; host 1 empty → 0 W.
+    // Energy 103 030 W·s. Active time 600 (host 0) + 10 (host 1); violation 10 s.
+    // Requested MIPS·s: 400 × 600 + 300 × 600 = 420 000.
+    let plans = vec![migrate(1, 1, 0)];
+    let r =
+        run(&scenario(2), trace(&[&[40.0; 4], &[30.0; 4]]), scripted(plans), RunOptions { series: true }).expect("run");
+    assert!(close(r.energy_kwh, 103_030.0 / 3.6e6), "{}", r.energy_kwh);
+    assert!(close(r.slatah, 10.0 / 610.0), "{}", r.slatah);
+    assert!(close(r.pdm, 300.0 / 420_000.0), "{}", r.pdm);
+    assert!(close(r.slav, r.slatah * r.pdm));
+    assert!(close(r.esv, r.energy_kwh * r.slav));
+    assert_eq!((r.migrations, r.host_shutdowns, r.rejected_migrations), (1, 1, 0));
+    let s = r.series.expect("series");
+    assert_eq!(s.time_s, vec![0.0, 300.0, 600.0, 900.0]);
+    assert_eq!(s.active_hosts, vec![2, 2, 1, 1]);
+    assert_eq!(s.migrations, vec![0, 1, 0, 0]);
+    assert!(close(r.mean_active_hosts, 4.0 / 3.0));
+    // utilization sampled at the cycles before the plans: 0.4, 0.3 at 300; 0.7 at 600
+    assert!(close(r.mean_host_utilization, 1.4 / 3.0), "{}", r.mean_host_utilization);
+}
+
+#[test]
+fn oversubscribed_host_shares_capacity_and_violates_sla() {
+    // Both VMs at 80 %, VM1 moves onto host 0 at 300 (done at 310).
+    // [300, 310]: host 0 allocates 800 + 80 of 1600 requested (violation), u = 0.88 → 188 W;
+    //   host 1 u = 0.8 → 180 W; PDM loss 80 × 10 = 800.
+    // [310, 900]: host 0 over-subscribed: each VM gets floor(800 × 1000/1600) = 500, u = 1 →
+    //   200 W × 590 s; still a violation, but not a migration one (no PDM).
+    // Energy 1880 + 1800 + 118 000 = 121 680 W·s; SLATAH 600 / 610; PDM 800 / 960 000.
+    let plans = vec![migrate(1, 1, 0)];
+    let r = run(&scenario(2), trace(&[&[80.0; 4], &[80.0; 4]]), scripted(plans), RunOptions::default()).expect("run");
+    assert!(close(r.energy_kwh, 121_680.0 / 3.6e6), "{}", r.energy_kwh);
+    assert!(close(r.slatah, 600.0 / 610.0), "{}", r.slatah);
+    assert!(close(r.pdm, 800.0 / 960_000.0), "{}", r.pdm);
+}
+
+#[test]
+fn impossible_migrations_are_refused_not_executed() {
+    // 600 MB VMs: two do not fit in 1024 MB; a VM id that does not exist; a wrong source.
+    let mut s = scenario(2);
+    s.vms.types[0].ram_mb = 600.0;
+    s.migration.check_memory = true;
+    let bad = Plan {
+        migrations: vec![
+            Migration { vm: 1, from: 1, to: 0, reason: MigrationReason::Overload },
+            Migration { vm: 7, from: 0, to: 1, reason: MigrationReason::Overload },
+            Migration { vm: 0, from: 1, to: 0, reason: MigrationReason::Overload },
+        ],
+        ..Plan::default()
+    };
+    let r = run(&s, trace(&[&[10.0; 4], &[10.0; 4]]), scripted(vec![bad]), RunOptions::default()).expect("run");
+    assert_eq!((r.migrations, r.rejected_migrations), (0, 3));
+}
+
+#[test]
+fn snapshot_shows_history_states_and_migrations_in_flight() {
+    // 1 Mbit/s links: a 500 MB VM needs 8000 s to move, so it is still migrating next cycle.
+    let mut s = scenario(2);
+    s.hosts.types[0].bandwidth_mbit = 1.0;
+    let mut sim = SimCluster::new(
+        &s,
+        trace(&[&[40.0, 20.0, 60.0, 60.0], &[30.0; 4]]),
+        InitialPlacement::FirstFit,
+        PowerAccounting::Dynamic,
+    )
+    .expect("world");
+    assert!(sim.advance());
+    let snap = sim.observe();
+    assert_eq!(snap.window, 3);
+    assert!(snap.vms.cpu_history[0].is_nan() && snap.vms.cpu_history[1].is_nan());
+    assert!((snap.vms.cpu_history[2] - 0.2).abs() < 1e-6);
+    assert_eq!(snap.hosts.state, vec![HostState::Active, HostState::Active]);
+    assert_eq!(snap.vms.host, vec![0, 1]);
+    assert!((snap.migration_bandwidth_mbps - 0.0625).abs() < 1e-6);
+    sim.apply(&migrate(1, 1, 0));
+    assert!(sim.advance());
+    let snap = sim.observe();
+    assert!((snap.vms.cpu_history[1] - 0.2).abs() < 1e-6 && (snap.vms.cpu_history[2] - 0.6).abs() < 1e-6);
+    assert_eq!(snap.vms.migrating, vec![false, true]);
+    assert_eq!(snap.vms.host, vec![0, 1]);
+    assert_eq!(snap.hosts.migrations_in_flight, vec![1, 1]);
+}
+
+#[test]
+fn a_vm_larger_than_any_core_is_a_clear_error() {
+    let mut s = scenario(2);
+    s.vms.types[0].mips = 1500.0;
+    let e = run(&s, trace(&[&[10.0; 4]]), Decider::Baseline(Baseline::Dvfs), RunOptions::default())
+        .expect_err("cannot fit");
+    assert!(e.to_string().contains("vm0") && e.to_string().contains("fits on no host"), "{e}");
+}
+
+#[test]
+fn power_aware_initial_placement_prefers_empty_efficient_hosts() {
+    // Host 0 is the hungrier model; the power-aware creation picks host 1 for both VMs' first
+    // slot comparisons, while first fit fills host 0 first.
+    let mut s = scenario(2);
+    s.hosts.types[0].cores = 2;
+    let mut hungry = s.hosts.types[0].clone();
+    hungry.power_w = Some((0..=10).map(|i| 100.0 + 30.0 * f64::from(i)).collect());
+    s.hosts.types.insert(0, hungry);
+    let t = trace(&[&[10.0; 4], &[10.0; 4]]);
+    let pa = SimCluster::new(&s, Arc::clone(&t), InitialPlacement::PowerAware, PowerAccounting::Dynamic).expect("pa");
+    assert_eq!(pa.placement(), &[1, 1]);
+    let ff = SimCluster::new(&s, t, InitialPlacement::FirstFit, PowerAccounting::Dynamic).expect("ff");
+    assert_eq!(ff.placement(), &[0, 0]);
+}
