@@ -436,6 +436,9 @@ impl SimCluster {
             let mem = if self.check_memory { self.host_ram[h] as f32 } else { UNCHECKED_MEMORY_MB };
             hosts.push(h as u32, HostState::Asleep, self.host_cap[h] as f32, mem, self.host_curve[h] as u32);
         }
+        // VMs have one vCPU: a host whose cores are slower than a VM's demand cannot take it
+        // (CloudSim's `isSuitableForVm` compares against one PE's capacity).
+        hosts.core_mips = self.host_core.iter().map(|&c| c as f32).collect();
         let n = self.vm_mips.len();
         let vms = VmTable {
             id: (0..n as u32).collect(),
