@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod migrate;
+
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
 #[command(name = "amvm", version, about, long_about = None)]
@@ -23,6 +25,18 @@ pub struct Cli {
 pub enum Command {
     /// Print version information.
     Version,
+    /// Live-migrate a guest memory region between two local processes (pre/post/hybrid-copy).
+    Migrate(migrate::MigrateArgs),
+    /// One half of a memory migration (`source` / `dest`), usable across two machines.
+    Engine {
+        #[command(subcommand)]
+        cmd: migrate::EngineCommand,
+    },
+    /// Benchmarks that print JSON.
+    Bench {
+        #[command(subcommand)]
+        cmd: migrate::BenchCommand,
+    },
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -34,6 +48,9 @@ pub fn main() -> ExitCode {
             println!("amvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate(args) => migrate::run_migrate(&args),
+        Command::Engine { cmd } => migrate::run_engine(cmd),
+        Command::Bench { cmd } => migrate::run_bench(cmd),
     };
     match result {
         Ok(code) => code,
