@@ -17,9 +17,13 @@ impl Bitmap {
 
     /// All bits set.
     pub fn full(len: usize) -> Self {
-        let b = Self::new(len);
-        b.set_range(0, len);
-        b
+        let words = (0..len.div_ceil(64))
+            .map(|w| {
+                let bits = (len - w * 64).min(64);
+                AtomicU64::new(if bits == 64 { !0 } else { (1u64 << bits) - 1 })
+            })
+            .collect();
+        Self { words, len }
     }
 
     /// Number of bits.

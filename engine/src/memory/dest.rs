@@ -202,6 +202,9 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     }
     stats.resume_to_complete_ms = t_resume.elapsed().as_secs_f64() * 1e3;
     tracing::info!(ms = stats.resume_to_complete_ms, "all pages present");
+    // Every page is here: hand the region back to the kernel's ordinary fault handling
+    // (untouched zero pages now fill on demand) and stop the fault thread.
+    sh.uffd.unregister(region.base_addr(), region.len_bytes()).map_err(sys("cannot unregister userfaultfd"))?;
     sh.done.store(true, Ordering::Release);
     let _ = fault_thread.join();
     stats.page_faults = sh.faults.load(Ordering::Relaxed);

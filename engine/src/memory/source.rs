@@ -45,7 +45,7 @@ fn connect(addr: &str, cfg: &SourceConfig, pages: usize, role: Role, th: &Arc<Th
     let s = TcpStream::connect(addr).map_err(sys("cannot connect to the destination"))?;
     s.set_nodelay(true).map_err(sys("setsockopt"))?;
     let rx = BufReader::new(s.try_clone().map_err(sys("dup socket"))?);
-    let mut link = Link::new(s, th.clone(), bytes.clone(), matches!(role, Role::Demand | Role::Control));
+    let mut link = Link::new(s, th.clone(), bytes.clone(), role == Role::Demand);
     let hello = Hello {
         version: PROTOCOL_VERSION,
         migration_id: cfg.migration_id,
@@ -122,10 +122,13 @@ fn expect(rx: &mut BufReader<TcpStream>, want: Kind, phase: &'static str) -> Res
 struct SyncThreads {
     threads: Vec<std::thread::JoinHandle<u64>>,
     demand: Option<std::thread::JoinHandle<()>>,
+    /// A handle on the demand socket to shut it down once the destination is complete.
+    demand_socket: Option<TcpStream>,
 }
 
 fn start_sync(region: &Arc<Region>, needed: &Arc<Bitmap>, conns: &mut Conns, prefetch: usize) -> SyncThreads {
     let active = Arc::new(AtomicUsize::new(0));
+    let demand_socket = conns.demand.as_ref().and_then(|(_, rx)| rx.get_ref().try_clone().ok());
     let demand = conns.demand.take().map(|(mut link, mut rx)| {
         let (region, needed, active) = (region.clone(), needed.clone(), active.clone());
         std::thread::spawn(move || {
@@ -204,7 +207,7 @@ fn start_sync(region: &Arc<Region>, needed: &Arc<Bitmap>, conns: &mut Conns, pre
             })
         })
         .collect();
-    SyncThreads { threads, demand }
+    SyncThreads { threads, demand, demand_socket }
 }
 
 /// Runs the source half of one migration to the destination listening at `addr`.
@@ -248,9 +251,9 @@ pub fn run_source(cfg: &SourceConfig, addr: &str, progress: &(dyn Fn(Progress) +
     drop(tracker);
     let write_rate = sw.writes as f64 / (sw.t_pause - boot_time).as_secs_f64().max(1e-9);
 
-    let resumed = expect(&mut conns.control_rx, Kind::Resumed, "resume")?;
-    let _ = resumed;
+    expect(&mut conns.control_rx, Kind::Resumed, "resume")?;
     let downtime = sw.t_pause.elapsed();
+    let resumed_at = t0.elapsed();
     tracing::info!(downtime_us = downtime.as_micros() as u64, "guest resumed at the destination");
     progress(Progress { phase: "dirty-sync", bytes: bytes.load(Ordering::Relaxed), mem_bytes: cfg.mem_bytes });
 
@@ -261,15 +264,20 @@ pub fn run_source(cfg: &SourceConfig, addr: &str, progress: &(dyn Fn(Progress) +
         }
         conns.control.send(Kind::PushDone, 0, pushed, &[]).map_err(proto("push"))?;
         let payload = expect(&mut conns.control_rx, Kind::Complete, "completion")?;
-        let total = t0.elapsed();
         let stats: DestStats = protocol::parse_json(&payload, "complete").map_err(proto("completion"))?;
+        // Total time ends when the last page is present at the destination (not after the
+        // verification that follows).
+        let total = resumed_at + Duration::from_secs_f64(stats.resume_to_complete_ms.max(0.0) / 1e3);
+        if let Some(sock) = &s.demand_socket {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
         if let Some(d) = s.demand {
             let _ = d.join();
         }
         return Ok(report(cfg, &sw.info, stats, total, downtime, bytes.load(Ordering::Relaxed), write_rate, sw.reads_rate));
     }
     let payload = expect(&mut conns.control_rx, Kind::Complete, "completion")?;
-    let total = t0.elapsed();
+    let total = resumed_at;
     let stats: DestStats = protocol::parse_json(&payload, "complete").map_err(proto("completion"))?;
     Ok(report(cfg, &sw.info, stats, total, downtime, bytes.load(Ordering::Relaxed), write_rate, sw.reads_rate))
 }

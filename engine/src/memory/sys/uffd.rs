@@ -59,6 +59,7 @@ struct UffdioWriteprotect {
 
 const UFFDIO_API: u64 = iowr(0x3F, std::mem::size_of::<UffdioApi>());
 const UFFDIO_REGISTER: u64 = iowr(0x00, std::mem::size_of::<UffdioRegister>());
+const UFFDIO_UNREGISTER: u64 = ior(0x01, std::mem::size_of::<UffdioRange>());
 const UFFDIO_WAKE: u64 = ior(0x02, std::mem::size_of::<UffdioRange>());
 const UFFDIO_COPY: u64 = iowr(0x03, std::mem::size_of::<UffdioCopy>());
 const UFFDIO_ZEROPAGE: u64 = iowr(0x04, std::mem::size_of::<UffdioZeropage>());
@@ -148,6 +149,18 @@ impl Uffd {
     /// Registers `[start, start+len)` for missing-page faults.
     pub fn register_missing(&self, start: usize, len: usize) -> io::Result<()> {
         self.register(start, len, REGISTER_MODE_MISSING)
+    }
+
+    /// Ends registration of `[start, start+len)`: later faults there are ordinary faults, and
+    /// threads still waiting on it are woken to retry.
+    pub fn unregister(&self, start: usize, len: usize) -> io::Result<()> {
+        let mut r = range(start, len);
+        // SAFETY: UFFDIO_UNREGISTER with a valid range struct.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_UNREGISTER as _, &mut r as *mut UffdioRange) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Registers `[start, start+len)` for write-protect tracking.
