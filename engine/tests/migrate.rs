@@ -109,6 +109,12 @@ fn a_refused_handshake_is_a_clear_error() {
     let opts = DestOptions { max_pages: 100, ..DestOptions::default() };
     let dest = std::thread::spawn(move || run_dest(&l, &opts));
     let err = run_source(&config(Mode::Post, "idle"), &addr, &|_| {}).expect_err("too big");
-    assert!(format!("{err:#}").contains("refusing"), "{err:#}");
+    let mut chain = err.to_string();
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    assert!(chain.contains("refusing"), "{chain}");
     assert!(dest.join().expect("dest").is_err());
 }

@@ -193,6 +193,12 @@ pub struct Guest {
 pub fn boot(region: &Region, spec: &WorkloadSpec) -> VcpuState {
     let pages = region.pages();
     let t = table_pages(pages).min(pages);
+    for p in 0..t {
+        // Populate the (all-zero) version table: a booted guest's memory is all in use.
+        for w in 0..WORDS {
+            region.write_u64(p, w, 0);
+        }
+    }
     for p in t..pages {
         write_content(region, spec, p, 0);
     }
