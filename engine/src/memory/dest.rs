@@ -120,7 +120,12 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
                 break (h.arg, p);
             }
             Kind::Abort => return Err(MemoryError::Aborted("source aborted".into())),
-            got => return Err(proto("memory rounds")(ProtocolError::Unexpected { got, expected: "page data or StopCopy" })),
+            got => {
+                return Err(proto("memory rounds")(ProtocolError::Unexpected {
+                    got,
+                    expected: "page data or StopCopy",
+                }))
+            }
         }
     };
     let (vcpu_json, bm) = protocol::split_stop_copy(&stop_payload.1).map_err(proto("stop-copy"))?;
@@ -158,7 +163,8 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         i = p + n;
     }
     let uffd = Uffd::open(0).map_err(sys("cannot open userfaultfd"))?;
-    uffd.register_missing(region.base_addr(), region.len_bytes()).map_err(sys("cannot register guest memory with userfaultfd"))?;
+    uffd.register_missing(region.base_addr(), region.len_bytes())
+        .map_err(sys("cannot register guest memory with userfaultfd"))?;
     let sh = Arc::new(Shared {
         region: region.clone(),
         uffd,
@@ -214,8 +220,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let mut lat = sh.latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
     stats.fault_latency_p50_us = percentile(&mut lat, 0.50);
     stats.fault_latency_p99_us = percentile(&mut lat, 0.99);
-    let out = finish(guest, &region, stats, opts, &mut control, &bytes, writes_before, reads_before, Some(receivers));
-    out
+    finish(guest, &region, stats, opts, &mut control, &bytes, writes_before, reads_before, Some(receivers))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -246,10 +251,15 @@ fn finish(
 }
 
 /// Validates a `Pages`/`Zeros` header and reads its payload; returns `(first, count)`.
-fn run_extent(h: &protocol::Header, pages: usize, rx: &mut impl Read, buf: &mut Vec<u8>) -> Result<(usize, usize), ProtocolError> {
+fn run_extent(
+    h: &protocol::Header,
+    pages: usize,
+    rx: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> Result<(usize, usize), ProtocolError> {
     let first = usize::try_from(h.arg).map_err(|_| ProtocolError::Malformed("page index"))?;
     let n = if h.kind == Kind::Pages {
-        if h.len as usize % PAGE_SIZE != 0 {
+        if !(h.len as usize).is_multiple_of(PAGE_SIZE) {
             return Err(ProtocolError::Malformed("page run"));
         }
         buf.resize(h.len as usize, 0);

@@ -79,7 +79,8 @@ impl DirtyTracker {
 
     fn new_sync(region: Arc<Region>) -> std::io::Result<Self> {
         // Ask for WP on unpopulated pages too (Linux 6.4); older kernels refuse: retry without.
-        let u = Uffd::open(uffd::FEATURE_WP | uffd::FEATURE_WP_UNPOPULATED).or_else(|_| Uffd::open(uffd::FEATURE_WP))?;
+        let u =
+            Uffd::open(uffd::FEATURE_WP | uffd::FEATURE_WP_UNPOPULATED).or_else(|_| Uffd::open(uffd::FEATURE_WP))?;
         let u = Arc::new(u);
         u.register_wp(region.base_addr(), region.len_bytes())?;
         let dirty = Arc::new(Bitmap::new(region.pages()));

@@ -41,7 +41,14 @@ struct Conns {
     push: Vec<Link>,
 }
 
-fn connect(addr: &str, cfg: &SourceConfig, pages: usize, role: Role, th: &Arc<Throttle>, bytes: &Arc<AtomicU64>) -> Result<(Link, BufReader<TcpStream>), MemoryError> {
+fn connect(
+    addr: &str,
+    cfg: &SourceConfig,
+    pages: usize,
+    role: Role,
+    th: &Arc<Throttle>,
+    bytes: &Arc<AtomicU64>,
+) -> Result<(Link, BufReader<TcpStream>), MemoryError> {
     let s = TcpStream::connect(addr).map_err(sys("cannot connect to the destination"))?;
     s.set_nodelay(true).map_err(sys("setsockopt"))?;
     let rx = BufReader::new(s.try_clone().map_err(sys("dup socket"))?);
@@ -65,11 +72,19 @@ fn connect(addr: &str, cfg: &SourceConfig, pages: usize, role: Role, th: &Arc<Th
 }
 
 /// Sends pages `[first, first+count)` (≤ `RUN`), zero pages as `Zeros` runs.
-fn send_run(link: &mut Link, region: &Region, first: usize, count: usize, fl: u16, buf: &mut Vec<u8>) -> std::io::Result<()> {
+fn send_run(
+    link: &mut Link,
+    region: &Region,
+    first: usize,
+    count: usize,
+    fl: u16,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
     buf.resize(HEADER_LEN + count * PAGE_SIZE, 0);
     region.read_pages(first, &mut buf[HEADER_LEN..]);
-    let zero: Vec<bool> =
-        (0..count).map(|i| buf[HEADER_LEN + i * PAGE_SIZE..HEADER_LEN + (i + 1) * PAGE_SIZE].iter().all(|&b| b == 0)).collect();
+    let zero: Vec<bool> = (0..count)
+        .map(|i| buf[HEADER_LEN + i * PAGE_SIZE..HEADER_LEN + (i + 1) * PAGE_SIZE].iter().all(|&b| b == 0))
+        .collect();
     let mut i = 0;
     while i < count {
         let mut j = i + 1;
@@ -211,7 +226,11 @@ fn start_sync(region: &Arc<Region>, needed: &Arc<Bitmap>, conns: &mut Conns, pre
 }
 
 /// Runs the source half of one migration to the destination listening at `addr`.
-pub fn run_source(cfg: &SourceConfig, addr: &str, progress: &(dyn Fn(Progress) + Sync)) -> Result<MigrationReport, MemoryError> {
+pub fn run_source(
+    cfg: &SourceConfig,
+    addr: &str,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<MigrationReport, MemoryError> {
     let span = tracing::info_span!("migration", id = cfg.migration_id, mode = cfg.mode.name(), side = "source");
     let _enter = span.enter();
     let pages = usize::try_from(cfg.mem_bytes / PAGE_SIZE as u64).unwrap_or(0);
@@ -232,7 +251,18 @@ pub fn run_source(cfg: &SourceConfig, addr: &str, progress: &(dyn Fn(Progress) +
     let throttle = Arc::new(Throttle::new(cfg.bandwidth));
     let bytes = Arc::new(AtomicU64::new(0));
     let mut state_holder = None;
-    let switch = switch_over(cfg, addr, pages, &region, &mut guest, tracker.as_ref(), &throttle, &bytes, progress, &mut state_holder);
+    let switch = switch_over(
+        cfg,
+        addr,
+        pages,
+        &region,
+        &mut guest,
+        tracker.as_ref(),
+        &throttle,
+        &bytes,
+        progress,
+        &mut state_holder,
+    );
     let (mut conns, t0, sw) = match switch {
         Ok(v) => v,
         Err(e) => {
@@ -274,7 +304,16 @@ pub fn run_source(cfg: &SourceConfig, addr: &str, progress: &(dyn Fn(Progress) +
         if let Some(d) = s.demand {
             let _ = d.join();
         }
-        return Ok(report(cfg, &sw.info, stats, total, downtime, bytes.load(Ordering::Relaxed), write_rate, sw.reads_rate));
+        return Ok(report(
+            cfg,
+            &sw.info,
+            stats,
+            total,
+            downtime,
+            bytes.load(Ordering::Relaxed),
+            write_rate,
+            sw.reads_rate,
+        ));
     }
     let payload = expect(&mut conns.control_rx, Kind::Complete, "completion")?;
     let total = resumed_at;
@@ -315,7 +354,8 @@ fn switch_over(
 ) -> Result<(Conns, Instant, Switched), MemoryError> {
     let mut go = || -> Result<(Conns, Instant, Switched), MemoryError> {
         let (control, control_rx) = connect(addr, cfg, pages, Role::Control, throttle, bytes)?;
-        let demand = if cfg.mode == Mode::Pre { None } else { Some(connect(addr, cfg, pages, Role::Demand, throttle, bytes)?) };
+        let demand =
+            if cfg.mode == Mode::Pre { None } else { Some(connect(addr, cfg, pages, Role::Demand, throttle, bytes)?) };
         let mut push = Vec::new();
         if cfg.mode != Mode::Pre {
             for i in 0..cfg.push_streams.max(1) {
@@ -325,11 +365,18 @@ fn switch_over(
         }
         let mut conns = Conns { control, control_rx, demand, push };
         let t0 = Instant::now();
-        let mut info = Info { rounds: 0, dirty_at_stop: 0, full_round: Duration::ZERO, round_bytes: 0, tracking: "none".into(), vcpu_bytes: 0 };
+        let mut info = Info {
+            rounds: 0,
+            dirty_at_stop: 0,
+            full_round: Duration::ZERO,
+            round_bytes: 0,
+            tracking: "none".into(),
+            vcpu_bytes: 0,
+        };
         let mut tick_n = 0u32;
         let mut tick = |phase| {
             tick_n += 1;
-            if tick_n % 256 == 0 {
+            if tick_n.is_multiple_of(256) {
                 progress(Progress { phase, bytes: bytes.load(Ordering::Relaxed), mem_bytes: cfg.mem_bytes });
             }
         };
@@ -338,7 +385,8 @@ fn switch_over(
             info.tracking = t.method().name().into();
             t.start().map_err(sys("cannot write-protect guest memory"))?;
             let all = Bitmap::full(pages);
-            send_set(&mut conns.control, region, &all, flags::ROUND, || tick("full-round")).map_err(proto("full round"))?;
+            send_set(&mut conns.control, region, &all, flags::ROUND, || tick("full-round"))
+                .map_err(proto("full round"))?;
             conns.control.send(Kind::RoundEnd, 0, 0, &[]).map_err(proto("full round"))?;
             info.full_round = t0.elapsed();
             info.round_bytes = bytes.load(Ordering::Relaxed);
@@ -346,7 +394,8 @@ fn switch_over(
             tracing::info!(ms = info.full_round.as_millis() as u64, "full round done");
         }
         if cfg.mode == Mode::Pre {
-            let b_eff = (info.round_bytes as f64 / info.full_round.as_secs_f64().max(1e-9)).min(cfg.bandwidth.unwrap_or(f64::MAX));
+            let b_eff = (info.round_bytes as f64 / info.full_round.as_secs_f64().max(1e-9))
+                .min(cfg.bandwidth.unwrap_or(f64::MAX));
             if let Some(t) = tracker {
                 loop {
                     let n = t.collect(&dirty).map_err(sys("dirty scan failed"))?;
@@ -355,8 +404,12 @@ fn switch_over(
                     if remain <= cfg.downtime_target.as_secs_f64() || info.rounds >= cfg.max_rounds {
                         break;
                     }
-                    let sent = send_set(&mut conns.control, region, &dirty, flags::ROUND, || tick("pre-copy")).map_err(proto("pre-copy round"))?;
-                    conns.control.send(Kind::RoundEnd, 0, u64::from(info.rounds), &[]).map_err(proto("pre-copy round"))?;
+                    let sent = send_set(&mut conns.control, region, &dirty, flags::ROUND, || tick("pre-copy"))
+                        .map_err(proto("pre-copy round"))?;
+                    conns
+                        .control
+                        .send(Kind::RoundEnd, 0, u64::from(info.rounds), &[])
+                        .map_err(proto("pre-copy round"))?;
                     tracing::debug!(round = info.rounds, sent, "pre-copy round");
                     info.rounds += 1;
                 }
@@ -405,7 +458,16 @@ fn switch_over(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn report(cfg: &SourceConfig, info: &Info, d: DestStats, total: Duration, down: Duration, src_bytes: u64, write_rate: f64, _reads: f64) -> MigrationReport {
+fn report(
+    cfg: &SourceConfig,
+    info: &Info,
+    d: DestStats,
+    total: Duration,
+    down: Duration,
+    src_bytes: u64,
+    write_rate: f64,
+    _reads: f64,
+) -> MigrationReport {
     let measured_bw = if info.full_round > Duration::ZERO {
         info.round_bytes as f64 / info.full_round.as_secs_f64()
     } else {

@@ -116,7 +116,7 @@ fn content_word(p: usize, v: u64, i: usize) -> u64 {
 }
 
 fn is_zero_version(spec: &WorkloadSpec, v: u64) -> bool {
-    spec.zero_every > 0 && v > 0 && v % u64::from(spec.zero_every) == 0
+    spec.zero_every > 0 && v > 0 && v.is_multiple_of(u64::from(spec.zero_every))
 }
 
 /// Writes `content(p, v)` into guest memory.

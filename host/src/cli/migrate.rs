@@ -196,8 +196,10 @@ pub fn run_engine(cmd: EngineCommand) -> Result<ExitCode> {
             let cfg = config(&args)?;
             let bar = indicatif::ProgressBar::new(cfg.mem_bytes);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let progress = |p: Progress| {
                 bar.set_message(p.phase);
@@ -251,7 +253,13 @@ fn source_argv(a: &MigrateArgs) -> Vec<String> {
         a.warmup_ms.to_string(),
         "--json".into(),
     ];
-    let opt = [("--bandwidth", a.bandwidth.clone()), ("--write-rate", a.write_rate.map(|x| x.to_string())), ("--read-rate", a.read_rate.map(|x| x.to_string())), ("--hot-fraction", a.hot_fraction.map(|x| x.to_string())), ("--hot-prob", a.hot_prob.map(|x| x.to_string()))];
+    let opt = [
+        ("--bandwidth", a.bandwidth.clone()),
+        ("--write-rate", a.write_rate.map(|x| x.to_string())),
+        ("--read-rate", a.read_rate.map(|x| x.to_string())),
+        ("--hot-fraction", a.hot_fraction.map(|x| x.to_string())),
+        ("--hot-prob", a.hot_prob.map(|x| x.to_string())),
+    ];
     for (k, val) in opt {
         if let Some(val) = val {
             v.push(k.into());
@@ -360,7 +368,7 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
     };
     parse_rate(&b.bandwidth)?;
     let mut runs = Vec::new();
-    let mut one = |args: MigrateArgs, runs: &mut Vec<serde_json::Value>| -> Result<()> {
+    let one = |args: MigrateArgs, runs: &mut Vec<serde_json::Value>| -> Result<()> {
         eprintln!("bench: {} {} {} bandwidth={:?}", args.mode, args.mem, args.workload, args.bandwidth);
         match migrate_two_processes(&args) {
             Ok(r) => {
@@ -394,7 +402,13 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
         raw = Some(loopback_throughput(parse_size(&b.loopback_size)?.max(1 << 28))?);
         for w in &b.workloads {
             for m in &b.modes {
-                let args = MigrateArgs { mode: m.clone(), mem: b.loopback_size.clone(), workload: w.clone(), bandwidth: None, ..base.clone() };
+                let args = MigrateArgs {
+                    mode: m.clone(),
+                    mem: b.loopback_size.clone(),
+                    workload: w.clone(),
+                    bandwidth: None,
+                    ..base.clone()
+                };
                 one(args, &mut loopback)?;
             }
         }

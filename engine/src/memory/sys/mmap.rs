@@ -72,7 +72,7 @@ impl Region {
     /// Copies `out.len() / PAGE_SIZE` pages starting at `first` out of guest memory.
     pub fn read_pages(&self, first: usize, out: &mut [u8]) {
         let n = out.len() / PAGE_SIZE;
-        assert!(out.len() % PAGE_SIZE == 0 && first + n <= self.pages, "read out of range");
+        assert!(out.len().is_multiple_of(PAGE_SIZE) && first + n <= self.pages, "read out of range");
         // SAFETY: the source range lies inside the mapping (checked above) and `out` is a
         // distinct Rust buffer; concurrent guest writes can tear a page, which dirty tracking
         // detects (the page is sent again).
@@ -84,7 +84,7 @@ impl Region {
     /// Copies pages into guest memory starting at `first` (used while the guest is stopped).
     pub fn write_pages(&self, first: usize, data: &[u8]) {
         let n = data.len() / PAGE_SIZE;
-        assert!(data.len() % PAGE_SIZE == 0 && first + n <= self.pages, "write out of range");
+        assert!(data.len().is_multiple_of(PAGE_SIZE) && first + n <= self.pages, "write out of range");
         // SAFETY: the destination range lies inside the mapping (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(first * PAGE_SIZE), data.len());
@@ -103,9 +103,7 @@ impl Region {
     pub fn write_u64(&self, page: usize, word: usize, value: u64) {
         assert!(page < self.pages && word < PAGE_SIZE / 8, "write_u64 out of range");
         // SAFETY: in range and aligned, see `read_u64`.
-        unsafe {
-            std::ptr::write_volatile(self.base.as_ptr().add(page * PAGE_SIZE + word * 8).cast::<u64>(), value)
-        }
+        unsafe { std::ptr::write_volatile(self.base.as_ptr().add(page * PAGE_SIZE + word * 8).cast::<u64>(), value) }
     }
 
     /// Drops the contents of pages `[first, first + count)`: they read as zero and, under
@@ -118,11 +116,7 @@ impl Region {
         // SAFETY: the range lies inside our own mapping; MADV_DONTNEED on private anonymous
         // memory only replaces contents with zero-fill-on-demand.
         let rc = unsafe {
-            libc::madvise(
-                self.base.as_ptr().add(first * PAGE_SIZE).cast(),
-                count * PAGE_SIZE,
-                libc::MADV_DONTNEED,
-            )
+            libc::madvise(self.base.as_ptr().add(first * PAGE_SIZE).cast(), count * PAGE_SIZE, libc::MADV_DONTNEED)
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());

@@ -170,9 +170,11 @@ impl Uffd {
 
     /// Sets (`protect = true`) or clears write protection on a range; clearing wakes waiters.
     pub fn write_protect(&self, start: usize, len: usize, protect: bool) -> io::Result<()> {
-        let mut wp = UffdioWriteprotect { range: range(start, len), mode: if protect { WRITEPROTECT_MODE_WP } else { 0 } };
+        let mut wp =
+            UffdioWriteprotect { range: range(start, len), mode: if protect { WRITEPROTECT_MODE_WP } else { 0 } };
         // SAFETY: UFFDIO_WRITEPROTECT with a valid struct on a registered range.
-        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp as *mut UffdioWriteprotect) };
+        let rc =
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp as *mut UffdioWriteprotect) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
