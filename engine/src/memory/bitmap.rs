@@ -67,6 +67,14 @@ impl Bitmap {
         }
     }
 
+    /// Clears bits `[first, first+count)` (clamped to the length).
+    pub fn clear_range(&self, first: usize, count: usize) {
+        let end = (first + count).min(self.len);
+        for i in first..end {
+            self.clear(i);
+        }
+    }
+
     /// Number of set bits.
     pub fn count(&self) -> usize {
         self.words.iter().map(|w| w.load(Ordering::Acquire).count_ones() as usize).sum()

@@ -102,6 +102,8 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     // Pre-resume: rounds are written straight into memory (the guest is not running here).
     let mut stats = DestStats::default();
     let mut buf = Vec::new();
+    // Pages holding data written by the rounds (the rest read as zero / are missing).
+    let populated = Bitmap::new(pages);
     let stop_payload = loop {
         let h = protocol::read_header(&mut control_rx).map_err(proto("memory rounds"))?;
         match h.kind {
@@ -109,9 +111,16 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
                 let (first, n) = run_extent(&h, pages, &mut control_rx, &mut buf).map_err(proto("memory rounds"))?;
                 if h.kind == Kind::Pages {
                     region.write_pages(first, &buf);
+                    populated.set_range(first, n);
                 } else {
                     region.discard(first, n).map_err(sys("madvise"))?;
+                    populated.clear_range(first, n);
                 }
+            }
+            Kind::Discard => {
+                let (first, n) = run_extent(&h, pages, &mut control_rx, &mut buf).map_err(proto("memory rounds"))?;
+                region.discard(first, n).map_err(sys("madvise"))?;
+                populated.clear_range(first, n);
             }
             Kind::RoundEnd => stats.rounds_received += 1,
             Kind::StopCopy => {
@@ -159,7 +168,20 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
             present.clear(p + n);
             n += 1;
         }
-        region.discard(p, n).map_err(sys("madvise"))?;
+        // Only copies the rounds left in place need dropping; early discards did the rest.
+        let mut k = p;
+        while k < p + n {
+            if !populated.get(k) {
+                k += 1;
+                continue;
+            }
+            let mut m = 0;
+            while k + m < p + n && populated.get(k + m) {
+                m += 1;
+            }
+            region.discard(k, m).map_err(sys("madvise"))?;
+            k += m;
+        }
         i = p + n;
     }
     let uffd = Uffd::open(0).map_err(sys("cannot open userfaultfd"))?;

@@ -15,6 +15,7 @@
 //!    |<-- HelloAck -------------------------------|
 //!    |--- Hello{demand}, Hello{push i} ---------->|  (each acked)
 //!    |== round 0: Pages/Zeros (all memory) ======>|  pre- and hybrid-copy; written directly
+//!    |--- Discard(runs) (hybrid, during round 0) ->|  re-dirtied pages dropped early
 //!    |--- RoundEnd(0) --------------------------->|
 //!    |== rounds 1..k: dirty pages (pre-copy) ====>|
 //!    |  [guest paused]                             |
@@ -68,6 +69,9 @@ pub enum Kind {
     Complete = 10,
     /// JSON reason; the sender gives up.
     Abort = 11,
+    /// `arg` = first page; payload = u64 count: pages already sent are dirty again; the
+    /// destination drops its copies now (hybrid-copy), so the stop-copy has little to drop.
+    Discard = 12,
 }
 
 impl Kind {
@@ -84,6 +88,7 @@ impl Kind {
             9 => Self::PushDone,
             10 => Self::Complete,
             11 => Self::Abort,
+            12 => Self::Discard,
             _ => return None,
         })
     }
@@ -262,7 +267,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const KINDS: [Kind; 11] = [
+    const KINDS: [Kind; 12] = [
+        Kind::Discard,
         Kind::Hello,
         Kind::HelloAck,
         Kind::Pages,
@@ -278,7 +284,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn frames_round_trip(frames in proptest::collection::vec((0usize..11, any::<u16>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)), 1..20)) {
+        fn frames_round_trip(frames in proptest::collection::vec((0usize..12, any::<u16>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)), 1..20)) {
             let mut wire = Vec::new();
             for (k, f, a, p) in &frames {
                 write_frame(&mut wire, KINDS[*k], *f, *a, p).expect("write");

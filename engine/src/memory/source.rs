@@ -321,6 +321,55 @@ pub fn run_source(
     Ok(report(cfg, &sw.info, stats, total, downtime, bytes.load(Ordering::Relaxed), write_rate, sw.reads_rate))
 }
 
+/// Hybrid-copy's full round. Every 20 ms the dirty log is scanned: pages written after they
+/// were sent join the dirty set and the destination drops its stale copies at once (so the
+/// stop-copy only drops the last few); pages written before the round reached them are simply
+/// sent fresh.
+fn full_round_with_discards(
+    link: &mut Link,
+    region: &Region,
+    tracker: &DirtyTracker,
+    all: &Bitmap,
+    dirty: &Bitmap,
+    tick: &mut impl FnMut(&'static str),
+) -> Result<(), MemoryError> {
+    let mut buf = Vec::new();
+    let mut last = Instant::now();
+    let mut i = 0usize;
+    let scan = |cursor: usize, link: &mut Link| -> Result<(), MemoryError> {
+        let fresh = Bitmap::new(region.pages());
+        tracker.collect(&fresh).map_err(sys("dirty scan failed"))?;
+        let mut j = 0;
+        while let Some(q) = fresh.next_set(j) {
+            if q >= cursor {
+                break;
+            }
+            let mut n = 0;
+            while q + n < cursor && fresh.get(q + n) {
+                dirty.set(q + n);
+                n += 1;
+            }
+            link.send(Kind::Discard, 0, q as u64, &(n as u64).to_le_bytes()).map_err(proto("full round"))?;
+            j = q + n;
+        }
+        Ok(())
+    };
+    while let Some(p) = all.next_set(i) {
+        let mut n = 0;
+        while n < RUN && all.clear(p + n) {
+            n += 1;
+        }
+        send_run(link, region, p, n, flags::ROUND, &mut buf).map_err(proto("full round"))?;
+        i = p + n;
+        tick("full-round");
+        if last.elapsed() >= Duration::from_millis(20) {
+            scan(i, link)?;
+            last = Instant::now();
+        }
+    }
+    scan(region.pages(), link)
+}
+
 /// Facts gathered up to switch-over.
 struct Info {
     rounds: u32,
@@ -385,8 +434,12 @@ fn switch_over(
             info.tracking = t.method().name().into();
             t.start().map_err(sys("cannot write-protect guest memory"))?;
             let all = Bitmap::full(pages);
-            send_set(&mut conns.control, region, &all, flags::ROUND, || tick("full-round"))
-                .map_err(proto("full round"))?;
+            if cfg.mode == Mode::Hybrid {
+                full_round_with_discards(&mut conns.control, region, t, &all, &dirty, &mut tick)?;
+            } else {
+                send_set(&mut conns.control, region, &all, flags::ROUND, || tick("full-round"))
+                    .map_err(proto("full round"))?;
+            }
             conns.control.send(Kind::RoundEnd, 0, 0, &[]).map_err(proto("full round"))?;
             info.full_round = t0.elapsed();
             info.round_bytes = bytes.load(Ordering::Relaxed);

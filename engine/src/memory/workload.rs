@@ -291,7 +291,7 @@ fn run_vcpu(region: &Region, spec: &WorkloadSpec, mut t: ThreadState, vcpus: f64
             if spec.spin {
                 std::hint::spin_loop();
             } else {
-                std::thread::sleep(Duration::from_micros(500));
+                std::thread::sleep(Duration::from_micros(200));
             }
             continue;
         }
