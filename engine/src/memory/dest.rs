@@ -122,7 +122,10 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
                 region.discard(first, n).map_err(sys("madvise"))?;
                 populated.clear_range(first, n);
             }
-            Kind::RoundEnd => stats.rounds_received += 1,
+            Kind::RoundEnd => {
+                stats.rounds_received += 1;
+                control.send(Kind::RoundEnd, 0, h.arg, &[]).map_err(proto("round end"))?;
+            }
             Kind::StopCopy => {
                 let mut p = vec![0u8; h.len as usize];
                 control_rx.read_exact(&mut p).map_err(|e| proto("stop-copy")(ProtocolError::Io(e)))?;

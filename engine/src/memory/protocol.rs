@@ -17,7 +17,8 @@
 //!    |== round 0: Pages/Zeros (all memory) ======>|  pre- and hybrid-copy; written directly
 //!    |--- Discard(runs) (hybrid, during round 0) ->|  re-dirtied pages dropped early
 //!    |--- RoundEnd(0) --------------------------->|
-//!    |== rounds 1..k: dirty pages (pre-copy) ====>|
+//!    |<-- RoundEnd(0) (round drained) ------------|
+//!    |== rounds 1..k: dirty pages (pre-copy) ====>|  each ends with RoundEnd / echo
 //!    |  [guest paused]                             |
 //!    |--- StopCopy{vCPU state, dirty bitmap} ---->|  discard dirty pages, register uffd
 //!    |<-- Resumed --------------------------------|  guest runs here from now on
@@ -55,7 +56,7 @@ pub enum Kind {
     Pages = 3,
     /// `arg` = first page; payload = u64 page count; pages are all-zero.
     Zeros = 4,
-    /// End of pre-copy round `arg`.
+    /// End of round `arg` (source → destination); echoed back once the round is processed.
     RoundEnd = 5,
     /// Payload: u32 length of the JSON vCPU state, the state, then the encoded dirty bitmap.
     StopCopy = 6,

@@ -278,12 +278,13 @@ pub fn run_source(
             return Err(e);
         }
     };
-    drop(tracker);
     let write_rate = sw.writes as f64 / (sw.t_pause - boot_time).as_secs_f64().max(1e-9);
 
     expect(&mut conns.control_rx, Kind::Resumed, "resume")?;
     let downtime = sw.t_pause.elapsed();
     let resumed_at = t0.elapsed();
+    // Unprotecting all memory takes a while on large guests: only after the switch-over.
+    drop(tracker);
     tracing::info!(downtime_us = downtime.as_micros() as u64, "guest resumed at the destination");
     progress(Progress { phase: "dirty-sync", bytes: bytes.load(Ordering::Relaxed), mem_bytes: cfg.mem_bytes });
 
@@ -321,6 +322,32 @@ pub fn run_source(
     Ok(report(cfg, &sw.info, stats, total, downtime, bytes.load(Ordering::Relaxed), write_rate, sw.reads_rate))
 }
 
+/// Ends a round and waits until the destination has processed it, so no copy is still in
+/// flight in socket buffers when the vCPUs stop (that would count as downtime).
+fn round_end(conns: &mut Conns, round: u32) -> Result<(), MemoryError> {
+    conns.control.send(Kind::RoundEnd, 0, u64::from(round), &[]).map_err(proto("round end"))?;
+    expect(&mut conns.control_rx, Kind::RoundEnd, "round acknowledgement")?;
+    Ok(())
+}
+
+/// Sends `Discard` runs for every page of `fresh` below `cursor` and adds them to `dirty`.
+fn send_discards(link: &mut Link, fresh: &Bitmap, dirty: &Bitmap, cursor: usize) -> Result<(), MemoryError> {
+    let mut j = 0;
+    while let Some(q) = fresh.next_set(j) {
+        if q >= cursor {
+            break;
+        }
+        let mut n = 0;
+        while q + n < cursor && fresh.get(q + n) {
+            dirty.set(q + n);
+            n += 1;
+        }
+        link.send(Kind::Discard, 0, q as u64, &(n as u64).to_le_bytes()).map_err(proto("full round"))?;
+        j = q + n;
+    }
+    Ok(())
+}
+
 /// Hybrid-copy's full round. Every 20 ms the dirty log is scanned: pages written after they
 /// were sent join the dirty set and the destination drops its stale copies at once (so the
 /// stop-copy only drops the last few); pages written before the round reached them are simply
@@ -339,20 +366,7 @@ fn full_round_with_discards(
     let scan = |cursor: usize, link: &mut Link| -> Result<(), MemoryError> {
         let fresh = Bitmap::new(region.pages());
         tracker.collect(&fresh).map_err(sys("dirty scan failed"))?;
-        let mut j = 0;
-        while let Some(q) = fresh.next_set(j) {
-            if q >= cursor {
-                break;
-            }
-            let mut n = 0;
-            while q + n < cursor && fresh.get(q + n) {
-                dirty.set(q + n);
-                n += 1;
-            }
-            link.send(Kind::Discard, 0, q as u64, &(n as u64).to_le_bytes()).map_err(proto("full round"))?;
-            j = q + n;
-        }
-        Ok(())
+        send_discards(link, &fresh, dirty, cursor)
     };
     while let Some(p) = all.next_set(i) {
         let mut n = 0;
@@ -440,7 +454,14 @@ fn switch_over(
                 send_set(&mut conns.control, region, &all, flags::ROUND, || tick("full-round"))
                     .map_err(proto("full round"))?;
             }
-            conns.control.send(Kind::RoundEnd, 0, 0, &[]).map_err(proto("full round"))?;
+            round_end(&mut conns, 0)?;
+            if cfg.mode == Mode::Hybrid {
+                // The destination has drained the round: drop what was dirtied meanwhile, so the
+                // stop-copy has almost nothing left to drop.
+                let fresh = Bitmap::new(pages);
+                t.collect(&fresh).map_err(sys("dirty scan failed"))?;
+                send_discards(&mut conns.control, &fresh, &dirty, pages)?;
+            }
             info.full_round = t0.elapsed();
             info.round_bytes = bytes.load(Ordering::Relaxed);
             info.rounds = 1;
@@ -459,10 +480,7 @@ fn switch_over(
                     }
                     let sent = send_set(&mut conns.control, region, &dirty, flags::ROUND, || tick("pre-copy"))
                         .map_err(proto("pre-copy round"))?;
-                    conns
-                        .control
-                        .send(Kind::RoundEnd, 0, u64::from(info.rounds), &[])
-                        .map_err(proto("pre-copy round"))?;
+                    round_end(&mut conns, info.rounds)?;
                     tracing::debug!(round = info.rounds, sent, "pre-copy round");
                     info.rounds += 1;
                 }
