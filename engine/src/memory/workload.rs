@@ -64,13 +64,14 @@ impl WorkloadSpec {
         Some(match name {
             // A booted, quiet guest: a few timer/log writes.
             "idle" => Self { writes_per_s: 20.0, reads_per_s: 200.0, hot_fraction: 0.001, ..base },
-            // V8-like: a JS heap hot set walked with locality plus scattered writes.
+            // V8-like: the allocation pointer sweeps a young-generation hot set (bump
+            // allocation, sequential) faster than a Gigabit link, plus scattered old-gen writes.
             "memory" => Self {
                 writes_per_s: 40_000.0,
                 reads_per_s: 40_000.0,
                 hot_fraction: 0.08,
                 hot_prob: 0.9,
-                stride: 8,
+                sequential: true,
                 ..base
             },
             // Video playback: CPU busy, a frame buffer rewritten sequentially at a low rate.
@@ -146,8 +147,11 @@ pub struct ThreadState {
     pub hot_start: usize,
     /// Hot set length in pages.
     pub hot_len: usize,
-    /// Position in the hot set.
+    /// Position of writes in the hot set.
     pub cursor: usize,
+    /// Position of reads in the hot set.
+    #[serde(default)]
+    pub read_cursor: usize,
     /// PRNG state.
     pub rng: u64,
     /// Page writes performed so far.
@@ -216,6 +220,7 @@ pub fn boot(region: &Region, spec: &WorkloadSpec) -> VcpuState {
                 hot_start: first + (len - hot_len) / 3,
                 hot_len,
                 cursor: 0,
+                read_cursor: 0,
                 rng: mix(0x5eed ^ i as u64) | 1,
                 writes: 0,
                 reads: 0,
@@ -262,18 +267,19 @@ fn next(rng: &mut u64) -> u64 {
     *rng
 }
 
-fn pick_page(spec: &WorkloadSpec, t: &mut ThreadState) -> usize {
+fn pick_page(spec: &WorkloadSpec, t: &mut ThreadState, read: bool) -> usize {
     let r = next(&mut t.rng);
     let hot = (r >> 11) as f64 / (1u64 << 53) as f64 <= spec.hot_prob;
     if hot {
-        if spec.sequential {
-            t.cursor = (t.cursor + 1) % t.hot_len;
+        let step = if spec.sequential {
+            1
         } else {
             let s = u64::from(spec.stride.max(1));
-            let step = (next(&mut t.rng) % (2 * s + 1)) as i64 - s as i64;
-            t.cursor = (t.cursor as i64 + step).rem_euclid(t.hot_len as i64) as usize;
-        }
-        t.hot_start + t.cursor
+            (next(&mut t.rng) % (2 * s + 1)) as i64 - s as i64
+        };
+        let c = if read { &mut t.read_cursor } else { &mut t.cursor };
+        *c = (*c as i64 + step).rem_euclid(t.hot_len as i64) as usize;
+        t.hot_start + *c
     } else {
         t.first + (next(&mut t.rng) % (t.end - t.first) as u64) as usize
     }
@@ -296,14 +302,14 @@ fn run_vcpu(region: &Region, spec: &WorkloadSpec, mut t: ThreadState, vcpus: f64
             continue;
         }
         for _ in 0..due_w {
-            let p = pick_page(spec, &mut t);
+            let p = pick_page(spec, &mut t, false);
             let v = table_get(region, p) + 1;
             write_content(region, spec, p, v);
             table_set(region, p, v);
             t.writes += 1;
         }
         for _ in 0..due_r {
-            let p = pick_page(spec, &mut t);
+            let p = pick_page(spec, &mut t, true);
             let w = (next(&mut t.rng) % WORDS as u64) as usize;
             t.sink = t.sink.rotate_left(5) ^ region.read_u64(p, w);
             t.reads += 1;
