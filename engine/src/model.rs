@@ -103,23 +103,40 @@ pub fn predict(mode: Mode, p: &Params) -> Prediction {
             let t_resume = p.v_mem / b + f * p.latency;
             Prediction { v_dirty: p.v_mem, v_mig: p.v_mem, faults: f, t_resume, t_mig: t_down_base + t_resume, ..empty }
         }
-        Mode::Pre => {
-            // Round i sends V_mem·ρ^i with ρ = D/B, until the rest fits the downtime target
-            // or the round limit; the rest goes in the stop-copy.
-            let rho = (p.dirty_rate / b).min(1.0);
-            let (mut v_mig, mut round_bytes, mut rounds) = (0.0, p.v_mem, 0u32);
-            loop {
-                v_mig += round_bytes;
-                rounds += 1;
-                let next = (round_bytes * rho).min(p.v_mem);
-                if next / b <= p.downtime_target || rounds >= p.max_rounds.max(1) {
-                    let t_down = next / b + t_down_base;
-                    let v_mig = v_mig + next;
-                    return Prediction { v_mig, t_down, t_mig: v_mig / b + t_down_base, rounds, ..empty };
-                }
-                round_bytes = next;
-            }
+        // Round i sends V_mem·ρ^i with ρ = D/B: the geometric series.
+        Mode::Pre => predict_pre_with(p, |t| p.dirty_rate * t),
+    }
+}
+
+/// Pre-copy with a general dirtying function: `dirtied(t)` bytes become dirty during a round
+/// of `t` seconds (`D·t` gives the geometric series; a hot set that saturates does not).
+/// Rounds continue until the rest fits the downtime target or the round limit; the rest goes
+/// in the stop-copy.
+pub fn predict_pre_with(p: &Params, dirtied: impl Fn(f64) -> f64) -> Prediction {
+    let b = p.bandwidth.max(1.0);
+    let t_down_base = p.w_vcpu / b + p.epsilon;
+    let (mut v_mig, mut round_bytes, mut rounds) = (0.0, p.v_mem, 0u32);
+    loop {
+        v_mig += round_bytes;
+        rounds += 1;
+        let next = dirtied(round_bytes / b).clamp(0.0, p.v_mem);
+        if next / b <= p.downtime_target || rounds >= p.max_rounds.max(1) {
+            let t_down = next / b + t_down_base;
+            let v_mig = v_mig + next;
+            return Prediction {
+                mode: Mode::Pre,
+                v_dirty: dirtied(p.v_mem / b).clamp(0.0, p.v_mem),
+                v_mig,
+                t_down,
+                t_resume: 0.0,
+                faults: 0.0,
+                t_mig: v_mig / b + t_down_base,
+                t_mig_eq7: 0.0,
+                rounds,
+                params: *p,
+            };
         }
+        round_bytes = next;
     }
 }
 

@@ -578,7 +578,13 @@ fn report(
         measured_bandwidth: measured_bw,
         guest_write_rate: write_rate,
         dirty_tracking: info.tracking.clone(),
-        model: model::predict(cfg.mode, &params),
+        model: if cfg.mode == Mode::Pre {
+            // Rounds are short: use the workload's saturating dirty function per round.
+            let rate = |t: f64| model::workload_dirty_rate(&cfg.workload, cfg.mem_bytes, write_rate, t) * t;
+            model::predict_pre_with(&params, rate)
+        } else {
+            model::predict(cfg.mode, &params)
+        },
         dest: d,
     }
 }
