@@ -67,6 +67,24 @@ impl Bitmap {
         }
     }
 
+    /// A new bitmap with every bit of `self` flipped (word at a time).
+    pub fn complement(&self) -> Self {
+        let b = Self::full(self.len);
+        for (w, o) in b.words.iter().zip(&self.words) {
+            w.fetch_and(!o.load(Ordering::Acquire), Ordering::AcqRel);
+        }
+        b
+    }
+
+    /// A new bitmap of the bits set in both (word at a time; lengths must match).
+    pub fn and(&self, other: &Self) -> Self {
+        let b = Self::new(self.len.min(other.len));
+        for ((w, x), y) in b.words.iter().zip(&self.words).zip(&other.words) {
+            w.store(x.load(Ordering::Acquire) & y.load(Ordering::Acquire), Ordering::Release);
+        }
+        b
+    }
+
     /// Clears bits `[first, first+count)` (clamped to the length).
     pub fn clear_range(&self, first: usize, count: usize) {
         let end = (first + count).min(self.len);
@@ -244,6 +262,22 @@ mod tests {
         fn decode_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Bitmap::decode(&buf, 10_000);
         }
+    }
+
+    #[test]
+    fn complement_and_intersection_are_exact() {
+        let a = Bitmap::new(130);
+        let b = Bitmap::new(130);
+        for i in [0, 5, 64, 129] {
+            a.set(i);
+        }
+        for i in [5, 6, 129] {
+            b.set(i);
+        }
+        assert_eq!(a.and(&b).ones(), vec![5, 129]);
+        let c = a.complement();
+        assert_eq!(c.count(), 126);
+        assert!(!c.get(0) && c.get(1) && !c.get(129) && !c.get(130));
     }
 
     #[test]

@@ -163,28 +163,17 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     }
 
     // Post-/hybrid-copy: drop stale copies of dirty pages, then catch faults on them.
-    let present = Bitmap::full(pages);
+    // Word-at-a-time: the stop-copy must stay short even for multi-GiB guests.
+    let present = needed.complement();
+    // Only copies the rounds left in place need dropping; early discards did the rest.
+    let stale = needed.and(&populated);
     let mut i = 0;
-    while let Some(p) = needed.next_set(i) {
+    while let Some(p) = stale.next_set(i) {
         let mut n = 0;
-        while p + n < pages && needed.get(p + n) {
-            present.clear(p + n);
+        while p + n < pages && stale.get(p + n) {
             n += 1;
         }
-        // Only copies the rounds left in place need dropping; early discards did the rest.
-        let mut k = p;
-        while k < p + n {
-            if !populated.get(k) {
-                k += 1;
-                continue;
-            }
-            let mut m = 0;
-            while k + m < p + n && populated.get(k + m) {
-                m += 1;
-            }
-            region.discard(k, m).map_err(sys("madvise"))?;
-            k += m;
-        }
+        region.discard(p, n).map_err(sys("madvise"))?;
         i = p + n;
     }
     let uffd = Uffd::open(0).map_err(sys("cannot open userfaultfd"))?;
