@@ -140,6 +140,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
             }
         }
     };
+    let t_stop = Instant::now();
     let (vcpu_json, bm) = protocol::split_stop_copy(&stop_payload.1).map_err(proto("stop-copy"))?;
     let state: VcpuState = protocol::parse_json(vcpu_json, "vCPU state").map_err(proto("stop-copy"))?;
     if state.pages != pages {
@@ -176,6 +177,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         region.discard(p, n).map_err(sys("madvise"))?;
         i = p + n;
     }
+    tracing::debug!(us = t_stop.elapsed().as_micros() as u64, "stale copies dropped");
     let uffd = Uffd::open(0).map_err(sys("cannot open userfaultfd"))?;
     uffd.register_missing(region.base_addr(), region.len_bytes())
         .map_err(sys("cannot register guest memory with userfaultfd"))?;
@@ -212,7 +214,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let guest = Guest::start(region.clone(), state);
     let t_resume = Instant::now();
     control.send(Kind::Resumed, 0, 0, &[]).map_err(proto("resume"))?;
-    tracing::info!(missing, "guest resumed; fetching dirty pages");
+    tracing::info!(missing, stop_copy_us = t_stop.elapsed().as_micros() as u64, "guest resumed; fetching dirty pages");
     while sh.missing.load(Ordering::Acquire) > 0 {
         if sh.failed.load(Ordering::Acquire) {
             // The guest stays paused on its missing pages; the source still holds them.

@@ -495,10 +495,16 @@ fn switch_over(
         let (writes, reads) = (state.writes(), state.reads());
         let reads_rate = reads as f64 / t_pause.elapsed().as_secs_f64().max(1e-9);
         let _ = reads_rate;
+        let t_stopped = t_pause.elapsed();
         if let Some(t) = tracker {
             t.collect(&dirty).map_err(sys("dirty scan failed"))?;
         }
         info.dirty_at_stop = dirty.count() as u64;
+        tracing::debug!(
+            stop_us = t_stopped.as_micros() as u64,
+            scan_us = (t_pause.elapsed() - t_stopped).as_micros() as u64,
+            "vCPUs stopped, final dirty scan done"
+        );
         let sync = match cfg.mode {
             Mode::Pre => {
                 send_set(&mut conns.control, region, &dirty, flags::ROUND, || {}).map_err(proto("stop-copy"))?;
