@@ -1,1 +1,8 @@
-//! AMVM migration engines. See `ARCHITECTURE.md`.
+//! AMVM migration engines. See `ARCHITECTURE.md` and `docs/migration.md`.
+//!
+//! - [`memory`]: our own live-migration engine (pre-copy, post-copy, hybrid-copy) moving a
+//!   guest memory region between two processes with userfaultfd.
+//! - [`model`]: the paper's analytic model (equations 1–7).
+
+pub mod memory;
+pub mod model;

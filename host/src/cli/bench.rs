@@ -17,6 +17,9 @@ pub enum BenchCommand {
     Policy(BenchPolicyArgs),
     /// Collector ingest: synthetic agents → real collector → real RRD files.
     Ingest(super::bench_ingest::IngestArgs),
+    /// Live migration: the paper's grid (workloads × memory sizes × modes at a bandwidth cap),
+    /// plus an unthrottled loopback run.
+    Migration(super::migrate::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +57,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Policy(args) => bench_policy(args),
         BenchCommand::Ingest(args) => super::bench_ingest::run(args),
+        BenchCommand::Migration(args) => super::migrate::run_bench(args),
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod bench_ingest;
+pub mod migrate;
 pub mod monitor;
 pub mod policy;
 pub mod sim;
@@ -46,6 +47,13 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// A/B-test two strategies over the same traces.
     Ab(sim::AbArgs),
+    /// Live-migrate a guest memory region between two local processes (pre/post/hybrid-copy).
+    Migrate(migrate::MigrateArgs),
+    /// One half of a memory migration (`source` / `dest`), usable across two machines.
+    Engine {
+        #[command(subcommand)]
+        cmd: migrate::EngineCommand,
+    },
 }
 
 /// Runs the command line and maps errors to an exit code.
@@ -64,6 +72,8 @@ pub fn main() -> ExitCode {
         Command::Metrics(m) => monitor::run_metrics(m),
         Command::Sim(args) => sim::run_sim(args),
         Command::Ab(args) => sim::run_ab_cmd(args),
+        Command::Migrate(args) => migrate::run_migrate(&args),
+        Command::Engine { cmd } => migrate::run_engine(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,291 @@
+//! A lock-free page bitmap (dirty / needed / present sets) and its compact wire encoding.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fixed-size bitmap whose bits can be set and cleared concurrently.
+#[derive(Debug)]
+pub struct Bitmap {
+    words: Vec<AtomicU64>,
+    len: usize,
+}
+
+impl Bitmap {
+    /// All bits clear.
+    pub fn new(len: usize) -> Self {
+        Self { words: (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(), len }
+    }
+
+    /// All bits set.
+    pub fn full(len: usize) -> Self {
+        let words = (0..len.div_ceil(64))
+            .map(|w| {
+                let bits = (len - w * 64).min(64);
+                AtomicU64::new(if bits == 64 { !0 } else { (1u64 << bits) - 1 })
+            })
+            .collect();
+        Self { words, len }
+    }
+
+    /// Number of bits.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the bitmap has no bits at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether bit `i` is set.
+    pub fn get(&self, i: usize) -> bool {
+        i < self.len && self.words[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Sets bit `i`; returns true if it was clear before.
+    pub fn set(&self, i: usize) -> bool {
+        if i >= self.len {
+            return false;
+        }
+        let m = 1u64 << (i % 64);
+        self.words[i / 64].fetch_or(m, Ordering::AcqRel) & m == 0
+    }
+
+    /// Clears bit `i`; returns true if it was set before.
+    pub fn clear(&self, i: usize) -> bool {
+        if i >= self.len {
+            return false;
+        }
+        let m = 1u64 << (i % 64);
+        self.words[i / 64].fetch_and(!m, Ordering::AcqRel) & m != 0
+    }
+
+    /// Sets bits `[first, first+count)` (clamped to the length).
+    pub fn set_range(&self, first: usize, count: usize) {
+        let end = (first + count).min(self.len);
+        for i in first..end {
+            self.set(i);
+        }
+    }
+
+    /// A new bitmap with every bit of `self` flipped (word at a time).
+    pub fn complement(&self) -> Self {
+        let b = Self::full(self.len);
+        for (w, o) in b.words.iter().zip(&self.words) {
+            w.fetch_and(!o.load(Ordering::Acquire), Ordering::AcqRel);
+        }
+        b
+    }
+
+    /// A new bitmap of the bits set in both (word at a time; lengths must match).
+    pub fn and(&self, other: &Self) -> Self {
+        let b = Self::new(self.len.min(other.len));
+        for ((w, x), y) in b.words.iter().zip(&self.words).zip(&other.words) {
+            w.store(x.load(Ordering::Acquire) & y.load(Ordering::Acquire), Ordering::Release);
+        }
+        b
+    }
+
+    /// Clears bits `[first, first+count)` (clamped to the length).
+    pub fn clear_range(&self, first: usize, count: usize) {
+        let end = (first + count).min(self.len);
+        for i in first..end {
+            self.clear(i);
+        }
+    }
+
+    /// Number of set bits.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.load(Ordering::Acquire).count_ones() as usize).sum()
+    }
+
+    /// Index of the first set bit at or after `from`.
+    pub fn next_set(&self, from: usize) -> Option<usize> {
+        if from >= self.len {
+            return None;
+        }
+        let mut wi = from / 64;
+        let mut w = self.words[wi].load(Ordering::Acquire) & (!0u64 << (from % 64));
+        loop {
+            if w != 0 {
+                let i = wi * 64 + w.trailing_zeros() as usize;
+                return (i < self.len).then_some(i);
+            }
+            wi += 1;
+            if wi >= self.words.len() {
+                return None;
+            }
+            w = self.words[wi].load(Ordering::Acquire);
+        }
+    }
+
+    /// Indices of all set bits in ascending order.
+    pub fn ones(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(j) = self.next_set(i) {
+            out.push(j);
+            i = j + 1;
+        }
+        out
+    }
+
+    /// Compact encoding: the smaller of the raw bitmap and a varint list of gaps between set bits.
+    pub fn encode(&self) -> Vec<u8> {
+        let ones = self.ones();
+        let mut out = Vec::new();
+        put_varint(&mut out, self.len as u64);
+        let mut list = Vec::new();
+        let mut prev = 0usize;
+        for &i in &ones {
+            put_varint(&mut list, (i - prev) as u64);
+            prev = i + 1;
+        }
+        let raw_len = self.len.div_ceil(8);
+        if list.len() < raw_len {
+            out.push(1);
+            put_varint(&mut out, ones.len() as u64);
+            out.extend_from_slice(&list);
+        } else {
+            out.push(0);
+            for w in &self.words {
+                out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
+            }
+            out.truncate(out.len() - (self.words.len() * 8 - raw_len));
+        }
+        out
+    }
+
+    /// Decodes `encode`'s output; `None` if it is malformed or longer than `max_len` bits.
+    pub fn decode(buf: &[u8], max_len: usize) -> Option<Self> {
+        let mut pos = 0;
+        let len = usize::try_from(get_varint(buf, &mut pos)?).ok()?;
+        if len > max_len {
+            return None;
+        }
+        let b = Self::new(len);
+        match *buf.get(pos)? {
+            1 => {
+                pos += 1;
+                let n = get_varint(buf, &mut pos)?;
+                let mut next = 0usize;
+                for _ in 0..n {
+                    let gap = usize::try_from(get_varint(buf, &mut pos)?).ok()?;
+                    let i = next.checked_add(gap)?;
+                    if i >= len {
+                        return None;
+                    }
+                    b.set(i);
+                    next = i + 1;
+                }
+            }
+            0 => {
+                pos += 1;
+                let raw = buf.get(pos..pos + len.div_ceil(8))?;
+                pos += raw.len();
+                for (i, byte) in raw.iter().enumerate() {
+                    for bit in 0..8 {
+                        if byte & (1 << bit) != 0 {
+                            if i * 8 + bit >= len {
+                                return None;
+                            }
+                            b.set(i * 8 + bit);
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        }
+        (pos == buf.len()).then_some(b)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(len in 0usize..5000, bits in proptest::collection::vec(0usize..5000, 0..600)) {
+            let b = Bitmap::new(len);
+            let mut expect: Vec<usize> = bits.into_iter().filter(|&i| i < len).collect();
+            for &i in &expect { b.set(i); }
+            expect.sort_unstable();
+            expect.dedup();
+            prop_assert_eq!(b.ones(), expect.clone());
+            prop_assert_eq!(b.count(), expect.len());
+            let d = Bitmap::decode(&b.encode(), len).expect("decodes");
+            prop_assert_eq!(d.len(), len);
+            prop_assert_eq!(d.ones(), expect);
+        }
+
+        #[test]
+        fn set_clear_match_a_model(len in 1usize..700, ops in proptest::collection::vec((any::<bool>(), 0usize..800), 0..300)) {
+            let b = Bitmap::new(len);
+            let mut model = vec![false; len];
+            for (set, i) in ops {
+                let was = i < len && model[i];
+                if set {
+                    prop_assert_eq!(b.set(i), i < len && !was);
+                    if i < len { model[i] = true; }
+                } else {
+                    prop_assert_eq!(b.clear(i), was);
+                    if i < len { model[i] = false; }
+                }
+            }
+            for (i, &m) in model.iter().enumerate() { prop_assert_eq!(b.get(i), m); }
+            prop_assert_eq!(b.next_set(0), model.iter().position(|&m| m));
+        }
+
+        #[test]
+        fn decode_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Bitmap::decode(&buf, 10_000);
+        }
+    }
+
+    #[test]
+    fn complement_and_intersection_are_exact() {
+        let a = Bitmap::new(130);
+        let b = Bitmap::new(130);
+        for i in [0, 5, 64, 129] {
+            a.set(i);
+        }
+        for i in [5, 6, 129] {
+            b.set(i);
+        }
+        assert_eq!(a.and(&b).ones(), vec![5, 129]);
+        let c = a.complement();
+        assert_eq!(c.count(), 126);
+        assert!(!c.get(0) && c.get(1) && !c.get(129) && !c.get(130));
+    }
+
+    #[test]
+    fn full_has_every_bit_and_no_more() {
+        let b = Bitmap::full(130);
+        assert_eq!(b.count(), 130);
+        assert!(!b.get(130));
+        assert_eq!(b.next_set(129), Some(129));
+        assert_eq!(b.next_set(130), None);
+    }
+}

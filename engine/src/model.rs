@@ -1,0 +1,203 @@
+//! The paper's analytic model (section 4.3, equations 1–7) and the classic pre-copy
+//! geometric series, used to predict a migration and to check measurements against it.
+//!
+//! Symbols (Table 3): `V_mem` memory, `V_dirty` memory dirtied during the full round, `V_mig`
+//! data transferred, `T_down` downtime, `T_mig` total time, `T_resume` time from resume to
+//! all pages present, `B` bandwidth, `D` dirty rate, `R` memory access rate, `F` page faults,
+//! `W_vcpu` vCPU state size, `λ` network delay, `ε` resume overhead.
+
+use serde::{Deserialize, Serialize};
+
+use crate::memory::workload::{table_pages, WorkloadSpec};
+use crate::memory::{Mode, PAGE_SIZE};
+
+/// Model inputs (bytes, seconds, pages per second for `R`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// `V_mem` in bytes.
+    pub v_mem: f64,
+    /// `B` in bytes per second.
+    pub bandwidth: f64,
+    /// `D` in bytes per second (unique pages dirtied per second over the full round).
+    pub dirty_rate: f64,
+    /// `R`: guest memory accesses (pages) per second.
+    pub access_rate: f64,
+    /// `W_vcpu` in bytes (vCPU state plus dirty bitmap).
+    pub w_vcpu: f64,
+    /// `λ`: one demand request's network delay in seconds.
+    pub latency: f64,
+    /// `ε`: resume overhead in seconds.
+    pub epsilon: f64,
+    /// Pre-copy round limit.
+    pub max_rounds: u32,
+    /// Pre-copy downtime target in seconds.
+    pub downtime_target: f64,
+}
+
+/// Model outputs for one mode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Mode predicted.
+    pub mode: Mode,
+    /// Eq. 1: `V_dirty = V_mem·D/B` (bytes).
+    pub v_dirty: f64,
+    /// Eq. 2 (hybrid), `V_mem` (post), geometric series (pre): bytes transferred.
+    pub v_mig: f64,
+    /// Eq. 4: `T_down = W_vcpu/B + ε` (plus the last round for pre-copy), seconds.
+    pub t_down: f64,
+    /// Eq. 5: `T_resume = V_dirty/B + F·λ`, seconds.
+    pub t_resume: f64,
+    /// Eq. 6: `F = V_dirty²·R / (2·B·V_mem)` page faults.
+    pub faults: f64,
+    /// Eq. 3: `T_mig = V_mem/B + T_down + T_resume`, seconds (pre: `V_mig/B + T_down`).
+    pub t_mig: f64,
+    /// Eq. 7, the closed form of eq. 3 (hybrid only; equals `t_mig` up to rounding).
+    pub t_mig_eq7: f64,
+    /// Pre-copy rounds including the first full one.
+    pub rounds: u32,
+    /// Inputs used.
+    pub params: Params,
+}
+
+/// Eq. 6 with a general `V_dirty`.
+fn faults(v_dirty: f64, p: &Params) -> f64 {
+    if p.v_mem <= 0.0 || p.bandwidth <= 0.0 {
+        return 0.0;
+    }
+    v_dirty * v_dirty * p.access_rate / (2.0 * p.bandwidth * p.v_mem)
+}
+
+/// Predicts one migration of `mode`.
+pub fn predict(mode: Mode, p: &Params) -> Prediction {
+    let b = p.bandwidth.max(1.0);
+    let v_dirty = (p.v_mem * p.dirty_rate / b).min(p.v_mem); // eq. 1
+    let t_down_base = p.w_vcpu / b + p.epsilon; // eq. 4
+    let empty = Prediction {
+        mode,
+        v_dirty,
+        v_mig: 0.0,
+        t_down: t_down_base,
+        t_resume: 0.0,
+        faults: 0.0,
+        t_mig: 0.0,
+        t_mig_eq7: 0.0,
+        rounds: 0,
+        params: *p,
+    };
+    match mode {
+        Mode::Hybrid => {
+            let v_mig = p.v_mem + v_dirty; // eq. 2
+            let f = faults(v_dirty, p); // eq. 6
+            let t_resume = v_dirty / b + f * p.latency; // eq. 5
+            let t_mig = p.v_mem / b + t_down_base + t_resume; // eq. 3
+            let d = p.dirty_rate;
+            let t7 = (p.v_mem + p.w_vcpu) / b
+                + p.v_mem * d / (b * b)
+                + p.v_mem * p.access_rate * d * d * p.latency / (2.0 * b * b * b)
+                + p.epsilon; // eq. 7
+            Prediction { v_mig, faults: f, t_resume, t_mig, t_mig_eq7: t7, rounds: 1, ..empty }
+        }
+        Mode::Post => {
+            // Post-copy is hybrid-copy with V_dirty = V_mem and no full round.
+            let f = faults(p.v_mem, p);
+            let t_resume = p.v_mem / b + f * p.latency;
+            Prediction { v_dirty: p.v_mem, v_mig: p.v_mem, faults: f, t_resume, t_mig: t_down_base + t_resume, ..empty }
+        }
+        // Round i sends V_mem·ρ^i with ρ = D/B: the geometric series.
+        Mode::Pre => predict_pre_with(p, |t| p.dirty_rate * t),
+    }
+}
+
+/// Pre-copy with a general dirtying function: `dirtied(t)` bytes become dirty during a round
+/// of `t` seconds (`D·t` gives the geometric series; a hot set that saturates does not).
+/// Rounds continue until the rest fits the downtime target or the round limit; the rest goes
+/// in the stop-copy.
+pub fn predict_pre_with(p: &Params, dirtied: impl Fn(f64) -> f64) -> Prediction {
+    let b = p.bandwidth.max(1.0);
+    let t_down_base = p.w_vcpu / b + p.epsilon;
+    let (mut v_mig, mut round_bytes, mut rounds) = (0.0, p.v_mem, 0u32);
+    loop {
+        v_mig += round_bytes;
+        rounds += 1;
+        let next = dirtied(round_bytes / b).clamp(0.0, p.v_mem);
+        if next / b <= p.downtime_target || rounds >= p.max_rounds.max(1) {
+            let t_down = next / b + t_down_base;
+            let v_mig = v_mig + next;
+            return Prediction {
+                mode: Mode::Pre,
+                v_dirty: dirtied(p.v_mem / b).clamp(0.0, p.v_mem),
+                v_mig,
+                t_down,
+                t_resume: 0.0,
+                faults: 0.0,
+                t_mig: v_mig / b + t_down_base,
+                t_mig_eq7: 0.0,
+                rounds,
+                params: *p,
+            };
+        }
+        round_bytes = next;
+    }
+}
+
+/// Expected `D` for a workload: unique bytes dirtied per second over a window of `t` seconds
+/// at a measured write rate (pages/s), from the hot-set / scatter mix of the workload.
+pub fn workload_dirty_rate(spec: &WorkloadSpec, mem_bytes: u64, write_rate: f64, t: f64) -> f64 {
+    if t <= 0.0 {
+        return 0.0;
+    }
+    let pages = (mem_bytes / PAGE_SIZE as u64) as f64;
+    let table = table_pages(pages as usize) as f64;
+    let data = (pages - table).max(1.0);
+    let hot = (data * spec.hot_fraction).max(1.0);
+    let (hot_w, cold_w) = (write_rate * t * spec.hot_prob, write_rate * t * (1.0 - spec.hot_prob));
+    let hot_pages = if spec.sequential { hot_w.min(hot) } else { hot * (1.0 - (-hot_w / hot).exp()) };
+    let cold_pages = data * (1.0 - (-cold_w / data).exp());
+    let table_touched = (hot / 512.0).ceil().min(table) + table * (1.0 - (-cold_w / table.max(1.0)).exp());
+    let unique = (hot_pages + cold_pages * (1.0 - hot / data) + table_touched).min(pages);
+    unique * PAGE_SIZE as f64 / t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(d: f64) -> Params {
+        Params {
+            v_mem: 4e9,
+            bandwidth: 125e6,
+            dirty_rate: d,
+            access_rate: 1e4,
+            w_vcpu: 1e5,
+            latency: 1e-4,
+            epsilon: 1e-3,
+            max_rounds: 30,
+            downtime_target: 0.3,
+        }
+    }
+
+    #[test]
+    fn eq7_is_the_closed_form_of_eq3() {
+        let p = params(20e6);
+        let h = predict(Mode::Hybrid, &p);
+        assert!((h.t_mig - h.t_mig_eq7).abs() < 1e-6 * h.t_mig, "{} vs {}", h.t_mig, h.t_mig_eq7);
+        assert!((h.v_mig - (4e9 + 4e9 * 20e6 / 125e6)).abs() < 1.0);
+    }
+
+    #[test]
+    fn pre_copy_sums_a_geometric_series_and_idle_equals_v_mem() {
+        let idle = predict(Mode::Pre, &params(0.0));
+        assert_eq!(idle.rounds, 1);
+        assert!((idle.v_mig - 4e9).abs() < 1.0);
+        let busy = predict(Mode::Pre, &params(62.5e6)); // rho = 0.5
+        assert!(busy.v_mig > 7.9e9 && busy.v_mig < 8.0e9, "{}", busy.v_mig);
+        let hot = predict(Mode::Pre, &params(200e6)); // rho capped at 1: hits the round limit
+        assert_eq!(hot.rounds, 30);
+    }
+
+    #[test]
+    fn hybrid_faults_are_fewer_than_post_copy() {
+        let p = params(20e6);
+        assert!(predict(Mode::Hybrid, &p).faults < predict(Mode::Post, &p).faults);
+    }
+}
