@@ -113,3 +113,18 @@ pub fn apply_instantly(snap: &mut Snapshot, plan: &super::Plan) {
     snap.cycle += 1;
     snap.time_s += f64::from(snap.interval_s);
 }
+
+/// Advances every VM's utilization by one sample (the oldest drops out): an AR(1) step around
+/// the VM's own mean, so hosts drift into and out of overload from cycle to cycle.
+pub fn advance(snap: &mut Snapshot, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ snap.cycle.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let w = snap.window;
+    for row in snap.vms.cpu_history.chunks_mut(w) {
+        let valid: Vec<f32> = row.iter().copied().filter(|v| !v.is_nan()).collect();
+        let level = if valid.is_empty() { 0.5 } else { valid.iter().sum::<f32>() / valid.len() as f32 };
+        let last = valid.last().copied().unwrap_or(level);
+        let noise: f32 = rng.random_range(-0.08..0.08);
+        row.copy_within(1.., 0);
+        row[w - 1] = (0.7 * last + 0.3 * level + noise).clamp(0.0, 1.0);
+    }
+}
