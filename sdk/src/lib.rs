@@ -9,9 +9,11 @@
 //! - [`SelectionPolicy`] — VM selection: which VM leaves an overloaded host next.
 //! - [`PlacementPolicy`] — placement: filter and weigh candidate hosts for a VM (lowest wins).
 //!
-//! and one macro, [`export!`], that turns your type into the component's exports:
+//! and one macro, [`export!`], that turns your type into the component's exports (this example
+//! builds only for `wasm32-wasip2`; the same shape is compiled by the test suite as
+//! `policies/examples/headroom`):
 //!
-//! ```ignore
+//! ```text
 //! use amvm_sdk::prelude::*;
 //!
 //! struct Spread;
