@@ -47,6 +47,7 @@ pub mod describe;
 #[doc(hidden)]
 pub mod glue;
 pub mod log;
+pub mod rules;
 pub mod stats;
 pub mod views;
 

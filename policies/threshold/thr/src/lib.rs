@@ -12,10 +12,7 @@ impl ThresholdPolicy for Thr {
         Descriptor::threshold("thr", env!("CARGO_PKG_VERSION"))
             .summary("Static threshold: overloaded when current utilization > upper")
             .param(ParamSpec::float("upper", 0.8).range(0.0, 1.0).help("Overload threshold (fraction of capacity)"))
-            .param(ParamSpec::float("lower", 0.3).range(0.0, 1.0).help(
-                "Underload threshold (paper 3.3): hosts below it are evacuated, least utilized first; \
-                 1.0 tries every non-overloaded host, as Beloglazov & Buyya (the built-in strategies do)",
-            ))
+            .param(amvm_sdk::rules::lower_param())
     }
 
     fn configure(p: &Params) -> Result<Self, String> {
