@@ -70,6 +70,9 @@ pub struct SourceConfig {
     pub push_streams: u32,
     /// Neighbour pages sent after each demanded page.
     pub prefetch: usize,
+    /// Active push starts this long after the guest resumes at the destination; until then the
+    /// missing pages arrive only by demand (and prefetch). Zero (the default) pushes at once.
+    pub push_delay: Duration,
     /// Pre-copy round limit.
     pub max_rounds: u32,
     /// Pre-copy stops iterating when the remainder fits this downtime.
@@ -92,6 +95,7 @@ impl SourceConfig {
             bandwidth: None,
             push_streams: 1,
             prefetch: 8,
+            push_delay: Duration::ZERO,
             max_rounds: 20,
             downtime_target: Duration::from_millis(5),
             warmup: Duration::from_millis(300),

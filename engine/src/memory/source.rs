@@ -141,7 +141,13 @@ struct SyncThreads {
     demand_socket: Option<TcpStream>,
 }
 
-fn start_sync(region: &Arc<Region>, needed: &Arc<Bitmap>, conns: &mut Conns, prefetch: usize) -> SyncThreads {
+fn start_sync(
+    region: &Arc<Region>,
+    needed: &Arc<Bitmap>,
+    conns: &mut Conns,
+    prefetch: usize,
+    push_delay: Duration,
+) -> SyncThreads {
     let active = Arc::new(AtomicUsize::new(0));
     let demand_socket = conns.demand.as_ref().and_then(|(_, rx)| rx.get_ref().try_clone().ok());
     let demand = conns.demand.take().map(|(mut link, mut rx)| {
@@ -188,6 +194,8 @@ fn start_sync(region: &Arc<Region>, needed: &Arc<Bitmap>, conns: &mut Conns, pre
         .map(|(i, mut link)| {
             let (region, needed, active) = (region.clone(), needed.clone(), active.clone());
             std::thread::spawn(move || {
+                // Demand replies flow from the first moment; active push may wait (pure demand first).
+                std::thread::sleep(push_delay);
                 let mut buf = Vec::new();
                 let mut pushed = 0u64;
                 let blocks = region.pages().div_ceil(64);
@@ -514,14 +522,14 @@ fn switch_over(
             }
             Mode::Hybrid => {
                 let p = protocol::stop_copy_payload(&vcpu, &dirty.encode());
-                let s = start_sync(region, &dirty, &mut conns, cfg.prefetch);
+                let s = start_sync(region, &dirty, &mut conns, cfg.prefetch, cfg.push_delay);
                 conns.control.send(Kind::StopCopy, 0, 0, &p).map_err(proto("stop-copy"))?;
                 Some(s)
             }
             Mode::Post => {
                 info.dirty_at_stop = pages as u64;
                 let all = Arc::new(Bitmap::full(pages));
-                let s = start_sync(region, &all, &mut conns, cfg.prefetch);
+                let s = start_sync(region, &all, &mut conns, cfg.prefetch, cfg.push_delay);
                 let p = protocol::stop_copy_payload(&vcpu, &[]);
                 conns.control.send(Kind::StopCopy, 0, STOP_ALL_NEEDED, &p).map_err(proto("stop-copy"))?;
                 Some(s)

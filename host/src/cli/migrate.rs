@@ -34,6 +34,9 @@ pub struct MigrateArgs {
     /// Neighbour pages prefetched with each demand reply.
     #[arg(long, default_value_t = 8)]
     pub prefetch: usize,
+    /// Hybrid/post-copy: start active push this many milliseconds after resume (pure demand until then).
+    #[arg(long, default_value_t = 0)]
+    pub push_delay_ms: u64,
     /// Pre-copy round limit.
     #[arg(long, default_value_t = 20)]
     pub max_rounds: u32,
@@ -166,6 +169,7 @@ fn config(a: &MigrateArgs) -> Result<SourceConfig> {
     cfg.bandwidth = a.bandwidth.as_deref().map(parse_rate).transpose()?;
     cfg.push_streams = a.streams.clamp(1, 16);
     cfg.prefetch = a.prefetch.min(512);
+    cfg.push_delay = Duration::from_millis(a.push_delay_ms.min(60_000));
     cfg.max_rounds = a.max_rounds.max(1);
     cfg.downtime_target = Duration::from_secs_f64(a.downtime_ms.max(0.0) / 1e3);
     cfg.warmup = Duration::from_millis(a.warmup_ms);
@@ -238,6 +242,8 @@ fn source_argv(a: &MigrateArgs) -> Vec<String> {
         a.streams.to_string(),
         "--prefetch".into(),
         a.prefetch.to_string(),
+        "--push-delay-ms".into(),
+        a.push_delay_ms.to_string(),
         "--max-rounds".into(),
         a.max_rounds.to_string(),
         "--downtime-ms".into(),
@@ -348,6 +354,7 @@ pub fn run_bench(b: BenchArgs) -> Result<ExitCode> {
         bandwidth: Some(b.bandwidth.clone()),
         streams: 1,
         prefetch: 8,
+        push_delay_ms: 0,
         max_rounds: 20,
         downtime_ms: 5.0,
         write_rate: None,
