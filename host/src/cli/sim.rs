@@ -175,7 +175,7 @@ fn print_run(r: &RunReport) {
     if r.rejected_migrations > 0 || r.policy_failures > 0 {
         println!("  refused migrations  {}, policy failures {}", r.rejected_migrations, r.policy_failures);
     }
-    println!("  elapsed             {:.0} ms", r.elapsed_ms);
+    println!("  elapsed             {:.0} ms ({:.0} ms deciding)", r.elapsed_ms, r.scheduler_ms);
 }
 
 fn print_ab(ab: &AbResult) {

@@ -6,12 +6,13 @@
 //! (reported per call as a deterministic cost) and output validation. A module gets no WASI
 //! capabilities: the WASI imports `wasm32-wasip2` guests carry are defined as traps.
 //!
-//! Compiled modules are cached by the sha256 of their bytes; instances are reused across calls
-//! and replaced after a failure.
+//! Compiled modules are cached by the sha256 of their bytes, in memory and on disk (see
+//! [`disk_cache`]); instances are reused across calls and replaced after a failure.
 
 mod bindings;
 pub mod builtin;
 pub mod descriptor;
+mod disk_cache;
 mod error;
 mod instance;
 mod module;
@@ -41,6 +42,9 @@ pub struct RuntimeConfig {
     pub fuel_per_call: u64,
     /// Largest wasm stack.
     pub max_wasm_stack: usize,
+    /// Where compiled modules are cached across processes (`None`: compile in every process).
+    /// Defaults to `AMVM_CACHE_DIR`, else `~/.cache/amvm/modules`; `AMVM_CACHE_DIR=off` disables.
+    pub module_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +54,7 @@ impl Default for RuntimeConfig {
             memory_limit_bytes: 64 << 20,
             fuel_per_call: 10_000_000_000,
             max_wasm_stack: 512 << 10,
+            module_cache_dir: disk_cache::default_dir(),
         }
     }
 }
@@ -62,6 +67,7 @@ pub struct PolicyRuntime {
     engine: Engine,
     config: RuntimeConfig,
     cache: Mutex<HashMap<String, Arc<PolicyModule>>>,
+    disk: Option<disk_cache::DiskCache>,
 }
 
 impl std::fmt::Debug for PolicyRuntime {
@@ -92,7 +98,8 @@ impl PolicyRuntime {
                 }
             })
             .map_err(|e| PolicyError::Internal(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PolicyRuntime { engine, config, cache: Mutex::new(HashMap::new()) })
+        let disk = config.module_cache_dir.as_deref().map(|dir| disk_cache::DiskCache::new(dir, &engine));
+        Ok(PolicyRuntime { engine, config, cache: Mutex::new(HashMap::new()), disk })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -113,7 +120,16 @@ impl PolicyRuntime {
         if let Some(m) = self.cache.lock().map_err(|_| PolicyError::Internal("cache poisoned".into()))?.get(&sha) {
             return Ok(m.clone());
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(first_line(&e)))?;
+        let component = match self.disk.as_ref().and_then(|d| d.load(&self.engine, &sha)) {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(first_line(&e)))?;
+                if let Some(d) = &self.disk {
+                    d.store(&sha, &c);
+                }
+                c
+            }
+        };
         let (pre, trapped) = module::prepare(&self.engine, &component)?;
         let raw = instance::describe_unconfigured(&self.engine, &pre, &self.config)?;
         let descriptor = Descriptor::from_raw(raw)?;

@@ -181,6 +181,7 @@ impl Scheduler {
             failures: Vec::new(),
             stats: CycleStats::default(),
             migrations: Vec::new(),
+            scratch: None,
         };
         let result = cycle.run(self);
         let mut outcome = CycleOutcome { failures: cycle.failures, stats: cycle.stats, ..Default::default() };
@@ -205,6 +206,8 @@ struct Cycle<'a> {
     stats: CycleStats,
     /// (vm index, from host index, to host index, reason)
     migrations: Vec<(usize, usize, usize, MigrationReason)>,
+    /// Reused candidate columns for placement calls (one allocation per cycle, not per VM).
+    scratch: Option<(Vec<usize>, types::Candidates)>,
 }
 
 impl Cycle<'_> {
@@ -348,9 +351,10 @@ impl Cycle<'_> {
 
         // 3. Placement of the selected VMs, by decreasing CPU demand.
         to_place.sort_by(|a, b| self.work.demand(b.0).total_cmp(&self.work.demand(a.0)));
+        let pool: Vec<usize> = (0..n).filter(|&h| !excluded_dest[h]).collect();
         for &(vm, from) in &to_place {
             self.work.migrations[from] -= 1; // the reservation becomes the real count in place()
-            match self.find_host(s, vm, from, &excluded_dest, &room)? {
+            match self.find_host(s, vm, from, &pool, &room)? {
                 Some(to) => {
                     self.work.place(vm, from, to);
                     self.migrations.push((vm, from, to, MigrationReason::Overload));
@@ -384,14 +388,12 @@ impl Cycle<'_> {
             vms.sort_by(|&a, &b| self.work.demand(b).total_cmp(&self.work.demand(a)));
             let mut placed: Vec<(usize, usize)> = Vec::new();
             let mut complete = true;
+            // Evacuation destinations: active hosts only (no waking to empty another host).
+            let pool: Vec<usize> =
+                (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect();
             for &vm in &vms {
-                // Evacuation destinations: active hosts only (no waking to empty another host).
-                let mut excl = excluded_dest.clone();
-                for (d, e) in excl.iter_mut().enumerate() {
-                    *e |= self.work.state[d] != HostState::Active;
-                }
                 self.work.detach(vm);
-                match self.find_host(s, vm, h, &excl, &room)? {
+                match self.find_host(s, vm, h, &pool, &room)? {
                     Some(to) => {
                         self.work.place(vm, h, to);
                         placed.push((vm, to));
@@ -419,34 +421,77 @@ impl Cycle<'_> {
         Ok(self.plan(evacuated))
     }
 
-    /// The best host for `vm` (currently detached from `from`): lowest weight among candidates
-    /// that fit, that the threshold policy would not call overloaded with the VM added.
+    /// The best host for `vm` (currently detached from `from`) among `pool`: lowest weight among
+    /// candidates that fit, that the threshold policy would not call overloaded with the VM added.
     fn find_host(
         &mut self,
         s: &mut Scheduler,
         vm: usize,
         from: usize,
-        excluded: &[bool],
+        pool: &[usize],
         room: &dyn Fn(&Work, usize) -> bool,
+    ) -> Result<Option<usize>, Abort> {
+        let (mut idx, mut cand) = self.scratch.take().unwrap_or_else(|| {
+            let cand = types::Candidates {
+                n: 0,
+                cpu_used: Vec::new(),
+                cpu_capacity: Vec::new(),
+                mem_used: Vec::new(),
+                mem_capacity: Vec::new(),
+                power_model: Vec::new(),
+                vm_count: Vec::new(),
+                asleep: Vec::new(),
+            };
+            (Vec::new(), cand)
+        });
+        idx.clear();
+        cand.cpu_used.clear();
+        cand.cpu_capacity.clear();
+        cand.mem_used.clear();
+        cand.mem_capacity.clear();
+        cand.power_model.clear();
+        cand.vm_count.clear();
+        cand.asleep.clear();
+        let result = self.find_host_in(s, vm, from, pool, room, &mut idx, &mut cand);
+        self.scratch = Some((idx, cand));
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn find_host_in(
+        &mut self,
+        s: &mut Scheduler,
+        vm: usize,
+        from: usize,
+        pool: &[usize],
+        room: &dyn Fn(&Work, usize) -> bool,
+        idx: &mut Vec<usize>,
+        cand: &mut types::Candidates,
     ) -> Result<Option<usize>, Abort> {
         let snap = self.work.snap;
         let demand = self.work.demand(vm);
         let ram = snap.vms.ram_mb[vm];
-        let mut idx = Vec::new();
-        let mut cand = types::Candidates {
-            n: 0,
-            cpu_used: Vec::new(),
-            cpu_capacity: Vec::new(),
-            mem_used: Vec::new(),
-            mem_capacity: Vec::new(),
-            power_model: Vec::new(),
-            vm_count: Vec::new(),
-            asleep: Vec::new(),
-        };
         let core_limit = |h: usize| snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY);
-        for (h, &skip) in excluded.iter().enumerate() {
-            if skip || h == from || self.work.state[h] == HostState::Down || !room(&self.work, h) {
+        // Empty sleeping hosts of one type are interchangeable: their candidate rows are equal,
+        // so a policy weighs them equally and the lowest-numbered would win the tie. Only that
+        // one is offered (a day of PlanetLab on 800 hosts offers ~90 candidates instead of ~750).
+        let mut sleeping_types: Vec<(u32, u32, u32, u32)> = Vec::new();
+        for &h in pool {
+            if h == from || self.work.state[h] == HostState::Down || !room(&self.work, h) {
                 continue;
+            }
+            if self.work.state[h] == HostState::Asleep && self.work.vms_on[h].is_empty() && self.work.cpu_used[h] == 0.0
+            {
+                let key = (
+                    self.work.hosts.cpu_capacity[h].to_bits(),
+                    self.work.hosts.mem_capacity[h].to_bits(),
+                    snap.hosts.power_model[h],
+                    core_limit(h).to_bits(),
+                );
+                if sleeping_types.contains(&key) {
+                    continue;
+                }
+                sleeping_types.push(key);
             }
             let cap = self.work.hosts.cpu_capacity[h];
             if self.work.cpu_used[h] + demand > cap
@@ -469,9 +514,10 @@ impl Cycle<'_> {
         }
         cand.n = idx.len() as u32;
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
-        let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand))?;
-        let mut ranked: Vec<(f32, usize)> = weights.iter().zip(&idx).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, cand))?;
+        let mut ranked: Vec<(f32, usize)> =
+            weights.iter().zip(idx.iter()).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
+        ranked.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let add = self.work.vm_batch(&[vm]);
         let mut start = 0;
         let mut size = SHORTLIST;

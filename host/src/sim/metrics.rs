@@ -39,7 +39,11 @@ pub struct RunReport {
     /// Policy calls that failed and fell back (from the scheduler), summed over cycles.
     pub policy_failures: u64,
     pub simulated_s: f64,
+    /// Wall time of the run (world and scheduler; policy compilation happens before).
     pub elapsed_ms: f64,
+    /// Of `elapsed_ms`, the time spent deciding (scheduler cycles with their policy calls).
+    #[serde(default)]
+    pub scheduler_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<Series>,
 }

@@ -87,18 +87,23 @@ pub fn run(scenario: &Scenario, trace: Arc<Trace>, decider: Decider<'_>, opts: R
         }
     };
     let mut sim = SimCluster::new(scenario, trace, placement, accounting)?;
+    let mut deciding = std::time::Duration::ZERO;
     match decider {
         Decider::Baseline(_) => sim.run_to_end(),
         Decider::Strategy { mut decide, .. } => {
             while sim.advance() {
+                let t = Instant::now();
                 let (plan, failures) = decide(sim.observe());
+                deciding += t.elapsed();
                 sim.note_policy_failures(failures);
                 sim.apply(&plan);
             }
         }
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    Ok(sim.report(&name, elapsed_ms, opts.series))
+    let mut report = sim.report(&name, elapsed_ms, opts.series);
+    report.scheduler_ms = deciding.as_secs_f64() * 1e3;
+    Ok(report)
 }
 
 fn resolve(configured: InitialPlacement, auto: InitialPlacement) -> InitialPlacement {

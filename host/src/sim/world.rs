@@ -274,6 +274,7 @@ impl SimCluster {
             policy_failures: self.acc.policy_failures,
             simulated_s: self.now,
             elapsed_ms,
+            scheduler_ms: 0.0,
             series: with_series.then(|| self.series.clone()),
         }
     }
