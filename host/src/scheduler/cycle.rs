@@ -182,7 +182,10 @@ impl Scheduler {
             stats: CycleStats::default(),
             migrations: Vec::new(),
             scratch: None,
+            host_class: Vec::new(),
+            n_classes: 0,
         };
+        (cycle.host_class, cycle.n_classes) = host_classes(snap);
         let result = cycle.run(self);
         let mut outcome = CycleOutcome { failures: cycle.failures, stats: cycle.stats, ..Default::default() };
         match result {
@@ -199,6 +202,25 @@ impl Scheduler {
     }
 }
 
+/// Groups hosts by everything a candidate row says about an empty host.
+fn host_classes(snap: &Snapshot) -> (Vec<u16>, usize) {
+    let mut keys: HashMap<(u32, u32, u32, u32), usize> = HashMap::new();
+    let class = (0..snap.hosts.len())
+        .map(|h| {
+            let key = (
+                snap.hosts.cpu_capacity[h].to_bits(),
+                snap.hosts.mem_capacity[h].to_bits(),
+                snap.hosts.power_model[h],
+                snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY).to_bits(),
+            );
+            let next = keys.len();
+            let c = *keys.entry(key).or_insert(next);
+            c.min(u16::MAX as usize) as u16
+        })
+        .collect();
+    (class, keys.len().min(u16::MAX as usize + 1))
+}
+
 struct Cycle<'a> {
     ctx: types::Context,
     work: Work<'a>,
@@ -208,6 +230,9 @@ struct Cycle<'a> {
     migrations: Vec<(usize, usize, usize, MigrationReason)>,
     /// Reused candidate columns for placement calls (one allocation per cycle, not per VM).
     scratch: Option<(Vec<usize>, types::Candidates)>,
+    /// Host type per host (capacity, memory, power model, core speed), and how many types.
+    host_class: Vec<u16>,
+    n_classes: usize,
 }
 
 impl Cycle<'_> {
@@ -351,11 +376,16 @@ impl Cycle<'_> {
 
         // 3. Placement of the selected VMs, by decreasing CPU demand.
         to_place.sort_by(|a, b| self.work.demand(b.0).total_cmp(&self.work.demand(a.0)));
-        let pool: Vec<usize> = (0..n).filter(|&h| !excluded_dest[h]).collect();
+        // Hosts with VMs are offered one by one; empty sleeping hosts one per type.
+        let (mut pool, sleeping): (Vec<usize>, Vec<usize>) =
+            (0..n).filter(|&h| !excluded_dest[h]).partition(|&h| self.work.state[h] != HostState::Asleep);
         for &(vm, from) in &to_place {
             self.work.migrations[from] -= 1; // the reservation becomes the real count in place()
-            match self.find_host(s, vm, from, &pool, &room)? {
+            match self.find_host(s, vm, from, (&pool, &sleeping), &room)? {
                 Some(to) => {
+                    if self.work.state[to] == HostState::Asleep && self.work.vms_on[to].is_empty() {
+                        pool.push(to); // woken by this plan: from now on a host like any other
+                    }
                     self.work.place(vm, from, to);
                     self.migrations.push((vm, from, to, MigrationReason::Overload));
                 }
@@ -393,7 +423,7 @@ impl Cycle<'_> {
                 (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect();
             for &vm in &vms {
                 self.work.detach(vm);
-                match self.find_host(s, vm, h, &pool, &room)? {
+                match self.find_host(s, vm, h, (&pool, &[]), &room)? {
                     Some(to) => {
                         self.work.place(vm, h, to);
                         placed.push((vm, to));
@@ -428,7 +458,7 @@ impl Cycle<'_> {
         s: &mut Scheduler,
         vm: usize,
         from: usize,
-        pool: &[usize],
+        (pool, sleeping): (&[usize], &[usize]),
         room: &dyn Fn(&Work, usize) -> bool,
     ) -> Result<Option<usize>, Abort> {
         let (mut idx, mut cand) = self.scratch.take().unwrap_or_else(|| {
@@ -452,7 +482,7 @@ impl Cycle<'_> {
         cand.power_model.clear();
         cand.vm_count.clear();
         cand.asleep.clear();
-        let result = self.find_host_in(s, vm, from, pool, room, &mut idx, &mut cand);
+        let result = self.find_host_in(s, vm, from, (pool, sleeping), room, &mut idx, &mut cand);
         self.scratch = Some((idx, cand));
         result
     }
@@ -463,7 +493,7 @@ impl Cycle<'_> {
         s: &mut Scheduler,
         vm: usize,
         from: usize,
-        pool: &[usize],
+        (pool, sleeping): (&[usize], &[usize]),
         room: &dyn Fn(&Work, usize) -> bool,
         idx: &mut Vec<usize>,
         cand: &mut types::Candidates,
@@ -472,42 +502,49 @@ impl Cycle<'_> {
         let demand = self.work.demand(vm);
         let ram = snap.vms.ram_mb[vm];
         let core_limit = |h: usize| snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY);
+        let work = &self.work;
+        let mut offer = |h: usize| {
+            if h == from || work.state[h] == HostState::Down || !room(work, h) {
+                return;
+            }
+            let cap = work.hosts.cpu_capacity[h];
+            if work.cpu_used[h] + demand > cap
+                || work.mem_used[h] + ram > work.hosts.mem_capacity[h]
+                || demand > core_limit(h)
+            {
+                return; // capacity filter: the VM does not fit (in total, or on one core)
+            }
+            idx.push(h);
+            cand.cpu_used.push(work.cpu_used[h]);
+            cand.cpu_capacity.push(cap);
+            cand.mem_used.push(work.mem_used[h]);
+            cand.mem_capacity.push(work.hosts.mem_capacity[h]);
+            cand.power_model.push(snap.hosts.power_model[h]);
+            cand.vm_count.push(work.vms_on[h].len() as u32);
+            cand.asleep.push(u8::from(work.state[h] == HostState::Asleep));
+        };
+        for &h in pool {
+            offer(h);
+        }
         // Empty sleeping hosts of one type are interchangeable: their candidate rows are equal,
         // so a policy weighs them equally and the lowest-numbered would win the tie. Only that
         // one is offered (a day of PlanetLab on 800 hosts offers ~90 candidates instead of ~750).
-        let mut sleeping_types: Vec<(u32, u32, u32, u32)> = Vec::new();
-        for &h in pool {
-            if h == from || self.work.state[h] == HostState::Down || !room(&self.work, h) {
+        // Sleeping hosts that already received a VM in this cycle are in `pool`.
+        let mut seen = vec![false; self.n_classes];
+        let mut found = 0;
+        for &h in sleeping {
+            if found == self.n_classes {
+                break;
+            }
+            if !work.vms_on[h].is_empty() {
                 continue;
             }
-            if self.work.state[h] == HostState::Asleep && self.work.vms_on[h].is_empty() && self.work.cpu_used[h] == 0.0
-            {
-                let key = (
-                    self.work.hosts.cpu_capacity[h].to_bits(),
-                    self.work.hosts.mem_capacity[h].to_bits(),
-                    snap.hosts.power_model[h],
-                    core_limit(h).to_bits(),
-                );
-                if sleeping_types.contains(&key) {
-                    continue;
-                }
-                sleeping_types.push(key);
+            let c = self.host_class[h] as usize;
+            if !seen[c] {
+                seen[c] = true;
+                found += 1;
+                offer(h);
             }
-            let cap = self.work.hosts.cpu_capacity[h];
-            if self.work.cpu_used[h] + demand > cap
-                || self.work.mem_used[h] + ram > self.work.hosts.mem_capacity[h]
-                || demand > core_limit(h)
-            {
-                continue; // capacity filter: the VM does not fit (in total, or on one core)
-            }
-            idx.push(h);
-            cand.cpu_used.push(self.work.cpu_used[h]);
-            cand.cpu_capacity.push(cap);
-            cand.mem_used.push(self.work.mem_used[h]);
-            cand.mem_capacity.push(self.work.hosts.mem_capacity[h]);
-            cand.power_model.push(snap.hosts.power_model[h]);
-            cand.vm_count.push(self.work.vms_on[h].len() as u32);
-            cand.asleep.push(u8::from(self.work.state[h] == HostState::Asleep));
         }
         if idx.is_empty() {
             return Ok(None);
@@ -517,13 +554,19 @@ impl Cycle<'_> {
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, cand))?;
         let mut ranked: Vec<(f32, usize)> =
             weights.iter().zip(idx.iter()).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
-        ranked.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let by_weight = |a: &(f32, usize), b: &(f32, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         let add = self.work.vm_batch(&[vm]);
         let mut start = 0;
         let mut size = SHORTLIST;
         while start < ranked.len() {
-            let chunk = &ranked[start..(start + size).min(ranked.len())];
-            start += chunk.len();
+            // Order only as much as is checked: usually the first short list decides.
+            let end = (start + size).min(ranked.len());
+            if end < ranked.len() {
+                ranked[start..].select_nth_unstable_by(end - start - 1, by_weight);
+            }
+            ranked[start..end].sort_unstable_by(by_weight);
+            let chunk = &ranked[start..end];
+            start = end;
             size *= 4;
             // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone
             // defines its load.

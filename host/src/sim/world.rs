@@ -335,7 +335,15 @@ impl SimCluster {
             }
         }
         let (degr_keep, dest_share) = (1.0 - self.degradation, self.destination_share);
+        let dynamic = self.accounting == PowerAccounting::Dynamic;
         for h in 0..self.host_cap.len() {
+            if dynamic && self.host_vms[h].is_empty() {
+                let e = &mut self.host_entry[h];
+                if !e.active && e.utilization == 0.0 && e.requested == 0.0 {
+                    e.t = t; // switched off before and after: no energy, no active time
+                    continue;
+                }
+            }
             let cap = self.host_cap[h];
             let core = self.host_core[h];
             // Pass 1: do the shares fit (CloudSim allocates VM by VM and re-divides on overflow)?
