@@ -29,14 +29,13 @@ impl SelectionPolicy for Mc {
         let rows: Vec<Vec<f64>> = (0..n).map(|v| stats::valid(vms.cpu(v))).collect();
         let m = rows.iter().map(Vec::len).min().unwrap_or(0);
         let rows: Vec<&[f64]> = rows.iter().map(|r| &r[r.len() - m..]).collect();
+        let Some(r2) = stats::r_squared_each(&rows) else {
+            return mmt_first(vms);
+        };
         let mut best: Option<(usize, f64)> = None;
-        for i in 0..n {
-            let others: Vec<&[f64]> = (0..n).filter(|&j| j != i).map(|j| rows[j]).collect();
-            let Some(r2) = stats::r_squared(rows[i], &others) else {
-                return mmt_first(vms);
-            };
-            if best.is_none_or(|(_, b)| r2 > b) {
-                best = Some((i, r2));
+        for (i, &r) in r2.iter().enumerate() {
+            if best.is_none_or(|(_, b)| r > b) {
+                best = Some((i, r));
             }
         }
         best.map(|(i, _)| i).into_iter().collect()
