@@ -344,7 +344,7 @@ mod tests {
         assert!(each[2] > 0.9 && each[3] < each[2], "{each:?}");
         // Too few observations, a constant column, dependent columns: no answer.
         assert_eq!(r_squared_each(&[&a[..4], &b[..4], &c[..4], &d[..4]]), None);
-        let k = vec![1.0; 12];
+        let k = [1.0; 12];
         assert_eq!(r_squared_each(&[&a[..], &k[..]]), None);
         let twice: Vec<f64> = a.iter().map(|x| 2.0 * x).collect();
         assert_eq!(r_squared_each(&[&a[..], &twice[..], &b[..]]), None);
