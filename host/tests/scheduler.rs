@@ -95,6 +95,33 @@ fn a_sleeping_host_is_woken_when_it_is_the_best_destination() {
 }
 
 #[test]
+fn sleeping_hosts_are_offered_one_per_type_and_a_woken_one_joins_the_others() {
+    use HostState::{Active, Asleep};
+    // Host 0 at 1.25 (a 0.5 / 2000 MB, b 0.4 / 300 MB, c 0.35 / 400 MB); hosts 1-3 sleep, all of
+    // one type. MMT takes b (0.85 still > 0.8), then c (0.5). Placement by decreasing demand:
+    // - b: the empty sleepers are interchangeable; host 1, the lowest-numbered, stands for them.
+    // - c: host 1 (woken by this plan, 0.4 → 0.75: 99.5 → 107 W, +7.5 W) against an empty
+    //   sleeper (0 → 0.35: 86 → 94.3 W, +8.3 W): host 1.
+    let vms = [(0, 0.5, 2000.0), (0, 0.4, 300.0), (0, 0.35, 400.0)];
+    let snap = cluster(&[Active, Asleep, Asleep, Asleep], &vms);
+    let rt = runtime();
+    let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    let out = s.cycle(&snap);
+    let over = MigrationReason::Overload;
+    assert_eq!(out.plan.migrations, vec![mig(1, 100, 101, over), mig(2, 100, 101, over)]);
+    assert_eq!(out.plan.wake, vec![101]);
+
+    // Host 3 of another type (2000 MIPS) is offered too although a lower-numbered sleeper is:
+    // b costs +6.6 W there (0 → 0.2) against +13.5 W on a small host; then c +6 W (0.2 → 0.375)
+    // against +8.3 W.
+    let mut snap = cluster(&[Active, Asleep, Asleep, Asleep], &vms);
+    snap.hosts.cpu_capacity[3] = 2000.0;
+    let out = s.cycle(&snap);
+    assert_eq!(out.plan.migrations, vec![mig(1, 100, 103, over), mig(2, 100, 103, over)]);
+    assert_eq!(out.plan.wake, vec![103]);
+}
+
+#[test]
 fn evacuation_is_all_or_nothing() {
     use HostState::Active;
     // Host 0 at 0.7 (one VM), host 1 with two VMs of 0.06: the first fits on host 0 (0.76),
