@@ -552,36 +552,69 @@ impl Cycle<'_> {
         cand.n = idx.len() as u32;
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, cand))?;
-        let mut ranked: Vec<(f32, usize)> =
-            weights.iter().zip(idx.iter()).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
         let by_weight = |a: &(f32, usize), b: &(f32, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         let add = self.work.vm_batch(&[vm]);
-        let mut start = 0;
-        let mut size = SHORTLIST;
+        // The first short list in one pass, without ranking every candidate: usually it decides.
+        let mut top: Vec<(f32, usize)> = Vec::with_capacity(SHORTLIST + 1);
+        for (w, &h) in weights.iter().zip(idx.iter()) {
+            let Some(w) = *w else { continue };
+            let e = (w, h);
+            if top.len() == SHORTLIST && by_weight(&e, &top[SHORTLIST - 1]).is_ge() {
+                continue;
+            }
+            let at = top.partition_point(|x| by_weight(x, &e).is_lt());
+            top.insert(at, e);
+            top.truncate(SHORTLIST);
+        }
+        if let Some(h) = self.first_acceptable(s, &top, &add)? {
+            return Ok(Some(h));
+        }
+        let mut ranked: Vec<(f32, usize)> =
+            weights.iter().zip(idx.iter()).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
+        if ranked.len() <= SHORTLIST {
+            return Ok(None);
+        }
+        // The SHORTLIST best (already checked) first, then longer lists ordered only as far as
+        // they are checked.
+        ranked.select_nth_unstable_by(SHORTLIST - 1, by_weight);
+        let mut start = SHORTLIST;
+        let mut size = SHORTLIST * 4;
         while start < ranked.len() {
-            // Order only as much as is checked: usually the first short list decides.
             let end = (start + size).min(ranked.len());
             if end < ranked.len() {
                 ranked[start..].select_nth_unstable_by(end - start - 1, by_weight);
             }
             ranked[start..end].sort_unstable_by(by_weight);
-            let chunk = &ranked[start..end];
+            if let Some(h) = self.first_acceptable(s, &ranked[start..end], &add)? {
+                return Ok(Some(h));
+            }
             start = end;
             size *= 4;
-            // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone
-            // defines its load.
-            let check: Vec<usize> = chunk.iter().map(|&(_, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
-            let verdict = if check.is_empty() {
-                Vec::new()
-            } else {
-                let batch = self.work.host_batch(&check);
-                self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, &add))?
-            };
-            for &(_, h) in chunk {
-                let over = check.iter().position(|&c| c == h).is_some_and(|i| verdict[i]);
-                if !over {
-                    return Ok(Some(h));
-                }
+        }
+        Ok(None)
+    }
+
+    /// The first host of `chunk` (ranked best first) that the threshold policy would not call
+    /// overloaded with the VM `add` on it; one `would-overload` call for the whole chunk.
+    fn first_acceptable(
+        &mut self,
+        s: &mut Scheduler,
+        chunk: &[(f32, usize)],
+        add: &types::Vms,
+    ) -> Result<Option<usize>, Abort> {
+        // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone defines
+        // its load.
+        let check: Vec<usize> = chunk.iter().map(|&(_, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
+        let verdict = if check.is_empty() {
+            Vec::new()
+        } else {
+            let batch = self.work.host_batch(&check);
+            self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, add))?
+        };
+        for &(_, h) in chunk {
+            let over = check.iter().position(|&c| c == h).is_some_and(|i| verdict[i]);
+            if !over {
+                return Ok(Some(h));
             }
         }
         Ok(None)
