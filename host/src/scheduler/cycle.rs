@@ -459,7 +459,7 @@ impl Cycle<'_> {
         vm: usize,
         from: usize,
         (pool, sleeping): (&[usize], &[usize]),
-        room: &dyn Fn(&Work, usize) -> bool,
+        room: &impl Fn(&Work, usize) -> bool,
     ) -> Result<Option<usize>, Abort> {
         let (mut idx, mut cand) = self.scratch.take().unwrap_or_else(|| {
             let cand = types::Candidates {
@@ -494,7 +494,7 @@ impl Cycle<'_> {
         vm: usize,
         from: usize,
         (pool, sleeping): (&[usize], &[usize]),
-        room: &dyn Fn(&Work, usize) -> bool,
+        room: &impl Fn(&Work, usize) -> bool,
         idx: &mut Vec<usize>,
         cand: &mut types::Candidates,
     ) -> Result<Option<usize>, Abort> {
@@ -503,29 +503,16 @@ impl Cycle<'_> {
         let ram = snap.vms.ram_mb[vm];
         let core_limit = |h: usize| snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY);
         let work = &self.work;
-        let mut offer = |h: usize| {
-            if h == from || work.state[h] == HostState::Down || !room(work, h) {
-                return;
-            }
-            let cap = work.hosts.cpu_capacity[h];
-            if work.cpu_used[h] + demand > cap
-                || work.mem_used[h] + ram > work.hosts.mem_capacity[h]
-                || demand > core_limit(h)
-            {
-                return; // capacity filter: the VM does not fit (in total, or on one core)
-            }
-            idx.push(h);
-            cand.cpu_used.push(work.cpu_used[h]);
-            cand.cpu_capacity.push(cap);
-            cand.mem_used.push(work.mem_used[h]);
-            cand.mem_capacity.push(work.hosts.mem_capacity[h]);
-            cand.power_model.push(snap.hosts.power_model[h]);
-            cand.vm_count.push(work.vms_on[h].len() as u32);
-            cand.asleep.push(u8::from(work.state[h] == HostState::Asleep));
+        let fits = |h: usize| {
+            h != from
+                && work.state[h] != HostState::Down
+                && room(work, h)
+                // Capacity filter: the VM fits (in total, and on one core).
+                && work.cpu_used[h] + demand <= work.hosts.cpu_capacity[h]
+                && work.mem_used[h] + ram <= work.hosts.mem_capacity[h]
+                && demand <= core_limit(h)
         };
-        for &h in pool {
-            offer(h);
-        }
+        idx.extend(pool.iter().copied().filter(|&h| fits(h)));
         // Empty sleeping hosts of one type are interchangeable: their candidate rows are equal,
         // so a policy weighs them equally and the lowest-numbered would win the tie. Only that
         // one is offered (a day of PlanetLab on 800 hosts offers ~90 candidates instead of ~750).
@@ -543,9 +530,19 @@ impl Cycle<'_> {
             if !seen[c] {
                 seen[c] = true;
                 found += 1;
-                offer(h);
+                if fits(h) {
+                    idx.push(h);
+                }
             }
         }
+        // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates).
+        cand.cpu_used.extend(idx.iter().map(|&h| work.cpu_used[h]));
+        cand.cpu_capacity.extend(idx.iter().map(|&h| work.hosts.cpu_capacity[h]));
+        cand.mem_used.extend(idx.iter().map(|&h| work.mem_used[h]));
+        cand.mem_capacity.extend(idx.iter().map(|&h| work.hosts.mem_capacity[h]));
+        cand.power_model.extend(idx.iter().map(|&h| snap.hosts.power_model[h]));
+        cand.vm_count.extend(idx.iter().map(|&h| work.vms_on[h].len() as u32));
+        cand.asleep.extend(idx.iter().map(|&h| u8::from(work.state[h] == HostState::Asleep)));
         if idx.is_empty() {
             return Ok(None);
         }
