@@ -97,6 +97,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let mut cycle_ms = Vec::new();
     let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
     let mut classify_all_ms = Vec::new();
+    let mut policy_ms = Vec::new();
     let mut last = None;
     let mut migrations = Vec::new();
     for c in 0..u64::from(args.cycles.max(1)) {
@@ -107,6 +108,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         apply_instantly(&mut snap, &out.plan);
         cycle_ms.push(ms(out.stats.elapsed));
         classify_all_ms.push(ms(out.stats.classify_all_time));
+        policy_ms.push(ms(out.stats.policy_time));
         let s = &out.stats;
         for (i, (t, n)) in [
             (s.threshold_time, s.threshold_calls),
@@ -125,6 +127,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let sort = |v: &mut Vec<f64>| v.sort_by(f64::total_cmp);
     sort(&mut cycle_ms);
     sort(&mut classify_all_ms);
+    sort(&mut policy_ms);
     per_call.iter_mut().for_each(sort);
     let last = last.expect("at least one cycle ran");
     let out = json!({
@@ -141,6 +144,8 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         "cycle_ms_median": percentile(&cycle_ms, 50.0),
         "cycle_ms_p95": percentile(&cycle_ms, 95.0),
         "classify_all_ms_median": percentile(&classify_all_ms, 50.0),
+        // Of a cycle, the time inside policy calls; the rest is host-side scheduling.
+        "policy_ms_median": percentile(&policy_ms, 50.0),
         "threshold_call_us_median": percentile(&per_call[0], 50.0),
         "selection_call_us_median": percentile(&per_call[1], 50.0),
         "placement_call_us_median": percentile(&per_call[2], 50.0),

@@ -13,13 +13,14 @@
 //! of the cycle and is recorded; if the fallback fails too, the cycle returns an empty plan.
 //! Never a half-made plan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::policy::{types, PolicyError, PolicyInstance, PolicyKind, PolicyRuntime};
 
+use super::idmap::{IdMap, IdSet};
 use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snapshot, VmId};
 use super::strategy::{PolicyChoice, Strategy};
 use super::work::Work;
@@ -103,9 +104,9 @@ pub struct Scheduler {
     threshold: Slot,
     selection: Slot,
     placement: Slot,
-    over_streak: HashMap<HostId, u32>,
-    under_streak: HashMap<HostId, u32>,
-    moved_at: HashMap<VmId, u64>,
+    over_streak: IdMap<HostId, u32>,
+    under_streak: IdMap<HostId, u32>,
+    moved_at: IdMap<VmId, u64>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -153,9 +154,9 @@ impl Scheduler {
             selection: slot(PolicyKind::Selection, &strategy.selection, &strategy.fallback.selection)?,
             placement: slot(PolicyKind::Placement, &strategy.placement, &strategy.fallback.placement)?,
             strategy: strategy.clone(),
-            over_streak: HashMap::new(),
-            under_streak: HashMap::new(),
-            moved_at: HashMap::new(),
+            over_streak: IdMap::default(),
+            under_streak: IdMap::default(),
+            moved_at: IdMap::default(),
         })
     }
 
@@ -394,7 +395,7 @@ impl Cycle<'_> {
         }
 
         // 4. Underload: evacuate least-utilized hosts entirely, all or nothing.
-        let mut involved: HashSet<usize> = overloaded.iter().copied().collect();
+        let mut involved: IdSet<usize> = overloaded.iter().copied().collect();
         involved.extend(self.migrations.iter().map(|m| m.2));
         let mut evacuated = Vec::new();
         underloaded.retain(|&h| !involved.contains(&h));
@@ -620,7 +621,7 @@ impl Cycle<'_> {
     fn plan(&mut self, evacuated: Vec<usize>) -> Plan {
         let snap = self.work.snap;
         let mut plan = Plan::default();
-        let mut wake = HashSet::new();
+        let mut wake = IdSet::default();
         for &(vm, from, to, reason) in &self.migrations {
             plan.migrations.push(Migration {
                 vm: snap.vms.id[vm],
@@ -632,7 +633,7 @@ impl Cycle<'_> {
                 plan.wake.push(snap.hosts.id[to]);
             }
         }
-        let mut sleep: HashSet<usize> = evacuated.into_iter().collect();
+        let mut sleep: IdSet<usize> = evacuated.into_iter().collect();
         // Active hosts left without VMs and without migrations in flight sleep too.
         for h in 0..snap.hosts.len() {
             if snap.hosts.state[h] == HostState::Active

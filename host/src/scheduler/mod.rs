@@ -3,6 +3,7 @@
 //! `snapshot.rs` for the seam.
 
 mod cycle;
+mod idmap;
 pub mod snapshot;
 pub mod strategy;
 pub mod synthetic;

@@ -51,11 +51,25 @@ impl<'a> Work<'a> {
             migrations: snap.hosts.migrations_in_flight.clone(),
             state: snap.hosts.state.clone(),
         };
+        let mut per_host = vec![0usize; n];
+        for &h in &snap.vms.host {
+            if let Some(c) = per_host.get_mut(h as usize) {
+                *c += 1;
+            }
+        }
+        for (list, &count) in work.vms_on.iter_mut().zip(&per_host) {
+            list.reserve_exact(count);
+        }
         for vm in 0..snap.vms.len() {
             let h = snap.vms.host[vm] as usize;
             if h < n {
-                work.attach(vm, h, false);
+                work.apply(vm, h, 1.0, false);
+                work.vms_on[h].push(vm);
+                work.vm_host[vm] = h;
             }
+        }
+        for h in 0..n {
+            work.refresh_migration_time(h);
         }
         work
     }
