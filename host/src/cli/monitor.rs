@@ -76,6 +76,27 @@ pub enum MetricsCommand {
     Fetch(FetchArgs),
     /// Render a series as a PNG graph.
     Graph(GraphArgs),
+    /// Export every VM's CPU history as a simulator trace (CSV for `amvm sim --trace`/`amvm ab`).
+    Export(ExportArgs),
+}
+
+/// `amvm metrics export`: the cluster's VMs as a trace the simulator replays.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Data directory of the collector.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Window ending now: e.g. 6h, 1d, 1w.
+    #[arg(long, default_value = "1d")]
+    pub since: String,
+    /// Step of the trace in seconds (PlanetLab: 300).
+    #[arg(long, default_value_t = 300)]
+    pub step: u64,
+    /// Output CSV file (`-` = stdout).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Which series and window.
@@ -223,7 +244,29 @@ pub fn run_metrics(cmd: MetricsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         MetricsCommand::Fetch(f) => fetch(f),
         MetricsCommand::Graph(g) => graph(g),
+        MetricsCommand::Export(e) => export(e),
     }
+}
+
+fn export(e: ExportArgs) -> anyhow::Result<ExitCode> {
+    let end = now();
+    let start = end.saturating_sub(parse_duration(&e.since)?);
+    let trace = crate::monitor::export::export_vm_trace(&e.data, &e.cluster, start, end, e.step)?;
+    let csv = trace.to_csv();
+    if e.out.as_os_str() == "-" {
+        print!("{csv}");
+    } else {
+        std::fs::write(&e.out, csv).with_context(|| format!("cannot write {}", e.out.display()))?;
+    }
+    let steps = trace.vms.first().map_or(0, |v| v.1.len());
+    eprintln!(
+        "amvm metrics export: {} VMs × {steps} steps of {} s; {} empty steps filled from the nearest sample, {} VMs without samples left out",
+        trace.vms.len(),
+        trace.step_s,
+        trace.filled,
+        trace.skipped
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn series(s: &SeriesArgs) -> anyhow::Result<(SeriesKey, PathBuf, u64, u64)> {

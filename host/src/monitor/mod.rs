@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod collector;
+pub mod export;
 pub mod key;
 pub mod metric;
 pub mod mirror;
