@@ -141,6 +141,7 @@ pub fn run_source(
     let mut pushed = 0u64;
     let mut sync = sw.sync.take();
     let mut needed = sw.needed.clone();
+    let mut recoveries = 0u32;
 
     if let Err(e) = expect(&mut conns.control_rx, Kind::Resumed, "resume") {
         // Did the destination resume the guest? Only it knows.
@@ -157,6 +158,7 @@ pub fn run_source(
                 return Err(keep_on_source(&region, None, state_holder.take(), e));
             }
             Ok(Some(Verdict::Resumed(c, missing))) => {
+                recoveries += 1;
                 conns = c;
                 needed = Arc::new(missing);
                 if cfg.mode != Mode::Pre {
@@ -183,7 +185,6 @@ pub fn run_source(
     tracing::info!(downtime_us = downtime.as_micros() as u64, "guest resumed at the destination");
     progress(Progress { phase: "dirty-sync", bytes: bytes.load(Ordering::Relaxed), mem_bytes: cfg.mem_bytes });
 
-    let mut recoveries = 0u32;
     loop {
         match drive(&mut conns, &mut sync, &mut pushed) {
             Ok(stats) => {
