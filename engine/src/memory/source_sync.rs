@@ -235,7 +235,10 @@ pub(crate) fn start_sync(
             let sockets = conns.sockets.clone();
             std::thread::spawn(move || {
                 // Demand replies flow from the first moment; active push may wait (pure demand first).
-                std::thread::sleep(push_delay);
+                let start = std::time::Instant::now();
+                while start.elapsed() < push_delay && !sockets.is_dead() {
+                    std::thread::sleep(Duration::from_millis(5).min(push_delay));
+                }
                 let mut buf = Vec::new();
                 let mut pushed = 0u64;
                 let blocks = region.pages().div_ceil(64);
