@@ -57,7 +57,7 @@ struct Session {
     control: Link,
     control_rx: Option<BufReader<TcpStream>>,
     demand: Option<Link>,
-    data_rx: Vec<BufReader<TcpStream>>,
+    data_rx: Vec<(Role, BufReader<TcpStream>)>,
     sockets: Arc<Sockets>,
 }
 
@@ -158,7 +158,7 @@ fn accept_resume(
             if d.hello.role == Role::Demand {
                 s.demand = Some(d.link);
             }
-            s.data_rx.push(d.rx);
+            s.data_rx.push((d.hello.role, d.rx));
         }
         return Some(s);
     }
@@ -219,7 +219,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
             if d.hello.role == Role::Demand {
                 s.demand = Some(d.link);
             }
-            s.data_rx.push(d.rx);
+            s.data_rx.push((d.hello.role, d.rx));
         }
     }
 
@@ -234,6 +234,8 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         }
         Err(e) => return Err(e),
     };
+    // The guest is paused from here until `Resumed`: this is the downtime.
+    let rt = session::Realtime::raise();
     let t_stop = Instant::now();
     let (vcpu_json, bm) = protocol::split_stop_copy(&stop_payload.1).map_err(proto("stop-copy"))?;
     let state: VcpuState = protocol::parse_json(vcpu_json, "vCPU state").map_err(proto("stop-copy"))?;
@@ -246,6 +248,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         Bitmap::decode(bm, pages).ok_or_else(|| proto("stop-copy")(ProtocolError::Malformed("dirty bitmap")))?
     };
     let missing = needed.count();
+    tracing::debug!(us = t_stop.elapsed().as_micros() as u64, missing, "stop-copy decoded");
     let (writes_before, reads_before) = (state.writes(), state.reads());
 
     let sh = if missing == 0 {
@@ -267,6 +270,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         let uffd = Uffd::open(0).map_err(sys("cannot open userfaultfd"))?;
         uffd.register_missing(region.base_addr(), region.len_bytes())
             .map_err(sys("cannot register guest memory with userfaultfd"))?;
+        tracing::debug!(us = t_stop.elapsed().as_micros() as u64, "userfaultfd registered");
         Some(Arc::new(Shared::new(region.clone(), uffd, needed.complement(), missing)))
     };
     let fault_thread = match &sh {
@@ -287,6 +291,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     if s.control.send(Kind::Resumed, 0, 0, &[]).is_err() {
         s.sockets.kill();
     }
+    drop(rt);
     tracing::info!(missing, stop_copy_us = t_stop.elapsed().as_micros() as u64, "guest resumed");
     let end = Ending { guest: Some(guest), region: &region, opts, writes_before, reads_before };
     after_resume(listener, &hello, s, &mut threads, sh, fault_thread, end, stats, t_resume, &bytes)
@@ -313,9 +318,9 @@ fn start_session(s: &mut Session, sh: Option<&Arc<Shared>>) -> SessionThreads {
         if let Some(d) = s.demand.take() {
             sh.attach_demand(d, s.sockets.clone());
         }
-        for rx in s.data_rx.drain(..) {
+        for (role, rx) in s.data_rx.drain(..) {
             let (sh, sockets) = (sh.clone(), s.sockets.clone());
-            receivers.push(std::thread::spawn(move || receive_loop(&sh, rx, &sockets)));
+            receivers.push(std::thread::spawn(move || receive_loop(&sh, rx, &sockets, role == Role::Demand)));
         }
     }
     // The control connection carries `PushDone` and, at the end, `CompleteAck`; its loss is a

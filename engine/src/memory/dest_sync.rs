@@ -93,6 +93,7 @@ impl Shared {
 }
 
 pub(crate) fn fault_loop(sh: &Shared) {
+    let _rt = super::session::Realtime::raise();
     let mut faults = Vec::new();
     let base = sh.region.base_addr();
     while !sh.done.load(Ordering::Acquire) {
@@ -148,7 +149,9 @@ fn mark_installed(sh: &Shared, first: usize, n: usize, fl: u16) {
 
 /// Installs every page arriving on `rx` until the connection ends. A connection that ends
 /// (or breaks the protocol) while pages are missing kills its whole session.
-pub(crate) fn receive_loop(sh: &Shared, mut rx: BufReader<TcpStream>, sockets: &Sockets) {
+pub(crate) fn receive_loop(sh: &Shared, mut rx: BufReader<TcpStream>, sockets: &Sockets, demand: bool) {
+    // Demand replies are latency-critical; pushes are bulk.
+    let _rt = demand.then(super::session::Realtime::raise);
     let mut buf = Vec::new();
     let pages = sh.region.pages();
     loop {

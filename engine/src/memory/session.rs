@@ -74,6 +74,50 @@ pub fn tune(s: &TcpStream) -> io::Result<()> {
     setopt(s, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 10_000)
 }
 
+/// Real-time priority for the calling thread while the guard lives (SCHED_FIFO, priority 1;
+/// back to SCHED_OTHER on drop). For the latency-critical paths only — the demand-fault
+/// service and the switch-over — which block on I/O between short bursts; on a loaded host a
+/// woken ordinary thread can wait a whole scheduler slice (milliseconds) for a CPU. Without
+/// the privilege it does nothing.
+#[derive(Debug)]
+pub struct Realtime {
+    on: bool,
+}
+
+impl Realtime {
+    /// Raises the calling thread.
+    pub fn raise() -> Self {
+        let p = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sched_setscheduler(0 = calling thread) with a valid sched_param. Threads it
+        // spawns start with the ordinary policy (RESET_ON_FORK).
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &p) };
+        if rc != 0 {
+            tracing::debug!("no real-time priority: {}", io::Error::last_os_error());
+        }
+        Self { on: rc == 0 }
+    }
+
+    /// A guard that changes nothing.
+    pub fn off() -> Self {
+        Self { on: false }
+    }
+
+    /// Whether the thread runs at real-time priority.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+}
+
+impl Drop for Realtime {
+    fn drop(&mut self) {
+        if self.on {
+            let p = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as in `raise`, back to the ordinary policy.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+        }
+    }
+}
+
 /// Exponential backoff between reconnection attempts, bounded by a deadline.
 #[derive(Debug)]
 pub struct Backoff {
@@ -130,6 +174,26 @@ mod tests {
         let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         set.add(&c).expect("add");
         assert!(matches!((&c).read(&mut [0u8; 1]), Ok(0) | Err(_)));
+    }
+
+    #[test]
+    fn realtime_priority_is_raised_and_restored() {
+        let rt = Realtime::raise();
+        // SAFETY: querying the calling thread's policy.
+        let during = unsafe { libc::sched_getscheduler(0) };
+        // SAFETY: as above, from a thread spawned meanwhile.
+        let child = std::thread::spawn(|| unsafe { libc::sched_getscheduler(0) }).join().expect("join");
+        let on = rt.is_on();
+        drop(rt);
+        // SAFETY: as above.
+        let after = unsafe { libc::sched_getscheduler(0) };
+        if on {
+            assert_eq!(during & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO);
+            assert_eq!(child, libc::SCHED_OTHER, "spawned threads must not inherit real-time priority");
+        } else {
+            eprintln!("skipped: no privilege for SCHED_FIFO here");
+        }
+        assert_eq!(after, libc::SCHED_OTHER);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::bitmap::Bitmap;
 use super::dirty::DirtyTracker;
 use super::link::Link;
 use super::protocol::{self, flags, Kind, HEADER_LEN};
+use super::session::Realtime;
 use super::source_sync::{start_sync, Conns, Dialer, SyncThreads, Verdict};
 use super::sys::mmap::{Region, PAGE_SIZE};
 use super::throttle::Throttle;
@@ -143,7 +144,10 @@ pub fn run_source(
     let mut needed = sw.needed.clone();
     let mut recoveries = 0u32;
 
-    if let Err(e) = expect(&mut conns.control_rx, Kind::Resumed, "resume") {
+    let confirmed = expect(&mut conns.control_rx, Kind::Resumed, "resume");
+    let downtime = sw.t_pause.elapsed();
+    let _ = std::mem::replace(&mut sw.rt, Realtime::off());
+    if let Err(e) = confirmed {
         // Did the destination resume the guest? Only it knows.
         conns.sockets.kill();
         pushed += join_sync(sync.take());
@@ -162,7 +166,7 @@ pub fn run_source(
                 conns = c;
                 needed = Arc::new(missing);
                 if cfg.mode != Mode::Pre {
-                    sync = Some(start_sync(&region, &needed, &mut conns, cfg.prefetch, Duration::ZERO));
+                    sync = Some(start_sync(&region, &needed, &mut conns, cfg.prefetch, Duration::ZERO, true));
                 }
             }
             Ok(None) | Err(_) => {
@@ -178,7 +182,11 @@ pub fn run_source(
     }
     // Committed: the guest runs at the destination; the source never restarts it.
     drop(state_holder);
-    let downtime = sw.t_pause.elapsed();
+    if let Some(s) = &sync {
+        s.go.store(true, Ordering::Release);
+    }
+    // After a lost link the downtime lasted until the destination's `Status(1)`.
+    let downtime = if recoveries > 0 { sw.t_pause.elapsed() } else { downtime };
     let resumed_at = t0.elapsed();
     // Unprotecting all memory takes a while on large guests: only after the switch-over.
     drop(tracker);
@@ -213,7 +221,7 @@ pub fn run_source(
                         conns = c;
                         needed = Arc::new(missing);
                         if cfg.mode != Mode::Pre {
-                            sync = Some(start_sync(&region, &needed, &mut conns, cfg.prefetch, Duration::ZERO));
+                            sync = Some(start_sync(&region, &needed, &mut conns, cfg.prefetch, Duration::ZERO, true));
                         }
                     }
                     Ok(Some(Verdict::NotResumed(_))) => {
@@ -378,6 +386,8 @@ struct Switched {
     /// Pages the destination lacks after the stop-copy.
     needed: Arc<Bitmap>,
     info: Info,
+    /// Real-time priority of the switch-over, dropped once the destination confirmed.
+    rt: Realtime,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -454,7 +464,9 @@ fn switch_over(
                 }
             }
         }
-        // Stop: pause the vCPUs at a safe point.
+        // Stop: pause the vCPUs at a safe point. Until the destination confirms the resume this
+        // thread runs at real-time priority: the downtime must not wait for a CPU.
+        let rt = Realtime::raise();
         let t_pause = Instant::now();
         let state = guest.take().map(Guest::stop).ok_or_else(|| MemoryError::Config("guest already stopped".into()))?;
         *state_holder = Some(state.clone());
@@ -482,22 +494,23 @@ fn switch_over(
             }
             Mode::Hybrid => {
                 let p = protocol::stop_copy_payload(&vcpu, &dirty.encode());
-                let s = start_sync(region, &dirty, conns, cfg.prefetch, cfg.push_delay);
+                let s = start_sync(region, &dirty, conns, cfg.prefetch, cfg.push_delay, false);
                 conns.control.send(Kind::StopCopy, 0, 0, &p).map_err(proto("stop-copy"))?;
                 (Some(s), dirty)
             }
             Mode::Post => {
                 info.dirty_at_stop = pages as u64;
                 let all = Arc::new(Bitmap::full(pages));
-                let s = start_sync(region, &all, conns, cfg.prefetch, cfg.push_delay);
+                let s = start_sync(region, &all, conns, cfg.prefetch, cfg.push_delay, false);
                 let p = protocol::stop_copy_payload(&vcpu, &[]);
                 conns.control.send(Kind::StopCopy, 0, STOP_ALL_NEEDED, &p).map_err(proto("stop-copy"))?;
                 (Some(s), all)
             }
         };
+        tracing::debug!(us = t_pause.elapsed().as_micros() as u64, "stop-copy sent");
         // The stop-copy is sent; the source keeps the vCPU state until the destination confirms
         // it resumed (`Resumed`, or `Status(1)` after a lost link): only then is it committed.
-        Ok((t0, Switched { t_pause, writes, reads_rate: reads as f64, sync, needed, info }))
+        Ok((t0, Switched { t_pause, writes, reads_rate: reads as f64, sync, needed, info, rt }))
     };
     match go(&mut conns) {
         Ok((t0, sw)) => Ok((conns, t0, sw)),

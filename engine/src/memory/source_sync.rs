@@ -169,6 +169,9 @@ pub(crate) struct SyncThreads {
     pub demand: Option<JoinHandle<()>>,
     /// Set before the source closes the demand connection on purpose (migration complete).
     pub done: Arc<AtomicBool>,
+    /// Push starts once set: when the destination confirmed it resumed, so the push does not
+    /// compete with the stop-copy for the link and the CPUs during the downtime.
+    pub go: Arc<AtomicBool>,
 }
 
 pub(crate) fn start_sync(
@@ -177,13 +180,16 @@ pub(crate) fn start_sync(
     conns: &mut Conns,
     prefetch: usize,
     push_delay: Duration,
+    go: bool,
 ) -> SyncThreads {
     let active = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(AtomicBool::new(go));
     let demand = conns.demand.take().map(|(mut link, mut rx)| {
         let (region, needed, active, done) = (region.clone(), needed.clone(), active.clone(), done.clone());
         let sockets = conns.sockets.clone();
         std::thread::spawn(move || {
+            let _rt = session::Realtime::raise();
             let mut buf = Vec::new();
             loop {
                 let h = match protocol::read_header(&mut rx) {
@@ -231,9 +237,12 @@ pub(crate) fn start_sync(
         .drain(..)
         .enumerate()
         .map(|(i, mut link)| {
-            let (region, needed, active) = (region.clone(), needed.clone(), active.clone());
+            let (region, needed, active, go) = (region.clone(), needed.clone(), active.clone(), go.clone());
             let sockets = conns.sockets.clone();
             std::thread::spawn(move || {
+                while !go.load(Ordering::Acquire) && !sockets.is_dead() {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
                 // Demand replies flow from the first moment; active push may wait (pure demand first).
                 let start = std::time::Instant::now();
                 while start.elapsed() < push_delay && !sockets.is_dead() {
@@ -275,5 +284,5 @@ pub(crate) fn start_sync(
             })
         })
         .collect();
-    SyncThreads { threads, demand, done }
+    SyncThreads { threads, demand, done, go }
 }
