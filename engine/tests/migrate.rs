@@ -123,6 +123,8 @@ mod tests {
         let mut cfg = config(Mode::Hybrid, "memory");
         cfg.mode = Mode::Pre; // pre-copy: one connection, cut during the first round
         cfg.bandwidth = Some(20e6);
+        // Nobody is left to tell that the guest stays here: do not retry for long.
+        cfg.recovery_timeout = Duration::from_millis(300);
         let err = run_source(&cfg, &addr, &|_| {}).expect_err("must fail");
         killer.join().expect("killer");
         match err {

@@ -5,10 +5,13 @@
 
 pub mod bitmap;
 pub mod dest;
+mod dest_sync;
 pub mod dirty;
 pub mod link;
 pub mod protocol;
+pub mod session;
 pub mod source;
+mod source_sync;
 pub mod sys;
 pub mod throttle;
 pub mod workload;
@@ -83,6 +86,9 @@ pub struct SourceConfig {
     pub force_sync_wp: bool,
     /// Migration id (log span and `Hello`).
     pub migration_id: u64,
+    /// How long a lost link may stay down before the migration gives up (reconnection
+    /// attempts with backoff until then).
+    pub recovery_timeout: Duration,
 }
 
 impl SourceConfig {
@@ -101,6 +107,7 @@ impl SourceConfig {
             warmup: Duration::from_millis(300),
             force_sync_wp: false,
             migration_id: std::process::id() as u64,
+            recovery_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -141,6 +148,29 @@ pub enum MemoryError {
     /// The peer aborted the migration.
     #[error("peer aborted: {0}")]
     Aborted(String),
+    /// The link was lost and did not come back within the recovery timeout.
+    #[error("link lost and not restored within {} ms; {left}", waited.as_millis())]
+    RecoveryFailed {
+        /// The recovery timeout that ran out.
+        waited: Duration,
+        /// Where the guest is left (never running on both sides).
+        left: String,
+        /// The failure that started the recovery.
+        #[source]
+        source: Box<MemoryError>,
+    },
+}
+
+impl MemoryError {
+    /// A lost or broken connection (as opposed to a refused handshake, a bad frame or a local
+    /// failure): the cases recovery handles.
+    pub fn is_link_loss(&self) -> bool {
+        match self {
+            Self::Protocol { source: protocol::ProtocolError::Io(_), .. } => true,
+            Self::Sys { context, .. } => context.starts_with("cannot connect"),
+            _ => false,
+        }
+    }
 }
 
 pub(crate) fn sys(context: &'static str) -> impl FnOnce(std::io::Error) -> MemoryError {
@@ -221,6 +251,9 @@ pub struct MigrationReport {
     pub guest_write_rate: f64,
     /// Dirty-tracking mechanism.
     pub dirty_tracking: String,
+    /// Times a lost link was restored after switch-over (0 on a clean run).
+    #[serde(default)]
+    pub link_recoveries: u32,
     /// Destination details.
     pub dest: DestStats,
     /// The analytic model's predictions for this run.

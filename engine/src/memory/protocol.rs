@@ -27,6 +27,26 @@
 //!    |== Pages{PUSH} ==(push streams)============>|  UFFDIO_COPY; EEXIST = discard
 //!    |--- PushDone ------------------------------>|
 //!    |<-- Complete{stats, verified} --------------|  every page present; guest verified
+//!    |--- CompleteAck --------------------------->|  the source may now free its pages
+//! ```
+//!
+//! **Recovery** (a lost connection kills the whole session: each side shuts every socket of
+//! it, so a drop of one connection is a drop of all). Whoever holds the guest state decides:
+//! until the source reads `Resumed` it may restart the guest itself, from then on never.
+//!
+//! ```text
+//!  source                                   destination
+//!    |  (link lost; backoff 50 ms .. 1 s, up to the recovery timeout)
+//!    |--- Hello{control, resume} --------------->|
+//!    |<-- Status(0: not resumed) ----------------|  it never got the stop-copy
+//!    |--- Abort --------------------------------->|  guest restarts on the source; dest gives up
+//!  or
+//!    |<-- Status(1: guest runs here) ------------|  switch-over happened: never restart here
+//!    |--- Hello{demand|push i, resume} --------->|  (each acked)
+//!    |<-- Missing(bitmap of pages still lacking)-|  = acknowledgement of every other page
+//!    |  needed := Missing; the destination re-sends its outstanding Demand requests
+//!    |<-- Demand / Pages / Pages{PUSH} ... ======>|  as before; EEXIST for pages already in
+//!    |<-- Complete ... CompleteAck --------------|
 //! ```
 //!
 //! **Versioning.** `PROTOCOL_VERSION` changes whenever a frame's layout or meaning changes; a
@@ -38,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Version carried in every `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Header bytes before each payload.
 pub const HEADER_LEN: usize = 16;
 /// Largest payload a receiver accepts (a stop-copy bitmap of a 1 TiB guest fits).
@@ -73,6 +93,13 @@ pub enum Kind {
     /// `arg` = first page; payload = u64 count: pages already sent are dirty again; the
     /// destination drops its copies now (hybrid-copy), so the stop-copy has little to drop.
     Discard = 12,
+    /// Answer to a resuming control `Hello`: `arg` 1 = the guest runs at the destination
+    /// (switch-over happened), 0 = it never resumed there.
+    Status = 13,
+    /// Payload: encoded bitmap of the pages the destination still lacks (after a resume).
+    Missing = 14,
+    /// The source received `Complete`; the destination may end.
+    CompleteAck = 15,
 }
 
 impl Kind {
@@ -90,6 +117,9 @@ impl Kind {
             10 => Self::Complete,
             11 => Self::Abort,
             12 => Self::Discard,
+            13 => Self::Status,
+            14 => Self::Missing,
+            15 => Self::CompleteAck,
             _ => return None,
         })
     }
@@ -133,6 +163,9 @@ pub struct Hello {
     pub pages: u64,
     /// Push streams that follow.
     pub push_streams: u32,
+    /// A reconnection after a lost link (same migration id), not a new migration.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// Frame-level errors.
@@ -268,7 +301,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const KINDS: [Kind; 12] = [
+    const KINDS: [Kind; 15] = [
+        Kind::Status,
+        Kind::Missing,
+        Kind::CompleteAck,
         Kind::Discard,
         Kind::Hello,
         Kind::HelloAck,
@@ -285,7 +321,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn frames_round_trip(frames in proptest::collection::vec((0usize..12, any::<u16>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)), 1..20)) {
+        fn frames_round_trip(frames in proptest::collection::vec((0usize..15, any::<u16>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)), 1..20)) {
             let mut wire = Vec::new();
             for (k, f, a, p) in &frames {
                 write_frame(&mut wire, KINDS[*k], *f, *a, p).expect("write");
@@ -336,6 +372,7 @@ mod tests {
             mode: "hybrid".into(),
             pages: 10,
             push_streams: 1,
+            resume: true,
         };
         let mut wire = Vec::new();
         write_json(&mut wire, Kind::Hello, &h).expect("write");

@@ -3,14 +3,16 @@
 
 use std::io::BufReader;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bitmap::Bitmap;
 use super::dirty::DirtyTracker;
 use super::link::Link;
-use super::protocol::{self, flags, Hello, Kind, Role, HEADER_LEN, PROTOCOL_VERSION};
+use super::protocol::{self, flags, Kind, HEADER_LEN};
+use super::session::Realtime;
+use super::source_sync::{start_sync, Conns, Dialer, SyncThreads, Verdict};
 use super::sys::mmap::{Region, PAGE_SIZE};
 use super::throttle::Throttle;
 use super::workload::{self, Guest, VcpuState};
@@ -18,7 +20,7 @@ use super::{proto, sys, DestStats, MemoryError, MigrationReport, Mode, SourceCon
 use crate::model;
 
 /// Pages per data frame.
-const RUN: usize = 16;
+pub(crate) const RUN: usize = 16;
 
 /// Progress of a running migration, for progress bars.
 #[derive(Debug, Clone, Copy)]
@@ -34,45 +36,8 @@ pub struct Progress {
 /// `StopCopy` arg: every page is needed (post-copy), no bitmap follows.
 pub const STOP_ALL_NEEDED: u64 = 1;
 
-struct Conns {
-    control: Link,
-    control_rx: BufReader<TcpStream>,
-    demand: Option<(Link, BufReader<TcpStream>)>,
-    push: Vec<Link>,
-}
-
-fn connect(
-    addr: &str,
-    cfg: &SourceConfig,
-    pages: usize,
-    role: Role,
-    th: &Arc<Throttle>,
-    bytes: &Arc<AtomicU64>,
-) -> Result<(Link, BufReader<TcpStream>), MemoryError> {
-    let s = TcpStream::connect(addr).map_err(sys("cannot connect to the destination"))?;
-    s.set_nodelay(true).map_err(sys("setsockopt"))?;
-    let rx = BufReader::new(s.try_clone().map_err(sys("dup socket"))?);
-    let mut link = Link::new(s, th.clone(), bytes.clone(), role == Role::Demand);
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        migration_id: cfg.migration_id,
-        role,
-        mode: cfg.mode.name().into(),
-        pages: pages as u64,
-        push_streams: cfg.push_streams,
-    };
-    link.send_json(Kind::Hello, &hello).map_err(proto("handshake"))?;
-    let mut rx = rx;
-    let (h, payload) = protocol::read_frame(&mut rx).map_err(proto("handshake"))?;
-    match h.kind {
-        Kind::HelloAck => Ok((link, rx)),
-        Kind::Abort => Err(MemoryError::Aborted(String::from_utf8_lossy(&payload).into_owned())),
-        got => Err(proto("handshake")(protocol::ProtocolError::Unexpected { got, expected: "HelloAck" })),
-    }
-}
-
 /// Sends pages `[first, first+count)` (≤ `RUN`), zero pages as `Zeros` runs.
-fn send_run(
+pub(crate) fn send_run(
     link: &mut Link,
     region: &Region,
     first: usize,
@@ -133,106 +98,6 @@ fn expect(rx: &mut BufReader<TcpStream>, want: Kind, phase: &'static str) -> Res
     Ok(payload)
 }
 
-/// Post-resume machinery: the demand server and the push streams.
-struct SyncThreads {
-    threads: Vec<std::thread::JoinHandle<u64>>,
-    demand: Option<std::thread::JoinHandle<()>>,
-    /// A handle on the demand socket to shut it down once the destination is complete.
-    demand_socket: Option<TcpStream>,
-}
-
-fn start_sync(
-    region: &Arc<Region>,
-    needed: &Arc<Bitmap>,
-    conns: &mut Conns,
-    prefetch: usize,
-    push_delay: Duration,
-) -> SyncThreads {
-    let active = Arc::new(AtomicUsize::new(0));
-    let demand_socket = conns.demand.as_ref().and_then(|(_, rx)| rx.get_ref().try_clone().ok());
-    let demand = conns.demand.take().map(|(mut link, mut rx)| {
-        let (region, needed, active) = (region.clone(), needed.clone(), active.clone());
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            loop {
-                let h = match protocol::read_header(&mut rx) {
-                    Ok(h) => h,
-                    Err(_) => return, // destination closed the demand connection: done
-                };
-                if h.kind != Kind::Demand || h.len != 0 || h.arg >= region.pages() as u64 {
-                    tracing::warn!(?h, "bad frame on the demand connection");
-                    return;
-                }
-                active.fetch_add(1, Ordering::AcqRel);
-                let p = h.arg as usize;
-                needed.clear(p);
-                let mut ok = send_run(&mut link, &region, p, 1, flags::DEMAND, &mut buf).is_ok();
-                // Neighbour prefetch: the following pages the destination still lacks.
-                let mut q = p + 1;
-                while ok && q < (p + 1 + prefetch).min(region.pages()) {
-                    let mut n = 0;
-                    while q + n < (p + 1 + prefetch).min(region.pages()) && needed.clear(q + n) {
-                        n += 1;
-                    }
-                    if n > 0 {
-                        ok = send_run(&mut link, &region, q, n, flags::PREFETCH, &mut buf).is_ok();
-                    }
-                    q += n + 1;
-                }
-                active.fetch_sub(1, Ordering::AcqRel);
-                if !ok {
-                    return;
-                }
-            }
-        })
-    });
-    let n = conns.push.len().max(1);
-    let threads = conns
-        .push
-        .drain(..)
-        .enumerate()
-        .map(|(i, mut link)| {
-            let (region, needed, active) = (region.clone(), needed.clone(), active.clone());
-            std::thread::spawn(move || {
-                // Demand replies flow from the first moment; active push may wait (pure demand first).
-                std::thread::sleep(push_delay);
-                let mut buf = Vec::new();
-                let mut pushed = 0u64;
-                let blocks = region.pages().div_ceil(64);
-                for b in (i..blocks).step_by(n) {
-                    let end = ((b + 1) * 64).min(region.pages());
-                    let mut p = b * 64;
-                    while p < end {
-                        if !needed.get(p) {
-                            p += 1;
-                            continue;
-                        }
-                        // Yield at once to demand replies.
-                        while active.load(Ordering::Acquire) > 0 {
-                            std::thread::sleep(Duration::from_micros(20));
-                        }
-                        let mut k = 0;
-                        while k < RUN && p + k < end && needed.clear(p + k) {
-                            k += 1;
-                        }
-                        if k == 0 {
-                            p += 1;
-                            continue;
-                        }
-                        if send_run(&mut link, &region, p, k, flags::PUSH, &mut buf).is_err() {
-                            return pushed;
-                        }
-                        pushed += k as u64;
-                        p += k;
-                    }
-                }
-                pushed
-            })
-        })
-        .collect();
-    SyncThreads { threads, demand, demand_socket }
-}
-
 /// Runs the source half of one migration to the destination listening at `addr`.
 pub fn run_source(
     cfg: &SourceConfig,
@@ -258,76 +123,187 @@ pub fn run_source(
 
     let throttle = Arc::new(Throttle::new(cfg.bandwidth));
     let bytes = Arc::new(AtomicU64::new(0));
+    let dial = Dialer { cfg, addr, pages, throttle: &throttle, bytes: &bytes };
     let mut state_holder = None;
-    let switch = switch_over(
-        cfg,
-        addr,
-        pages,
-        &region,
-        &mut guest,
-        tracker.as_ref(),
-        &throttle,
-        &bytes,
-        progress,
-        &mut state_holder,
-    );
-    let (mut conns, t0, sw) = match switch {
+    let mut connected = false;
+    let switch =
+        switch_over(cfg, &dial, &region, &mut guest, tracker.as_ref(), progress, &mut state_holder, &mut connected);
+    let (mut conns, t0, mut sw) = match switch {
         Ok(v) => v,
         Err(e) => {
-            // Never neither: a failure before switch-over leaves the guest running here.
-            let restart = state_holder.take().map(|st| Guest::start(region.clone(), st));
-            if let Some(g) = guest.take().or(restart) {
-                tracing::warn!("migration failed before switch-over; the guest runs on the source: {e:#}");
-                std::thread::sleep(Duration::from_millis(50));
-                let state = g.stop();
-                let verified = workload::verify(&region, &state).ok;
-                return Err(MemoryError::StayedOnSource { verified, source: Box::new(e) });
+            if connected && e.is_link_loss() {
+                // Tell the destination (if it can be reached soon) that the guest stays here.
+                notify_kept(&dial);
             }
-            return Err(e);
+            return Err(keep_on_source(&region, guest.take(), state_holder.take(), e));
         }
     };
     let write_rate = sw.writes as f64 / (sw.t_pause - boot_time).as_secs_f64().max(1e-9);
+    let mut pushed = 0u64;
+    let mut sync = sw.sync.take();
+    let mut needed = sw.needed.clone();
+    let mut recoveries = 0u32;
 
-    expect(&mut conns.control_rx, Kind::Resumed, "resume")?;
+    let confirmed = expect(&mut conns.control_rx, Kind::Resumed, "resume");
     let downtime = sw.t_pause.elapsed();
+    let _ = std::mem::replace(&mut sw.rt, Realtime::off());
+    if let Err(e) = confirmed {
+        // Did the destination resume the guest? Only it knows.
+        conns.sockets.kill();
+        pushed += join_sync(sync.take());
+        if !e.is_link_loss() {
+            return Err(keep_on_source(&region, None, state_holder.take(), e));
+        }
+        tracing::warn!("link lost during switch-over: {e:#}; asking the destination whether it resumed");
+        match dial.resume(cfg.recovery_timeout) {
+            Ok(Some(Verdict::NotResumed(mut c))) => {
+                let _ = c.control.send(Kind::Abort, 0, 0, b"link lost before switch-over; the source keeps the guest");
+                c.sockets.kill();
+                return Err(keep_on_source(&region, None, state_holder.take(), e));
+            }
+            Ok(Some(Verdict::Resumed(c, missing))) => {
+                recoveries += 1;
+                conns = c;
+                needed = Arc::new(missing);
+                if cfg.mode != Mode::Pre {
+                    sync = Some(start_sync(&region, &needed, &mut conns, cfg.prefetch, Duration::ZERO, true));
+                }
+            }
+            Ok(None) | Err(_) => {
+                return Err(MemoryError::RecoveryFailed {
+                    waited: cfg.recovery_timeout,
+                    left: "the stop-copy was sent but the destination never confirmed it resumed: the guest may \
+                           run there, so the source does not restart it (it stays paused here)"
+                        .into(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    // Committed: the guest runs at the destination; the source never restarts it.
+    drop(state_holder);
+    if let Some(s) = &sync {
+        s.go.store(true, Ordering::Release);
+    }
+    // After a lost link the downtime lasted until the destination's `Status(1)`.
+    let downtime = if recoveries > 0 { sw.t_pause.elapsed() } else { downtime };
     let resumed_at = t0.elapsed();
     // Unprotecting all memory takes a while on large guests: only after the switch-over.
     drop(tracker);
     tracing::info!(downtime_us = downtime.as_micros() as u64, "guest resumed at the destination");
     progress(Progress { phase: "dirty-sync", bytes: bytes.load(Ordering::Relaxed), mem_bytes: cfg.mem_bytes });
 
-    let mut pushed = 0;
-    if let Some(s) = sw.sync {
-        for t in s.threads {
-            pushed += t.join().unwrap_or(0);
+    loop {
+        match drive(&mut conns, &mut sync, &mut pushed) {
+            Ok(stats) => {
+                if let Some(s) = &sync {
+                    s.done.store(true, Ordering::Release);
+                }
+                let _ = conns.control.send(Kind::CompleteAck, 0, 0, &[]);
+                conns.sockets.kill();
+                join_sync(sync.take());
+                // Total time ends when the last page is present at the destination (not after
+                // the verification that follows).
+                let total = resumed_at + Duration::from_secs_f64(stats.resume_to_complete_ms.max(0.0) / 1e3);
+                let sent = bytes.load(Ordering::Relaxed);
+                let mut r = report(cfg, &sw.info, stats, total, downtime, sent, write_rate, sw.reads_rate);
+                r.link_recoveries = recoveries;
+                return Ok(r);
+            }
+            Err(e) if e.is_link_loss() => {
+                conns.sockets.kill();
+                pushed += join_sync(sync.take());
+                tracing::warn!("link lost after switch-over: {e:#}; reconnecting");
+                match dial.resume(cfg.recovery_timeout) {
+                    Ok(Some(Verdict::Resumed(c, missing))) => {
+                        recoveries += 1;
+                        tracing::info!(missing_pages = missing.count(), "link restored");
+                        conns = c;
+                        needed = Arc::new(missing);
+                        if cfg.mode != Mode::Pre {
+                            sync = Some(start_sync(&region, &needed, &mut conns, cfg.prefetch, Duration::ZERO, true));
+                        }
+                    }
+                    Ok(Some(Verdict::NotResumed(_))) => {
+                        return Err(MemoryError::Aborted(
+                            "the destination denies running the guest it confirmed it resumed".into(),
+                        ))
+                    }
+                    Ok(None) | Err(_) => {
+                        return Err(MemoryError::RecoveryFailed {
+                            waited: cfg.recovery_timeout,
+                            left: format!(
+                                "the guest belongs to the destination (it resumed there) but up to {} pages had not \
+                                 been acknowledged; the source gives them up and does not restart the guest",
+                                needed.count()
+                            ),
+                            source: Box::new(e),
+                        })
+                    }
+                }
+            }
+            Err(e) => return Err(e),
         }
-        conns.control.send(Kind::PushDone, 0, pushed, &[]).map_err(proto("push"))?;
-        let payload = expect(&mut conns.control_rx, Kind::Complete, "completion")?;
-        let stats: DestStats = protocol::parse_json(&payload, "complete").map_err(proto("completion"))?;
-        // Total time ends when the last page is present at the destination (not after the
-        // verification that follows).
-        let total = resumed_at + Duration::from_secs_f64(stats.resume_to_complete_ms.max(0.0) / 1e3);
-        if let Some(sock) = &s.demand_socket {
-            let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A failure before the destination resumed: the guest keeps running here (never neither).
+fn keep_on_source(region: &Arc<Region>, guest: Option<Guest>, state: Option<VcpuState>, e: MemoryError) -> MemoryError {
+    let restart = state.map(|st| Guest::start(region.clone(), st));
+    let Some(g) = guest.or(restart) else { return e };
+    tracing::warn!("migration failed before switch-over; the guest runs on the source: {e:#}");
+    std::thread::sleep(Duration::from_millis(50));
+    let state = g.stop();
+    let verified = workload::verify(region, &state).ok;
+    MemoryError::StayedOnSource { verified, source: Box::new(e) }
+}
+
+/// Best effort, for at most 2 s: tells a destination waiting for a resume that the guest
+/// stays on the source, so it can give up at once instead of at its recovery timeout.
+fn notify_kept(dial: &Dialer<'_>) {
+    if let Ok(Some(v)) = dial.resume(dial.cfg.recovery_timeout.min(Duration::from_secs(2))) {
+        let mut c = match v {
+            Verdict::NotResumed(c) | Verdict::Resumed(c, _) => c,
+        };
+        let _ = c.control.send(Kind::Abort, 0, 0, b"link lost before switch-over; the source keeps the guest");
+        c.sockets.kill();
+    }
+}
+
+/// Joins a session's threads (after its sockets were killed or it completed); pages pushed.
+fn join_sync(sync: Option<SyncThreads>) -> u64 {
+    let Some(s) = sync else { return 0 };
+    let pushed = s.threads.into_iter().map(|t| t.join().map_or(0, |(n, _)| n)).sum();
+    if let Some(d) = s.demand {
+        let _ = d.join();
+    }
+    pushed
+}
+
+/// The dirty-page phase of one session: waits for the pushes, then for `Complete`.
+fn drive(conns: &mut Conns, sync: &mut Option<SyncThreads>, pushed: &mut u64) -> Result<DestStats, MemoryError> {
+    if let Some(s) = sync {
+        let mut lost = false;
+        for t in std::mem::take(&mut s.threads) {
+            match t.join() {
+                Ok((n, link)) => {
+                    *pushed += n;
+                    match link {
+                        Some(l) => conns.push.push(l),
+                        None => lost = true,
+                    }
+                }
+                Err(_) => lost = true,
+            }
         }
-        if let Some(d) = s.demand {
-            let _ = d.join();
+        if lost {
+            let e = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "push stream lost");
+            return Err(proto("push")(e));
         }
-        return Ok(report(
-            cfg,
-            &sw.info,
-            stats,
-            total,
-            downtime,
-            bytes.load(Ordering::Relaxed),
-            write_rate,
-            sw.reads_rate,
-        ));
+        conns.control.send(Kind::PushDone, 0, *pushed, &[]).map_err(proto("push"))?;
     }
     let payload = expect(&mut conns.control_rx, Kind::Complete, "completion")?;
-    let total = resumed_at;
-    let stats: DestStats = protocol::parse_json(&payload, "complete").map_err(proto("completion"))?;
-    Ok(report(cfg, &sw.info, stats, total, downtime, bytes.load(Ordering::Relaxed), write_rate, sw.reads_rate))
+    protocol::parse_json(&payload, "complete").map_err(proto("completion"))
 }
 
 /// Ends a round and waits until the destination has processed it, so no copy is still in
@@ -407,34 +383,28 @@ struct Switched {
     writes: u64,
     reads_rate: f64,
     sync: Option<SyncThreads>,
+    /// Pages the destination lacks after the stop-copy.
+    needed: Arc<Bitmap>,
     info: Info,
+    /// Real-time priority of the switch-over, dropped once the destination confirmed.
+    rt: Realtime,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn switch_over(
     cfg: &SourceConfig,
-    addr: &str,
-    pages: usize,
+    dial: &Dialer<'_>,
     region: &Arc<Region>,
     guest: &mut Option<Guest>,
     tracker: Option<&DirtyTracker>,
-    throttle: &Arc<Throttle>,
-    bytes: &Arc<AtomicU64>,
     progress: &(dyn Fn(Progress) + Sync),
     state_holder: &mut Option<VcpuState>,
+    connected: &mut bool,
 ) -> Result<(Conns, Instant, Switched), MemoryError> {
-    let mut go = || -> Result<(Conns, Instant, Switched), MemoryError> {
-        let (control, control_rx) = connect(addr, cfg, pages, Role::Control, throttle, bytes)?;
-        let demand =
-            if cfg.mode == Mode::Pre { None } else { Some(connect(addr, cfg, pages, Role::Demand, throttle, bytes)?) };
-        let mut push = Vec::new();
-        if cfg.mode != Mode::Pre {
-            for i in 0..cfg.push_streams.max(1) {
-                let (l, _rx) = connect(addr, cfg, pages, Role::Push(i), throttle, bytes)?;
-                push.push(l);
-            }
-        }
-        let mut conns = Conns { control, control_rx, demand, push };
+    let (pages, bytes) = (dial.pages, dial.bytes);
+    let mut conns = dial.session()?;
+    *connected = true;
+    let mut go = |conns: &mut Conns| -> Result<(Instant, Switched), MemoryError> {
         let t0 = Instant::now();
         let mut info = Info {
             rounds: 0,
@@ -462,7 +432,7 @@ fn switch_over(
                 send_set(&mut conns.control, region, &all, flags::ROUND, || tick("full-round"))
                     .map_err(proto("full round"))?;
             }
-            round_end(&mut conns, 0)?;
+            round_end(conns, 0)?;
             if cfg.mode == Mode::Hybrid {
                 // The destination has drained the round: drop what was dirtied meanwhile, so the
                 // stop-copy has almost nothing left to drop.
@@ -488,13 +458,15 @@ fn switch_over(
                     }
                     let sent = send_set(&mut conns.control, region, &dirty, flags::ROUND, || tick("pre-copy"))
                         .map_err(proto("pre-copy round"))?;
-                    round_end(&mut conns, info.rounds)?;
+                    round_end(conns, info.rounds)?;
                     tracing::debug!(round = info.rounds, sent, "pre-copy round");
                     info.rounds += 1;
                 }
             }
         }
-        // Stop: pause the vCPUs at a safe point.
+        // Stop: pause the vCPUs at a safe point. Until the destination confirms the resume this
+        // thread runs at real-time priority: the downtime must not wait for a CPU.
+        let rt = Realtime::raise();
         let t_pause = Instant::now();
         let state = guest.take().map(Guest::stop).ok_or_else(|| MemoryError::Config("guest already stopped".into()))?;
         *state_holder = Some(state.clone());
@@ -513,33 +485,40 @@ fn switch_over(
             scan_us = (t_pause.elapsed() - t_stopped).as_micros() as u64,
             "vCPUs stopped, final dirty scan done"
         );
-        let sync = match cfg.mode {
+        let (sync, needed) = match cfg.mode {
             Mode::Pre => {
                 send_set(&mut conns.control, region, &dirty, flags::ROUND, || {}).map_err(proto("stop-copy"))?;
                 let p = protocol::stop_copy_payload(&vcpu, &Bitmap::new(pages).encode());
                 conns.control.send(Kind::StopCopy, 0, 0, &p).map_err(proto("stop-copy"))?;
-                None
+                (None, dirty)
             }
             Mode::Hybrid => {
                 let p = protocol::stop_copy_payload(&vcpu, &dirty.encode());
-                let s = start_sync(region, &dirty, &mut conns, cfg.prefetch, cfg.push_delay);
+                let s = start_sync(region, &dirty, conns, cfg.prefetch, cfg.push_delay, false);
                 conns.control.send(Kind::StopCopy, 0, 0, &p).map_err(proto("stop-copy"))?;
-                Some(s)
+                (Some(s), dirty)
             }
             Mode::Post => {
                 info.dirty_at_stop = pages as u64;
                 let all = Arc::new(Bitmap::full(pages));
-                let s = start_sync(region, &all, &mut conns, cfg.prefetch, cfg.push_delay);
+                let s = start_sync(region, &all, conns, cfg.prefetch, cfg.push_delay, false);
                 let p = protocol::stop_copy_payload(&vcpu, &[]);
                 conns.control.send(Kind::StopCopy, 0, STOP_ALL_NEEDED, &p).map_err(proto("stop-copy"))?;
-                Some(s)
+                (Some(s), all)
             }
         };
-        // From here on the destination may run the guest: the source never restarts it.
-        *state_holder = None;
-        Ok((conns, t0, Switched { t_pause, writes, reads_rate: reads as f64, sync, info }))
+        tracing::debug!(us = t_pause.elapsed().as_micros() as u64, "stop-copy sent");
+        // The stop-copy is sent; the source keeps the vCPU state until the destination confirms
+        // it resumed (`Resumed`, or `Status(1)` after a lost link): only then is it committed.
+        Ok((t0, Switched { t_pause, writes, reads_rate: reads as f64, sync, needed, info, rt }))
     };
-    go()
+    match go(&mut conns) {
+        Ok((t0, sw)) => Ok((conns, t0, sw)),
+        Err(e) => {
+            conns.sockets.kill();
+            Err(e)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -592,6 +571,7 @@ fn report(
         measured_bandwidth: measured_bw,
         guest_write_rate: write_rate,
         dirty_tracking: info.tracking.clone(),
+        link_recoveries: 0,
         model: if cfg.mode == Mode::Pre {
             // Rounds are short: use the workload's saturating dirty function per round.
             let rate = |t: f64| model::workload_dirty_rate(&cfg.workload, cfg.mem_bytes, write_rate, t) * t;

@@ -252,6 +252,12 @@ impl Guest {
         Self { region, stop, threads, spec: state.spec }
     }
 
+    /// Asks the vCPUs to stop at their next safe point without waiting for them (a vCPU
+    /// blocked on a missing page stays blocked until the page arrives).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     /// Stops the vCPUs at a safe point (between two operations) and returns their state.
     pub fn stop(self) -> VcpuState {
         self.stop.store(true, Ordering::Release);

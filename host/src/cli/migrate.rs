@@ -61,6 +61,9 @@ pub struct MigrateArgs {
     /// Workload warm-up before the migration starts, in milliseconds.
     #[arg(long, default_value_t = 300)]
     pub warmup_ms: u64,
+    /// How long a lost link may stay down before the migration gives up, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub recovery_timeout_ms: u64,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +79,9 @@ pub enum EngineCommand {
         /// Address to listen on (port 0 picks a free port; the chosen one is printed).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// How long to wait for a source that lost its link, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        recovery_timeout_ms: u64,
     },
     /// Boot a guest with a workload and migrate it to a listening destination.
     Source {
@@ -83,7 +89,7 @@ pub enum EngineCommand {
         #[arg(long)]
         to: String,
         #[command(flatten)]
-        args: MigrateArgs,
+        args: Box<MigrateArgs>,
     },
 }
 
@@ -176,17 +182,20 @@ fn config(a: &MigrateArgs) -> Result<SourceConfig> {
     cfg.downtime_target = Duration::from_secs_f64(a.downtime_ms.max(0.0) / 1e3);
     cfg.warmup = Duration::from_millis(a.warmup_ms);
     cfg.force_sync_wp = a.sync_wp;
+    cfg.recovery_timeout = Duration::from_millis(a.recovery_timeout_ms);
     Ok(cfg)
 }
 
 /// Runs `amvm engine …`.
 pub fn run_engine(cmd: EngineCommand) -> Result<ExitCode> {
     match cmd {
-        EngineCommand::Dest { listen } => {
+        EngineCommand::Dest { listen, recovery_timeout_ms } => {
             let l = TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
             println!("listening {}", l.local_addr()?);
             std::io::stdout().flush()?;
-            let stats = run_dest(&l, &DestOptions::default())?;
+            let opts =
+                DestOptions { recovery_timeout: Duration::from_millis(recovery_timeout_ms), ..DestOptions::default() };
+            let stats = run_dest(&l, &opts)?;
             let ok = stats.verification.as_ref().is_some_and(|v| v.ok);
             println!("{}", serde_json::to_string(&stats)?);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -252,6 +261,8 @@ fn source_argv(a: &MigrateArgs) -> Vec<String> {
         a.downtime_ms.to_string(),
         "--warmup-ms".into(),
         a.warmup_ms.to_string(),
+        "--recovery-timeout-ms".into(),
+        a.recovery_timeout_ms.to_string(),
         "--json".into(),
     ];
     let opt = [
@@ -278,7 +289,8 @@ pub fn migrate_two_processes(a: &MigrateArgs) -> Result<MigrationReport> {
     config(a)?; // reject bad arguments before starting anything
     let exe = std::env::current_exe().context("cannot find the amvm executable")?;
     let mut dest = Command::new(&exe)
-        .args(["engine", "dest", "--listen", "127.0.0.1:0"])
+        .args(["engine", "dest", "--listen", "127.0.0.1:0", "--recovery-timeout-ms"])
+        .arg(a.recovery_timeout_ms.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the destination process")?;
@@ -365,6 +377,7 @@ pub fn run_bench(b: BenchArgs) -> Result<ExitCode> {
         hot_prob: None,
         sync_wp: false,
         warmup_ms: 300,
+        recovery_timeout_ms: 30_000,
         json: true,
     };
     parse_rate(&b.bandwidth)?;
