@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/services.sh
-# End-to-end tests run the real `amvm` binary: build it first.
-cargo build -p amvm-host --locked
+# End-to-end tests run the real `amvm` binary. `cargo test --workspace` builds it (host's own
+# integration tests need it) with the same feature set as the tests: a separate `cargo build`
+# would resolve dev-dependency features differently and compile wasmtime a second time.
 cargo test --workspace --locked
