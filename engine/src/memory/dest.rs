@@ -235,7 +235,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         Err(e) => return Err(e),
     };
     // The guest is paused from here until `Resumed`: this is the downtime.
-    let rt = session::Realtime::raise();
+    let rt = session::Realtime::raise("switch");
     let t_stop = Instant::now();
     let (vcpu_json, bm) = protocol::split_stop_copy(&stop_payload.1).map_err(proto("stop-copy"))?;
     let state: VcpuState = protocol::parse_json(vcpu_json, "vCPU state").map_err(proto("stop-copy"))?;

@@ -466,7 +466,7 @@ fn switch_over(
         }
         // Stop: pause the vCPUs at a safe point. Until the destination confirms the resume this
         // thread runs at real-time priority: the downtime must not wait for a CPU.
-        let rt = Realtime::raise();
+        let rt = Realtime::raise("switch");
         let t_pause = Instant::now();
         let state = guest.take().map(Guest::stop).ok_or_else(|| MemoryError::Config("guest already stopped".into()))?;
         *state_holder = Some(state.clone());
