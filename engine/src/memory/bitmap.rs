@@ -99,6 +99,19 @@ impl Bitmap {
         }
     }
 
+    /// Number of maximal runs of set bits (word at a time: a run starts at every set bit whose
+    /// predecessor is clear).
+    pub fn run_count(&self) -> usize {
+        let mut carry = 0u64; // the previous word's top bit
+        let mut n = 0;
+        for w in &self.words {
+            let w = w.load(Ordering::Acquire);
+            n += (w & !((w << 1) | carry)).count_ones() as usize;
+            carry = w >> 63;
+        }
+        n
+    }
+
     /// Maximal runs of set bits as `(first, count)`, ascending.
     pub fn runs(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
@@ -176,18 +189,21 @@ impl Bitmap {
     /// time: it is on the stop-copy path.
     pub fn encode(&self) -> Vec<u8> {
         let raw_len = self.len.div_ceil(8);
-        let runs = self.runs();
-        let mut run_list = Vec::new();
-        put_varint(&mut run_list, runs.len() as u64);
-        let mut prev = 0usize;
-        for &(a, n) in &runs {
-            put_varint(&mut run_list, (a - prev) as u64);
-            put_varint(&mut run_list, n as u64);
-            prev = a + n;
-        }
         let ones = self.count();
-        let mut gap_list = None;
-        if ones < raw_len.min(run_list.len()) {
+        // Each run costs at least two bytes and each gap one: skip lists that cannot win.
+        let runs = if 2 * self.run_count() < raw_len || ones < raw_len { self.runs() } else { Vec::new() };
+        let run_list = (2 * runs.len() < raw_len || ones == 0).then(|| {
+            let mut list = Vec::new();
+            put_varint(&mut list, runs.len() as u64);
+            let mut prev = 0usize;
+            for &(a, n) in &runs {
+                put_varint(&mut list, (a - prev) as u64);
+                put_varint(&mut list, n as u64);
+                prev = a + n;
+            }
+            list
+        });
+        let gap_list = (ones < raw_len).then(|| {
             let mut list = Vec::new();
             put_varint(&mut list, ones as u64);
             let mut prev = 0usize;
@@ -197,21 +213,22 @@ impl Bitmap {
                     prev = i + 1;
                 }
             }
-            gap_list = Some(list);
+            list
+        });
+        let mut best: (u8, Option<Vec<u8>>) = (0, None);
+        for (tag, list) in [(1u8, gap_list), (2u8, run_list)] {
+            if let Some(l) = list {
+                if l.len() < best.1.as_ref().map_or(raw_len, Vec::len) {
+                    best = (tag, Some(l));
+                }
+            }
         }
-        let mut out = Vec::with_capacity(raw_len.min(run_list.len()) + 12);
+        let mut out = Vec::with_capacity(best.1.as_ref().map_or(raw_len, Vec::len) + 11);
         put_varint(&mut out, self.len as u64);
-        match gap_list {
-            Some(list) if list.len() < raw_len && list.len() < run_list.len() => {
-                out.push(1);
-                out.extend_from_slice(&list);
-            }
-            _ if run_list.len() < raw_len => {
-                out.push(2);
-                out.extend_from_slice(&run_list);
-            }
-            _ => {
-                out.push(0);
+        out.push(best.0);
+        match best.1 {
+            Some(l) => out.extend_from_slice(&l),
+            None => {
                 for w in &self.words {
                     out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
                 }
@@ -354,6 +371,7 @@ mod tests {
             let expect: Vec<usize> = (0..len).filter(|&i| model[i]).collect();
             prop_assert_eq!(b.ones(), expect.clone());
             let runs = b.runs();
+            prop_assert_eq!(runs.len(), b.run_count());
             prop_assert_eq!(runs.iter().map(|r| r.1).sum::<usize>(), expect.len());
             for w in runs.windows(2) { prop_assert!(w[0].0 + w[0].1 < w[1].0, "runs not maximal: {:?}", runs); }
             let enc = b.encode();

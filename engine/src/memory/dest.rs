@@ -226,7 +226,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let mut stats = DestStats::default();
     // Pages holding data written by the rounds (the rest read as zero / are missing).
     let populated = Bitmap::new(pages);
-    let stop_payload = match receive_rounds(&mut s, &region, &populated, &mut stats) {
+    let (stop_payload, rt) = match receive_rounds(&mut s, &region, &populated, &mut stats, &hello.mode) {
         Ok(p) => p,
         Err(e) if e.is_link_loss() => {
             s.sockets.kill();
@@ -235,7 +235,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         Err(e) => return Err(e),
     };
     // The guest is paused from here until `Resumed`: this is the downtime.
-    let rt = session::Realtime::raise("switch");
+    let rt = rt.unwrap_or_else(|| session::Realtime::raise("switch"));
     let t_stop = Instant::now();
     let (vcpu_json, bm) = protocol::split_stop_copy(&stop_payload.1).map_err(proto("stop-copy"))?;
     let state: VcpuState = protocol::parse_json(vcpu_json, "vCPU state").map_err(proto("stop-copy"))?;
@@ -480,15 +480,22 @@ fn conclude(end: &mut Ending<'_>, stats: &mut DestStats) {
     stats.verification = Some(v);
 }
 
+/// A `StopCopy` frame's `arg` and payload.
+type StopCopyFrame = (u64, Vec<u8>);
+
 /// Pre-resume: rounds are written straight into memory (the guest is not running here).
-/// Returns the `StopCopy` frame's `(arg, payload)`.
+/// Returns the `StopCopy` frame's `(arg, payload)`, and the real-time priority taken once
+/// only small frames can come before it (post-copy: at once; hybrid: after its one round), so
+/// that reading the stop-copy does not wait for a CPU.
 fn receive_rounds(
     s: &mut Session,
     region: &Region,
     populated: &Bitmap,
     stats: &mut DestStats,
-) -> Result<(u64, Vec<u8>), MemoryError> {
+    mode: &str,
+) -> Result<(StopCopyFrame, Option<session::Realtime>), MemoryError> {
     let pages = region.pages();
+    let mut rt = (mode == "post").then(|| session::Realtime::raise("switch"));
     let mut buf = Vec::new();
     let control_rx = s.control_rx.as_mut().ok_or_else(|| MemoryError::Config("no control connection".into()))?;
     loop {
@@ -512,13 +519,20 @@ fn receive_rounds(
             Kind::RoundEnd => {
                 stats.rounds_received += 1;
                 s.control.send(Kind::RoundEnd, 0, h.arg, &[]).map_err(proto("round end"))?;
+                if mode == "hybrid" && rt.is_none() {
+                    rt = Some(session::Realtime::raise("switch"));
+                }
             }
             Kind::StopCopy => {
                 let mut p = vec![0u8; h.len as usize];
                 control_rx.read_exact(&mut p).map_err(|e| proto("stop-copy")(ProtocolError::Io(e)))?;
-                return Ok((h.arg, p));
+                return Ok(((h.arg, p), rt));
             }
-            Kind::Abort => return Err(MemoryError::Aborted("source aborted".into())),
+            Kind::Abort => {
+                let mut why = vec![0u8; h.len as usize];
+                control_rx.read_exact(&mut why).map_err(|e| proto("memory rounds")(ProtocolError::Io(e)))?;
+                return Err(MemoryError::Aborted(String::from_utf8_lossy(&why).into_owned()));
+            }
             got => {
                 return Err(proto("memory rounds")(ProtocolError::Unexpected {
                     got,

@@ -515,6 +515,11 @@ fn switch_over(
     match go(&mut conns) {
         Ok((t0, sw)) => Ok((conns, t0, sw)),
         Err(e) => {
+            if !e.is_link_loss() {
+                // A local failure: tell the destination at once rather than let it wait for a resume.
+                let why = format!("source failed before switch-over: {e}; the guest stays on the source");
+                let _ = conns.control.send(Kind::Abort, 0, 0, why.as_bytes());
+            }
             conns.sockets.kill();
             Err(e)
         }
