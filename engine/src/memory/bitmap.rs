@@ -133,6 +133,13 @@ impl Bitmap {
         b
     }
 
+    /// Sets every bit set in `other` (word at a time; the shorter length rules).
+    pub fn union_with(&self, other: &Self) {
+        for (w, o) in self.words.iter().zip(&other.words) {
+            w.fetch_or(o.load(Ordering::Acquire), Ordering::AcqRel);
+        }
+    }
+
     /// A new bitmap of the bits set in both (word at a time; lengths must match).
     pub fn and(&self, other: &Self) -> Self {
         let b = Self::new(self.len.min(other.len));
@@ -397,6 +404,10 @@ mod tests {
             b.set(i);
         }
         assert_eq!(a.and(&b).ones(), vec![5, 129]);
+        let u = Bitmap::new(130);
+        u.union_with(&a);
+        u.union_with(&b);
+        assert_eq!(u.ones(), vec![0, 5, 6, 64, 129]);
         let c = a.complement();
         assert_eq!(c.count(), 126);
         assert!(!c.get(0) && c.get(1) && !c.get(129) && !c.get(130));

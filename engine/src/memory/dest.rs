@@ -19,7 +19,7 @@ use super::dest_sync::{fault_loop, receive_loop, Shared};
 use super::link::Link;
 use super::protocol::{self, Hello, Kind, ProtocolError, Role};
 use super::session::{self, Sockets};
-use super::source::STOP_ALL_NEEDED;
+use super::source::{STOP_ALL_NEEDED, STOP_DELTA};
 use super::sys::mmap::{Region, PAGE_SIZE};
 use super::sys::uffd::Uffd;
 use super::throttle::Throttle;
@@ -226,7 +226,10 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let mut stats = DestStats::default();
     // Pages holding data written by the rounds (the rest read as zero / are missing).
     let populated = Bitmap::new(pages);
-    let (stop_payload, rt) = match receive_rounds(&mut s, &region, &populated, &mut stats, &hello.mode) {
+    // Pages the source declared dirty during the rounds (`Discard`).
+    let discarded = Bitmap::new(pages);
+    let seen = (&populated, &discarded);
+    let (stop_payload, rt) = match receive_rounds(&mut s, &region, seen, &mut stats, &hello.mode) {
         Ok(p) => p,
         Err(e) if e.is_link_loss() => {
             s.sockets.kill();
@@ -245,7 +248,13 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let needed = if stop_payload.0 == STOP_ALL_NEEDED {
         Bitmap::full(pages)
     } else {
-        Bitmap::decode(bm, pages).ok_or_else(|| proto("stop-copy")(ProtocolError::Malformed("dirty bitmap")))?
+        let b = Bitmap::decode(bm, pages)
+            .filter(|b| b.len() == pages)
+            .ok_or_else(|| proto("stop-copy")(ProtocolError::Malformed("dirty bitmap")))?;
+        if stop_payload.0 == STOP_DELTA {
+            b.union_with(&discarded);
+        }
+        b
     };
     let missing = needed.count();
     tracing::debug!(us = t_stop.elapsed().as_micros() as u64, missing, "stop-copy decoded");
@@ -490,7 +499,7 @@ type StopCopyFrame = (u64, Vec<u8>);
 fn receive_rounds(
     s: &mut Session,
     region: &Region,
-    populated: &Bitmap,
+    (populated, discarded): (&Bitmap, &Bitmap),
     stats: &mut DestStats,
     mode: &str,
 ) -> Result<(StopCopyFrame, Option<session::Realtime>), MemoryError> {
@@ -503,6 +512,7 @@ fn receive_rounds(
         match h.kind {
             Kind::Pages | Kind::Zeros => {
                 let (first, n) = run_extent(&h, pages, control_rx, &mut buf).map_err(proto("memory rounds"))?;
+                discarded.clear_range(first, n);
                 if h.kind == Kind::Pages {
                     region.write_pages(first, &buf);
                     populated.set_range(first, n);
@@ -515,6 +525,7 @@ fn receive_rounds(
                 let (first, n) = run_extent(&h, pages, control_rx, &mut buf).map_err(proto("memory rounds"))?;
                 region.discard(first, n).map_err(sys("madvise"))?;
                 populated.clear_range(first, n);
+                discarded.set_range(first, n);
             }
             Kind::RoundEnd => {
                 stats.rounds_received += 1;
