@@ -59,12 +59,69 @@ impl Bitmap {
         self.words[i / 64].fetch_and(!m, Ordering::AcqRel) & m != 0
     }
 
-    /// Sets bits `[first, first+count)` (clamped to the length).
+    /// Sets bits `[first, first+count)` (clamped to the length), a word at a time.
     pub fn set_range(&self, first: usize, count: usize) {
-        let end = (first + count).min(self.len);
-        for i in first..end {
-            self.set(i);
+        self.range_op(first, count, true);
+    }
+
+    fn range_op(&self, first: usize, count: usize, set: bool) {
+        let end = first.saturating_add(count).min(self.len);
+        let mut i = first;
+        while i < end {
+            let (w, b) = (i / 64, i % 64);
+            let n = (64 - b).min(end - i);
+            let m = if n == 64 { !0u64 } else { ((1u64 << n) - 1) << b };
+            if set {
+                self.words[w].fetch_or(m, Ordering::AcqRel);
+            } else {
+                self.words[w].fetch_and(!m, Ordering::AcqRel);
+            }
+            i += n;
         }
+    }
+
+    /// Index of the first clear bit at or after `from` (`len` if none).
+    pub fn next_clear(&self, from: usize) -> usize {
+        if from >= self.len {
+            return self.len;
+        }
+        let mut wi = from / 64;
+        let mut w = !self.words[wi].load(Ordering::Acquire) & (!0u64 << (from % 64));
+        loop {
+            if w != 0 {
+                return (wi * 64 + w.trailing_zeros() as usize).min(self.len);
+            }
+            wi += 1;
+            if wi >= self.words.len() {
+                return self.len;
+            }
+            w = !self.words[wi].load(Ordering::Acquire);
+        }
+    }
+
+    /// Number of maximal runs of set bits (word at a time: a run starts at every set bit whose
+    /// predecessor is clear).
+    pub fn run_count(&self) -> usize {
+        let mut carry = 0u64; // the previous word's top bit
+        let mut n = 0;
+        for w in &self.words {
+            let w = w.load(Ordering::Acquire);
+            n += (w & !((w << 1) | carry)).count_ones() as usize;
+            carry = w >> 63;
+        }
+        n
+    }
+
+    /// Maximal runs of set bits as `(first, count)`, ascending.
+    pub fn runs(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(a) = self.next_set(i) {
+            let b = self.next_clear(a);
+            out.push((a, b - a));
+            i = b;
+        }
+        out
     }
 
     /// A new bitmap with every bit of `self` flipped (word at a time).
@@ -76,6 +133,13 @@ impl Bitmap {
         b
     }
 
+    /// Sets every bit set in `other` (word at a time; the shorter length rules).
+    pub fn union_with(&self, other: &Self) {
+        for (w, o) in self.words.iter().zip(&other.words) {
+            w.fetch_or(o.load(Ordering::Acquire), Ordering::AcqRel);
+        }
+    }
+
     /// A new bitmap of the bits set in both (word at a time; lengths must match).
     pub fn and(&self, other: &Self) -> Self {
         let b = Self::new(self.len.min(other.len));
@@ -85,12 +149,9 @@ impl Bitmap {
         b
     }
 
-    /// Clears bits `[first, first+count)` (clamped to the length).
+    /// Clears bits `[first, first+count)` (clamped to the length), a word at a time.
     pub fn clear_range(&self, first: usize, count: usize) {
-        let end = (first + count).min(self.len);
-        for i in first..end {
-            self.clear(i);
-        }
+        self.range_op(first, count, false);
     }
 
     /// Number of set bits.
@@ -129,28 +190,57 @@ impl Bitmap {
         out
     }
 
-    /// Compact encoding: the smaller of the raw bitmap and a varint list of gaps between set bits.
+    /// Compact encoding, the smallest of: the raw bitmap (tag 0), a varint list of gaps
+    /// between set bits (tag 1, for scattered sparse sets) and a varint list of runs as
+    /// `(gap, count)` pairs (tag 2, for contiguous sets such as a hot region). Built a word at a
+    /// time: it is on the stop-copy path.
     pub fn encode(&self) -> Vec<u8> {
-        let ones = self.ones();
-        let mut out = Vec::new();
-        put_varint(&mut out, self.len as u64);
-        let mut list = Vec::new();
-        let mut prev = 0usize;
-        for &i in &ones {
-            put_varint(&mut list, (i - prev) as u64);
-            prev = i + 1;
-        }
         let raw_len = self.len.div_ceil(8);
-        if list.len() < raw_len {
-            out.push(1);
-            put_varint(&mut out, ones.len() as u64);
-            out.extend_from_slice(&list);
-        } else {
-            out.push(0);
-            for w in &self.words {
-                out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
+        let ones = self.count();
+        // Each run costs at least two bytes and each gap one: skip lists that cannot win.
+        let runs = if 2 * self.run_count() < raw_len || ones < raw_len { self.runs() } else { Vec::new() };
+        let run_list = (2 * runs.len() < raw_len || ones == 0).then(|| {
+            let mut list = Vec::new();
+            put_varint(&mut list, runs.len() as u64);
+            let mut prev = 0usize;
+            for &(a, n) in &runs {
+                put_varint(&mut list, (a - prev) as u64);
+                put_varint(&mut list, n as u64);
+                prev = a + n;
             }
-            out.truncate(out.len() - (self.words.len() * 8 - raw_len));
+            list
+        });
+        let gap_list = (ones < raw_len).then(|| {
+            let mut list = Vec::new();
+            put_varint(&mut list, ones as u64);
+            let mut prev = 0usize;
+            for &(a, n) in &runs {
+                for i in a..a + n {
+                    put_varint(&mut list, (i - prev) as u64);
+                    prev = i + 1;
+                }
+            }
+            list
+        });
+        let mut best: (u8, Option<Vec<u8>>) = (0, None);
+        for (tag, list) in [(1u8, gap_list), (2u8, run_list)] {
+            if let Some(l) = list {
+                if l.len() < best.1.as_ref().map_or(raw_len, Vec::len) {
+                    best = (tag, Some(l));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(best.1.as_ref().map_or(raw_len, Vec::len) + 11);
+        put_varint(&mut out, self.len as u64);
+        out.push(best.0);
+        match best.1 {
+            Some(l) => out.extend_from_slice(&l),
+            None => {
+                for w in &self.words {
+                    out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
+                }
+                out.truncate(out.len() - (self.words.len() * 8 - raw_len));
+            }
         }
         out
     }
@@ -178,17 +268,36 @@ impl Bitmap {
                     next = i + 1;
                 }
             }
+            2 => {
+                pos += 1;
+                let n = get_varint(buf, &mut pos)?;
+                let mut next = 0usize;
+                for _ in 0..n {
+                    let gap = usize::try_from(get_varint(buf, &mut pos)?).ok()?;
+                    let count = usize::try_from(get_varint(buf, &mut pos)?).ok()?;
+                    let first = next.checked_add(gap)?;
+                    let end = first.checked_add(count)?;
+                    if count == 0 || end > len {
+                        return None;
+                    }
+                    b.set_range(first, count);
+                    next = end;
+                }
+            }
             0 => {
                 pos += 1;
                 let raw = buf.get(pos..pos + len.div_ceil(8))?;
                 pos += raw.len();
-                for (i, byte) in raw.iter().enumerate() {
-                    for bit in 0..8 {
-                        if byte & (1 << bit) != 0 {
-                            if i * 8 + bit >= len {
-                                return None;
-                            }
-                            b.set(i * 8 + bit);
+                for (w, chunk) in b.words.iter().zip(raw.chunks(8)) {
+                    let mut bytes = [0u8; 8];
+                    bytes[..chunk.len()].copy_from_slice(chunk);
+                    w.store(u64::from_le_bytes(bytes), Ordering::Release);
+                }
+                // No bit beyond the length may be set.
+                if len % 64 != 0 {
+                    if let Some(last) = b.words.last() {
+                        if last.load(Ordering::Acquire) >> (len % 64) != 0 {
+                            return None;
                         }
                     }
                 }
@@ -259,6 +368,26 @@ mod tests {
         }
 
         #[test]
+        fn ranges_round_trip_and_runs_are_maximal(len in 1usize..5000, ranges in proptest::collection::vec((0usize..5000, 0usize..300), 0..12), set in any::<bool>()) {
+            let b = if set { Bitmap::new(len) } else { Bitmap::full(len) };
+            let mut model = vec![!set; len];
+            for &(a, n) in &ranges {
+                if set { b.set_range(a, n) } else { b.clear_range(a, n) }
+                for m in model.iter_mut().take((a + n).min(len)).skip(a) { *m = set; }
+            }
+            let expect: Vec<usize> = (0..len).filter(|&i| model[i]).collect();
+            prop_assert_eq!(b.ones(), expect.clone());
+            let runs = b.runs();
+            prop_assert_eq!(runs.len(), b.run_count());
+            prop_assert_eq!(runs.iter().map(|r| r.1).sum::<usize>(), expect.len());
+            for w in runs.windows(2) { prop_assert!(w[0].0 + w[0].1 < w[1].0, "runs not maximal: {:?}", runs); }
+            let enc = b.encode();
+            prop_assert!(enc.len() <= len.div_ceil(8) + 12);
+            let d = Bitmap::decode(&enc, len).expect("decodes");
+            prop_assert_eq!(d.ones(), expect);
+        }
+
+        #[test]
         fn decode_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Bitmap::decode(&buf, 10_000);
         }
@@ -275,6 +404,10 @@ mod tests {
             b.set(i);
         }
         assert_eq!(a.and(&b).ones(), vec![5, 129]);
+        let u = Bitmap::new(130);
+        u.union_with(&a);
+        u.union_with(&b);
+        assert_eq!(u.ones(), vec![0, 5, 6, 64, 129]);
         let c = a.complement();
         assert_eq!(c.count(), 126);
         assert!(!c.get(0) && c.get(1) && !c.get(129) && !c.get(130));
@@ -287,5 +420,21 @@ mod tests {
         assert!(!b.get(130));
         assert_eq!(b.next_set(129), Some(129));
         assert_eq!(b.next_set(130), None);
+    }
+
+    #[test]
+    fn a_hot_region_encodes_as_a_few_runs() {
+        let b = Bitmap::new(1 << 20);
+        b.set_range(100_000, 80_000);
+        b.set(5);
+        let enc = b.encode();
+        assert!(enc.len() < 20, "{} bytes", enc.len());
+        assert_eq!(Bitmap::decode(&enc, 1 << 20).expect("decodes").count(), 80_001);
+        // A raw bitmap with bits past its length is refused.
+        let mut raw = vec![70u8, 0];
+        raw.extend_from_slice(&[0xff; 9]);
+        assert!(Bitmap::decode(&raw, 70).is_none());
+        raw[10] = 0x3f; // exactly 70 bits
+        assert_eq!(Bitmap::decode(&raw, 70).expect("decodes").count(), 70);
     }
 }

@@ -19,7 +19,7 @@ use super::dest_sync::{fault_loop, receive_loop, Shared};
 use super::link::Link;
 use super::protocol::{self, Hello, Kind, ProtocolError, Role};
 use super::session::{self, Sockets};
-use super::source::STOP_ALL_NEEDED;
+use super::source::{STOP_ALL_NEEDED, STOP_DELTA};
 use super::sys::mmap::{Region, PAGE_SIZE};
 use super::sys::uffd::Uffd;
 use super::throttle::Throttle;
@@ -226,7 +226,10 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let mut stats = DestStats::default();
     // Pages holding data written by the rounds (the rest read as zero / are missing).
     let populated = Bitmap::new(pages);
-    let stop_payload = match receive_rounds(&mut s, &region, &populated, &mut stats) {
+    // Pages the source declared dirty during the rounds (`Discard`).
+    let discarded = Bitmap::new(pages);
+    let seen = (&populated, &discarded);
+    let (stop_payload, rt) = match receive_rounds(&mut s, &region, seen, &mut stats, &hello.mode) {
         Ok(p) => p,
         Err(e) if e.is_link_loss() => {
             s.sockets.kill();
@@ -235,7 +238,7 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
         Err(e) => return Err(e),
     };
     // The guest is paused from here until `Resumed`: this is the downtime.
-    let rt = session::Realtime::raise();
+    let rt = rt.unwrap_or_else(|| session::Realtime::raise("switch"));
     let t_stop = Instant::now();
     let (vcpu_json, bm) = protocol::split_stop_copy(&stop_payload.1).map_err(proto("stop-copy"))?;
     let state: VcpuState = protocol::parse_json(vcpu_json, "vCPU state").map_err(proto("stop-copy"))?;
@@ -245,7 +248,13 @@ pub fn run_dest(listener: &TcpListener, opts: &DestOptions) -> Result<DestStats,
     let needed = if stop_payload.0 == STOP_ALL_NEEDED {
         Bitmap::full(pages)
     } else {
-        Bitmap::decode(bm, pages).ok_or_else(|| proto("stop-copy")(ProtocolError::Malformed("dirty bitmap")))?
+        let b = Bitmap::decode(bm, pages)
+            .filter(|b| b.len() == pages)
+            .ok_or_else(|| proto("stop-copy")(ProtocolError::Malformed("dirty bitmap")))?;
+        if stop_payload.0 == STOP_DELTA {
+            b.union_with(&discarded);
+        }
+        b
     };
     let missing = needed.count();
     tracing::debug!(us = t_stop.elapsed().as_micros() as u64, missing, "stop-copy decoded");
@@ -480,15 +489,22 @@ fn conclude(end: &mut Ending<'_>, stats: &mut DestStats) {
     stats.verification = Some(v);
 }
 
+/// A `StopCopy` frame's `arg` and payload.
+type StopCopyFrame = (u64, Vec<u8>);
+
 /// Pre-resume: rounds are written straight into memory (the guest is not running here).
-/// Returns the `StopCopy` frame's `(arg, payload)`.
+/// Returns the `StopCopy` frame's `(arg, payload)`, and the real-time priority taken once
+/// only small frames can come before it (post-copy: at once; hybrid: after its one round), so
+/// that reading the stop-copy does not wait for a CPU.
 fn receive_rounds(
     s: &mut Session,
     region: &Region,
-    populated: &Bitmap,
+    (populated, discarded): (&Bitmap, &Bitmap),
     stats: &mut DestStats,
-) -> Result<(u64, Vec<u8>), MemoryError> {
+    mode: &str,
+) -> Result<(StopCopyFrame, Option<session::Realtime>), MemoryError> {
     let pages = region.pages();
+    let mut rt = (mode == "post").then(|| session::Realtime::raise("switch"));
     let mut buf = Vec::new();
     let control_rx = s.control_rx.as_mut().ok_or_else(|| MemoryError::Config("no control connection".into()))?;
     loop {
@@ -496,6 +512,7 @@ fn receive_rounds(
         match h.kind {
             Kind::Pages | Kind::Zeros => {
                 let (first, n) = run_extent(&h, pages, control_rx, &mut buf).map_err(proto("memory rounds"))?;
+                discarded.clear_range(first, n);
                 if h.kind == Kind::Pages {
                     region.write_pages(first, &buf);
                     populated.set_range(first, n);
@@ -508,17 +525,25 @@ fn receive_rounds(
                 let (first, n) = run_extent(&h, pages, control_rx, &mut buf).map_err(proto("memory rounds"))?;
                 region.discard(first, n).map_err(sys("madvise"))?;
                 populated.clear_range(first, n);
+                discarded.set_range(first, n);
             }
             Kind::RoundEnd => {
                 stats.rounds_received += 1;
                 s.control.send(Kind::RoundEnd, 0, h.arg, &[]).map_err(proto("round end"))?;
+                if mode == "hybrid" && rt.is_none() {
+                    rt = Some(session::Realtime::raise("switch"));
+                }
             }
             Kind::StopCopy => {
                 let mut p = vec![0u8; h.len as usize];
                 control_rx.read_exact(&mut p).map_err(|e| proto("stop-copy")(ProtocolError::Io(e)))?;
-                return Ok((h.arg, p));
+                return Ok(((h.arg, p), rt));
             }
-            Kind::Abort => return Err(MemoryError::Aborted("source aborted".into())),
+            Kind::Abort => {
+                let mut why = vec![0u8; h.len as usize];
+                control_rx.read_exact(&mut why).map_err(|e| proto("memory rounds")(ProtocolError::Io(e)))?;
+                return Err(MemoryError::Aborted(String::from_utf8_lossy(&why).into_owned()));
+            }
             got => {
                 return Err(proto("memory rounds")(ProtocolError::Unexpected {
                     got,

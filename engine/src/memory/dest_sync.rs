@@ -93,7 +93,7 @@ impl Shared {
 }
 
 pub(crate) fn fault_loop(sh: &Shared) {
-    let _rt = super::session::Realtime::raise();
+    let _rt = super::session::Realtime::raise("fault");
     let mut faults = Vec::new();
     let base = sh.region.base_addr();
     while !sh.done.load(Ordering::Acquire) {
@@ -151,7 +151,7 @@ fn mark_installed(sh: &Shared, first: usize, n: usize, fl: u16) {
 /// (or breaks the protocol) while pages are missing kills its whole session.
 pub(crate) fn receive_loop(sh: &Shared, mut rx: BufReader<TcpStream>, sockets: &Sockets, demand: bool) {
     // Demand replies are latency-critical; pushes are bulk.
-    let _rt = demand.then(super::session::Realtime::raise);
+    let _rt = demand.then(|| super::session::Realtime::raise("install"));
     let mut buf = Vec::new();
     let pages = sh.region.pages();
     loop {

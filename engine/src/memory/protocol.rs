@@ -21,6 +21,8 @@
 //!    |== rounds 1..k: dirty pages (pre-copy) ====>|  each ends with RoundEnd / echo
 //!    |  [guest paused]                             |
 //!    |--- StopCopy{vCPU state, dirty bitmap} ---->|  discard dirty pages, register uffd
+//!    |    (hybrid: arg 2 = only the pages dirtied since the last Discard; the rest are the
+//!    |     pages already discarded — the bitmap stays a few bytes even for a 4 GiB guest)
 //!    |<-- Resumed --------------------------------|  guest runs here from now on
 //!    |<-- Demand(page) ---(demand)----------------|  userfaultfd MISSING fault
 //!    |--- Pages{DEMAND|PREFETCH} ---(demand)----->|  UFFDIO_COPY + wake

@@ -85,8 +85,17 @@ pub struct Realtime {
 }
 
 impl Realtime {
-    /// Raises the calling thread.
-    pub fn raise() -> Self {
+    /// Raises the calling thread, which plays `role` (`switch`, `fault`, `serve`, `install`).
+    /// `AMVM_MIGRATION_RT` in the environment chooses the roles: unset or `1` = all, `0` = none,
+    /// else a comma-separated list.
+    pub fn raise(role: &str) -> Self {
+        let on = match std::env::var("AMVM_MIGRATION_RT") {
+            Err(_) => true,
+            Ok(v) => v == "1" || v.split(',').any(|r| r.trim() == role),
+        };
+        if !on {
+            return Self::off();
+        }
         let p = libc::sched_param { sched_priority: 1 };
         // SAFETY: sched_setscheduler(0 = calling thread) with a valid sched_param. Threads it
         // spawns start with the ordinary policy (RESET_ON_FORK).
@@ -178,7 +187,7 @@ mod tests {
 
     #[test]
     fn realtime_priority_is_raised_and_restored() {
-        let rt = Realtime::raise();
+        let rt = Realtime::raise("test");
         // SAFETY: querying the calling thread's policy.
         let during = unsafe { libc::sched_getscheduler(0) };
         // SAFETY: as above, from a thread spawned meanwhile.

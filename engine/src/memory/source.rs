@@ -35,6 +35,8 @@ pub struct Progress {
 
 /// `StopCopy` arg: every page is needed (post-copy), no bitmap follows.
 pub const STOP_ALL_NEEDED: u64 = 1;
+/// `StopCopy` arg: the needed pages are the bitmap's plus every page discarded before (hybrid).
+pub const STOP_DELTA: u64 = 2;
 
 /// Sends pages `[first, first+count)` (≤ `RUN`), zero pages as `Zeros` runs.
 pub(crate) fn send_run(
@@ -466,7 +468,7 @@ fn switch_over(
         }
         // Stop: pause the vCPUs at a safe point. Until the destination confirms the resume this
         // thread runs at real-time priority: the downtime must not wait for a CPU.
-        let rt = Realtime::raise();
+        let rt = Realtime::raise("switch");
         let t_pause = Instant::now();
         let state = guest.take().map(Guest::stop).ok_or_else(|| MemoryError::Config("guest already stopped".into()))?;
         *state_holder = Some(state.clone());
@@ -476,9 +478,13 @@ fn switch_over(
         let reads_rate = reads as f64 / t_pause.elapsed().as_secs_f64().max(1e-9);
         let _ = reads_rate;
         let t_stopped = t_pause.elapsed();
+        // Hybrid: the destination already dropped (and knows) every page discarded so far; the
+        // stop-copy carries only the pages written since the last discard pass.
+        let last = Bitmap::new(pages);
         if let Some(t) = tracker {
-            t.collect(&dirty).map_err(sys("dirty scan failed"))?;
+            t.collect(if cfg.mode == Mode::Hybrid { &last } else { &dirty }).map_err(sys("dirty scan failed"))?;
         }
+        dirty.union_with(&last);
         info.dirty_at_stop = dirty.count() as u64;
         tracing::debug!(
             stop_us = t_stopped.as_micros() as u64,
@@ -493,9 +499,9 @@ fn switch_over(
                 (None, dirty)
             }
             Mode::Hybrid => {
-                let p = protocol::stop_copy_payload(&vcpu, &dirty.encode());
+                let p = protocol::stop_copy_payload(&vcpu, &last.encode());
                 let s = start_sync(region, &dirty, conns, cfg.prefetch, cfg.push_delay, false);
-                conns.control.send(Kind::StopCopy, 0, 0, &p).map_err(proto("stop-copy"))?;
+                conns.control.send(Kind::StopCopy, 0, STOP_DELTA, &p).map_err(proto("stop-copy"))?;
                 (Some(s), dirty)
             }
             Mode::Post => {
@@ -515,6 +521,11 @@ fn switch_over(
     match go(&mut conns) {
         Ok((t0, sw)) => Ok((conns, t0, sw)),
         Err(e) => {
+            if !e.is_link_loss() {
+                // A local failure: tell the destination at once rather than let it wait for a resume.
+                let why = format!("source failed before switch-over: {e}; the guest stays on the source");
+                let _ = conns.control.send(Kind::Abort, 0, 0, why.as_bytes());
+            }
             conns.sockets.kill();
             Err(e)
         }

@@ -189,7 +189,7 @@ pub(crate) fn start_sync(
         let (region, needed, active, done) = (region.clone(), needed.clone(), active.clone(), done.clone());
         let sockets = conns.sockets.clone();
         std::thread::spawn(move || {
-            let _rt = session::Realtime::raise();
+            let _rt = session::Realtime::raise("serve");
             let mut buf = Vec::new();
             loop {
                 let h = match protocol::read_header(&mut rx) {
