@@ -70,8 +70,6 @@ pub struct MigrateArgs {
 }
 
 /// `amvm engine …`: one half of a migration (usable across two machines).
-// Parsed once per process: the size difference between the variants costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum EngineCommand {
     /// Receive a guest: listen, migrate it in, run and verify it.
