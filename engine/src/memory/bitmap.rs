@@ -198,8 +198,11 @@ impl Bitmap {
         let raw_len = self.len.div_ceil(8);
         let ones = self.count();
         // Each run costs at least two bytes and each gap one: skip lists that cannot win.
-        let runs = if 2 * self.run_count() < raw_len || ones < raw_len { self.runs() } else { Vec::new() };
-        let run_list = (2 * runs.len() < raw_len || ones == 0).then(|| {
+        // Without the runs neither list can be built (an empty run list would decode as "no
+        // bit set": a silently lost bitmap).
+        let have_runs = 2 * self.run_count() < raw_len || ones < raw_len;
+        let runs = if have_runs { self.runs() } else { Vec::new() };
+        let run_list = (have_runs && (2 * runs.len() < raw_len || ones == 0)).then(|| {
             let mut list = Vec::new();
             put_varint(&mut list, runs.len() as u64);
             let mut prev = 0usize;
@@ -334,6 +337,27 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn dense_fragmented_sets_round_trip() {
+        // Found by the round-trip property: 5 of 34 bits in 3 runs, where neither list is
+        // built, once encoded as an empty run list (decoded: no bit set).
+        let b = Bitmap::new(34);
+        for i in [0, 1, 2, 4, 6] {
+            b.set(i);
+        }
+        assert_eq!(Bitmap::decode(&b.encode(), 34).unwrap().ones(), vec![0, 1, 2, 4, 6]);
+        for len in [34usize, 64, 65, 1000, 4096, 1 << 20] {
+            for stride in [2usize, 3, 5] {
+                let b = Bitmap::new(len);
+                for i in (0..len).step_by(stride) {
+                    b.set(i);
+                }
+                let d = Bitmap::decode(&b.encode(), len).expect("decodes");
+                assert_eq!(d.ones(), b.ones(), "len {len} stride {stride}");
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn encode_decode_round_trips(len in 0usize..5000, bits in proptest::collection::vec(0usize..5000, 0..600)) {
@@ -346,6 +370,16 @@ mod tests {
             prop_assert_eq!(b.count(), expect.len());
             let d = Bitmap::decode(&b.encode(), len).expect("decodes");
             prop_assert_eq!(d.len(), len);
+            prop_assert_eq!(d.ones(), expect);
+        }
+
+        #[test]
+        fn dense_bitmaps_round_trip(bits in proptest::collection::vec(any::<bool>(), 0..3000)) {
+            // Dense and fragmented sets (any density), where raw, gap and run encodings compete.
+            let b = Bitmap::new(bits.len());
+            let expect: Vec<usize> = bits.iter().enumerate().filter(|(_, &x)| x).map(|(i, _)| i).collect();
+            for &i in &expect { b.set(i); }
+            let d = Bitmap::decode(&b.encode(), bits.len()).expect("decodes");
             prop_assert_eq!(d.ones(), expect);
         }
 
