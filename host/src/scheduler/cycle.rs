@@ -203,8 +203,15 @@ impl Scheduler {
     }
 }
 
-/// Groups hosts by everything a candidate row says about an empty host.
-fn host_classes(snap: &Snapshot) -> (Vec<u16>, usize) {
+/// Replaces `v`'s contents with `items`, keeping its memory.
+fn refill<T>(v: &mut Vec<T>, items: impl Iterator<Item = T>) {
+    v.clear();
+    v.extend(items);
+}
+
+/// Groups hosts by everything a candidate row says about an empty host: the class of each host
+/// and the number of classes.
+fn host_classes(snap: &Snapshot) -> (Vec<usize>, usize) {
     let mut keys: HashMap<(u32, u32, u32, u32), usize> = HashMap::new();
     let class = (0..snap.hosts.len())
         .map(|h| {
@@ -215,11 +222,10 @@ fn host_classes(snap: &Snapshot) -> (Vec<u16>, usize) {
                 snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY).to_bits(),
             );
             let next = keys.len();
-            let c = *keys.entry(key).or_insert(next);
-            c.min(u16::MAX as usize) as u16
+            *keys.entry(key).or_insert(next)
         })
         .collect();
-    (class, keys.len().min(u16::MAX as usize + 1))
+    (class, keys.len())
 }
 
 struct Cycle<'a> {
@@ -229,10 +235,10 @@ struct Cycle<'a> {
     stats: CycleStats,
     /// (vm index, from host index, to host index, reason)
     migrations: Vec<(usize, usize, usize, MigrationReason)>,
-    /// Reused candidate columns for placement calls (one allocation per cycle, not per VM).
-    scratch: Option<(Vec<usize>, types::Candidates)>,
+    /// Candidate columns of the last placement call, kept so the next one reuses their memory.
+    scratch: Option<types::Candidates>,
     /// Host type per host (capacity, memory, power model, core speed), and how many types.
-    host_class: Vec<u16>,
+    host_class: Vec<usize>,
     n_classes: usize,
 }
 
@@ -452,8 +458,9 @@ impl Cycle<'_> {
         Ok(self.plan(evacuated))
     }
 
-    /// The best host for `vm` (currently detached from `from`) among `pool`: lowest weight among
-    /// candidates that fit, that the threshold policy would not call overloaded with the VM added.
+    /// The best host for `vm` (currently detached from `from`) among `pool` and one sleeping host
+    /// per type from `sleeping`: lowest weight among candidates that fit, that the threshold
+    /// policy would not call overloaded with the VM added.
     fn find_host(
         &mut self,
         s: &mut Scheduler,
@@ -461,43 +468,6 @@ impl Cycle<'_> {
         from: usize,
         (pool, sleeping): (&[usize], &[usize]),
         room: &impl Fn(&Work, usize) -> bool,
-    ) -> Result<Option<usize>, Abort> {
-        let (mut idx, mut cand) = self.scratch.take().unwrap_or_else(|| {
-            let cand = types::Candidates {
-                n: 0,
-                cpu_used: Vec::new(),
-                cpu_capacity: Vec::new(),
-                mem_used: Vec::new(),
-                mem_capacity: Vec::new(),
-                power_model: Vec::new(),
-                vm_count: Vec::new(),
-                asleep: Vec::new(),
-            };
-            (Vec::new(), cand)
-        });
-        idx.clear();
-        cand.cpu_used.clear();
-        cand.cpu_capacity.clear();
-        cand.mem_used.clear();
-        cand.mem_capacity.clear();
-        cand.power_model.clear();
-        cand.vm_count.clear();
-        cand.asleep.clear();
-        let result = self.find_host_in(s, vm, from, (pool, sleeping), room, &mut idx, &mut cand);
-        self.scratch = Some((idx, cand));
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn find_host_in(
-        &mut self,
-        s: &mut Scheduler,
-        vm: usize,
-        from: usize,
-        (pool, sleeping): (&[usize], &[usize]),
-        room: &impl Fn(&Work, usize) -> bool,
-        idx: &mut Vec<usize>,
-        cand: &mut types::Candidates,
     ) -> Result<Option<usize>, Abort> {
         let snap = self.work.snap;
         let demand = self.work.demand(vm);
@@ -513,7 +483,7 @@ impl Cycle<'_> {
                 && work.mem_used[h] + ram <= work.hosts.mem_capacity[h]
                 && demand <= core_limit(h)
         };
-        idx.extend(pool.iter().copied().filter(|&h| fits(h)));
+        let mut idx: Vec<usize> = pool.iter().copied().filter(|&h| fits(h)).collect();
         // Empty sleeping hosts of one type are interchangeable: their candidate rows are equal,
         // so a policy weighs them equally and the lowest-numbered would win the tie. Only that
         // one is offered (a day of PlanetLab on 800 hosts offers ~90 candidates instead of ~750).
@@ -527,7 +497,7 @@ impl Cycle<'_> {
             if !work.vms_on[h].is_empty() {
                 continue;
             }
-            let c = self.host_class[h] as usize;
+            let c = self.host_class[h];
             if !seen[c] {
                 seen[c] = true;
                 found += 1;
@@ -536,20 +506,33 @@ impl Cycle<'_> {
                 }
             }
         }
-        // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates).
-        cand.cpu_used.extend(idx.iter().map(|&h| work.cpu_used[h]));
-        cand.cpu_capacity.extend(idx.iter().map(|&h| work.hosts.cpu_capacity[h]));
-        cand.mem_used.extend(idx.iter().map(|&h| work.mem_used[h]));
-        cand.mem_capacity.extend(idx.iter().map(|&h| work.hosts.mem_capacity[h]));
-        cand.power_model.extend(idx.iter().map(|&h| snap.hosts.power_model[h]));
-        cand.vm_count.extend(idx.iter().map(|&h| work.vms_on[h].len() as u32));
-        cand.asleep.extend(idx.iter().map(|&h| u8::from(work.state[h] == HostState::Asleep)));
         if idx.is_empty() {
             return Ok(None);
         }
+        // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates), into
+        // the previous call's buffers.
+        let mut cand = self.scratch.take().unwrap_or_else(|| types::Candidates {
+            n: 0,
+            cpu_used: Vec::new(),
+            cpu_capacity: Vec::new(),
+            mem_used: Vec::new(),
+            mem_capacity: Vec::new(),
+            power_model: Vec::new(),
+            vm_count: Vec::new(),
+            asleep: Vec::new(),
+        });
         cand.n = idx.len() as u32;
+        refill(&mut cand.cpu_used, idx.iter().map(|&h| work.cpu_used[h]));
+        refill(&mut cand.cpu_capacity, idx.iter().map(|&h| work.hosts.cpu_capacity[h]));
+        refill(&mut cand.mem_used, idx.iter().map(|&h| work.mem_used[h]));
+        refill(&mut cand.mem_capacity, idx.iter().map(|&h| work.hosts.mem_capacity[h]));
+        refill(&mut cand.power_model, idx.iter().map(|&h| snap.hosts.power_model[h]));
+        refill(&mut cand.vm_count, idx.iter().map(|&h| work.vms_on[h].len() as u32));
+        refill(&mut cand.asleep, idx.iter().map(|&h| u8::from(work.state[h] == HostState::Asleep)));
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
-        let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, cand))?;
+        let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
+        self.scratch = Some(cand);
+        let weights = weights?;
         let by_weight = |a: &(f32, usize), b: &(f32, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         let add = self.work.vm_batch(&[vm]);
         // The first short list in one pass, without ranking every candidate: usually it decides.
