@@ -63,9 +63,7 @@ impl<'a> Work<'a> {
         for vm in 0..snap.vms.len() {
             let h = snap.vms.host[vm] as usize;
             if h < n {
-                work.apply(vm, h, 1.0, false);
-                work.vms_on[h].push(vm);
-                work.vm_host[vm] = h;
+                work.add(vm, h, false);
             }
         }
         for h in 0..n {
@@ -141,16 +139,23 @@ impl<'a> Work<'a> {
         self.hosts.vm_count[h] = self.vms_on[h].len() as u32;
     }
 
-    fn attach(&mut self, vm: usize, h: usize, moved: bool) {
+    /// Puts `vm` on `h` without refreshing the host's migration time (`moved`: the VM's memory
+    /// joins the host's memory history too).
+    fn add(&mut self, vm: usize, h: usize, moved: bool) {
         self.apply(vm, h, 1.0, moved);
         self.vms_on[h].push(vm);
         self.vm_host[vm] = h;
+    }
+
+    /// Moves `vm` onto `h` in the plan being built.
+    fn attach(&mut self, vm: usize, h: usize) {
+        self.add(vm, h, true);
         self.refresh_migration_time(h);
     }
 
     /// Places a detached `vm` (taken off `from`) on `to`: a planned migration.
     pub fn place(&mut self, vm: usize, from: usize, to: usize) {
-        self.attach(vm, to, true);
+        self.attach(vm, to);
         self.migrations[from] += 1;
         self.migrations[to] += 1;
     }
@@ -169,13 +174,13 @@ impl<'a> Work<'a> {
 
     /// Puts a detached `vm` back on `h` without counting a migration.
     pub fn reattach(&mut self, vm: usize, h: usize) {
-        self.attach(vm, h, true);
+        self.attach(vm, h);
     }
 
     /// Undoes a planned move of `vm` from `from` to `to`.
     pub fn undo_move(&mut self, vm: usize, from: usize, to: usize) {
         self.detach(vm);
-        self.attach(vm, from, true);
+        self.attach(vm, from);
         self.migrations[from] = self.migrations[from].saturating_sub(1);
         self.migrations[to] = self.migrations[to].saturating_sub(1);
     }
