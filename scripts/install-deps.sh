@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything AMVM needs on Debian 12, idempotently: Debian packages, Rust wasm targets.
+# Installs what AMVM needs on Debian 12, idempotently: Debian packages, Rust wasm targets.
+#   scripts/install-deps.sh           what building and running `amvm` needs (the README's first command)
+#   scripts/install-deps.sh --tests   plus what the tests use: rrdtool, libvirt's daemon, QEMU, the
+#                                     pinned nightly and cargo-fuzz (fuzzing)
 # Run as root (or with sudo available). Safe to run again; does nothing when all is present.
 set -euo pipefail
 
@@ -9,8 +12,12 @@ if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
 # Debian packages: librrd (RRD store) + rrdtool (tests read our files with the stock tool),
 # libclang (bindgen for the rrd crate), libvirt (VM metrics; daemon for tests), pkg-config.
 # Installing qemu-system-x86 downgrades qemu-utils: keep them in one command.
-PKGS=(build-essential pkg-config libclang-dev librrd-dev rrdtool libvirt-dev libvirt-daemon-system
-      qemu-system-x86 qemu-utils)
+TESTS=0
+[[ "${1:-}" == "--tests" ]] && TESTS=1
+PKGS=(build-essential pkg-config libclang-dev librrd-dev libvirt-dev)
+if ((TESTS)); then
+  PKGS+=(rrdtool libvirt-daemon-system qemu-system-x86 qemu-utils)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +37,10 @@ installed=$(rustup target list --installed)
 for t in wasm32-wasip2 wasm32-unknown-unknown; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
+
+if ((!TESTS)); then
+  exit 0
+fi
 
 # Fuzzing (monitoring wire decoder, fuzz/): a pinned nightly and cargo-fuzz. Optional: when the
 # nightly cannot be installed (offline mirror), .ci/run says so and skips the fuzz step.

@@ -3,7 +3,7 @@
 # then runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --tests
 scripts/services.sh
 # End-to-end tests run the real `amvm` binary. `cargo test --workspace` builds it (host's own
 # integration tests need it) with the same feature set as the tests: a separate `cargo build`

@@ -2,7 +2,9 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of subsystems.
 
+pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod monitor;
 pub mod policy;
 pub mod scheduler;

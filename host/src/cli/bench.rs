@@ -20,6 +20,8 @@ pub enum BenchCommand {
     /// Live migration: the paper's grid (workloads × memory sizes × modes at a bandwidth cap),
     /// plus an unthrottled loopback run.
     Migration(super::migrate::BenchArgs),
+    /// Controller API at scale: `GET /hosts`, a one-day series, SSE fan-out (JSON).
+    Api(super::bench_api::BenchApiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +61,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Policy(args) => bench_policy(args),
         BenchCommand::Ingest(args) => super::bench_ingest::run(args),
         BenchCommand::Migration(args) => super::migrate::run_bench(args),
+        BenchCommand::Api(args) => super::bench_api::run(args),
     }
 }
 

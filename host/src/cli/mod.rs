@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bench_api;
 pub mod bench_ingest;
+pub mod controller;
+pub mod ctl;
 pub mod migrate;
 pub mod monitor;
 pub mod policy;
@@ -28,6 +31,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller on the embedded PlanetLab day in real time, with its API on 127.0.0.1:8080.
+    Demo(controller::DemoArgs),
+    /// Run the controller service from a configuration file (the real-cluster form).
+    Controller(controller::ControllerArgs),
+    /// Talk to a running controller's API (status, plans, uploads, strategies, experiments).
+    Ctl(ctl::CtlArgs),
     /// Inspect, check and list consolidation policies (WebAssembly components).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -61,6 +70,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
+        Command::Demo(a) => controller::run_demo(a),
+        Command::Controller(a) => controller::run_controller(a),
+        Command::Ctl(a) => ctl::run(a),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Version => {

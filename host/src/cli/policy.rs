@@ -127,7 +127,7 @@ fn range_text(min: Option<f64>, max: Option<f64>) -> String {
     }
 }
 
-fn describe_json(m: &PolicyModule) -> serde_json::Value {
+pub fn describe_json(m: &PolicyModule) -> serde_json::Value {
     json!({
         "source": m.source,
         "sha256": m.sha256,

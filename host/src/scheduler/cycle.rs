@@ -23,6 +23,10 @@ use crate::policy::{types, PolicyError, PolicyInstance, PolicyKind, PolicyRuntim
 use super::idmap::{IdMap, IdSet};
 use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snapshot, VmId};
 use super::strategy::{PolicyChoice, Strategy};
+use super::trace::{
+    Candidate, DecisionTrace, Evacuation, FilterCounts, HostClass, HostDecision, MigrationDecision, Unplaced,
+    TOP_CANDIDATES,
+};
 use super::work::Work;
 
 /// Candidates checked by the first `would-overload` call during placement; each further call
@@ -86,6 +90,8 @@ pub struct CycleOutcome {
     /// True when the cycle was abandoned (primary and fallback both failed): `plan` is empty.
     pub aborted: bool,
     pub stats: CycleStats,
+    /// Why the plan is what it is (only when tracing is on, see [`Scheduler::set_tracing`]).
+    pub trace: Option<DecisionTrace>,
 }
 
 struct Slot {
@@ -107,6 +113,7 @@ pub struct Scheduler {
     over_streak: IdMap<HostId, u32>,
     under_streak: IdMap<HostId, u32>,
     moved_at: IdMap<VmId, u64>,
+    tracing: bool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -157,11 +164,18 @@ impl Scheduler {
             over_streak: IdMap::default(),
             under_streak: IdMap::default(),
             moved_at: IdMap::default(),
+            tracing: false,
         })
     }
 
     pub fn strategy(&self) -> &Strategy {
         &self.strategy
+    }
+
+    /// Collect a [`DecisionTrace`] with every cycle's outcome (off by default: offline runs do
+    /// not pay for it).
+    pub fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
     }
 
     /// Runs one decision cycle over `snap`.
@@ -185,10 +199,14 @@ impl Scheduler {
             scratch: None,
             host_class: Vec::new(),
             n_classes: 0,
+            trace: self.tracing.then(DecisionTrace::default),
+            last_place: None,
+            veto_log: Vec::new(),
         };
         (cycle.host_class, cycle.n_classes) = host_classes(snap);
         let result = cycle.run(self);
-        let mut outcome = CycleOutcome { failures: cycle.failures, stats: cycle.stats, ..Default::default() };
+        let mut outcome =
+            CycleOutcome { failures: cycle.failures, stats: cycle.stats, trace: cycle.trace, ..Default::default() };
         match result {
             Ok(plan) => {
                 for m in &plan.migrations {
@@ -240,9 +258,48 @@ struct Cycle<'a> {
     /// Host type per host (capacity, memory, power model, core speed), and how many types.
     host_class: Vec<usize>,
     n_classes: usize,
+    trace: Option<DecisionTrace>,
+    /// The last placement call's candidates, filter counts and ranked top (tracing only).
+    last_place: Option<(u32, FilterCounts, Vec<Candidate>)>,
+    /// Hosts the threshold policy vetoed in the current placement call (tracing only).
+    veto_log: Vec<usize>,
 }
 
 impl Cycle<'_> {
+    /// Records a host the threshold policy classified (tracing only).
+    fn trace_host(&mut self, h: usize, class: HostClass, streak: u32, persistence: u32) {
+        let Some(t) = self.trace.as_mut() else { return };
+        let w = self.work.w;
+        let outcome = if streak >= persistence { "acted on" } else { "waiting for persistence" };
+        t.hosts.push(HostDecision {
+            host: self.work.snap.hosts.id[h],
+            class,
+            cpu_history: self.work.hosts.cpu.get(h * w..(h + 1) * w).map(<[f32]>::to_vec).unwrap_or_default(),
+            streak,
+            persistence,
+            outcome: outcome.to_string(),
+            selection_order: Vec::new(),
+        });
+    }
+
+    /// Records why `vm` went from `from` to `to` (tracing only).
+    fn trace_migration(&mut self, vm: usize, from: usize, to: usize, reason: MigrationReason) {
+        let Some(t) = self.trace.as_mut() else { return };
+        let snap = self.work.snap;
+        let (candidates, filtered, top) = self.last_place.take().unwrap_or_default();
+        t.migrations.push(MigrationDecision {
+            vm: snap.vms.id[vm],
+            from: snap.hosts.id[from],
+            to: snap.hosts.id[to],
+            reason: match reason {
+                MigrationReason::Overload => "overload".into(),
+                MigrationReason::Underload => "underload".into(),
+            },
+            candidates,
+            filtered: filtered.list(),
+            top,
+        });
+    }
     /// Calls a policy with fallback and accounting.
     fn call<R>(
         &mut self,
@@ -317,18 +374,21 @@ impl Cycle<'_> {
             *os = if over { *os + 1 } else { 0 };
             let us = s.under_streak.entry(id).or_insert(0);
             *us = if under { *us + 1 } else { 0 };
+            let (os, us) = (*os, *us);
             if over {
                 excluded_dest[h] = true; // an overloaded host never receives VMs
                 self.stats.overloaded_hosts += 1;
-                if *os >= persistence {
+                if os >= persistence {
                     overloaded.push(h);
                 }
+                self.trace_host(h, HostClass::Overload, os, persistence);
             }
             if under {
                 self.stats.underloaded_hosts += 1;
-                if *us >= persistence {
+                if us >= persistence {
                     underloaded.push(h);
                 }
+                self.trace_host(h, HostClass::Underload, us, persistence);
             }
             if self.work.state[h] == HostState::Down {
                 excluded_dest[h] = true;
@@ -363,6 +423,12 @@ impl Cycle<'_> {
                 }
                 for i in order {
                     let vm = candidates[i as usize];
+                    if let Some(t) = self.trace.as_mut() {
+                        let id = snap.hosts.id[h];
+                        if let Some(d) = t.hosts.iter_mut().rev().find(|d| d.host == id) {
+                            d.selection_order.push(snap.vms.id[vm]);
+                        }
+                    }
                     if !room(&self.work, h) {
                         still_over = false;
                         break;
@@ -395,8 +461,23 @@ impl Cycle<'_> {
                     }
                     self.work.place(vm, from, to);
                     self.migrations.push((vm, from, to, MigrationReason::Overload));
+                    self.trace_migration(vm, from, to, MigrationReason::Overload);
                 }
-                None => self.work.reattach(vm, from),
+                None => {
+                    self.work.reattach(vm, from);
+                    if let Some(t) = self.trace.as_mut() {
+                        let n = self.last_place.take().map_or(0, |p| p.0);
+                        t.unplaced.push(Unplaced {
+                            vm: snap.vms.id[vm],
+                            from: snap.hosts.id[from],
+                            reason: if n == 0 {
+                                "no host passed the capacity filter".into()
+                            } else {
+                                format!("all {n} candidates were vetoed as overloaded or weighed out")
+                            },
+                        });
+                    }
+                }
             }
         }
 
@@ -416,11 +497,31 @@ impl Cycle<'_> {
             }
             excluded_dest[h] = true;
             let mut vms: Vec<usize> = self.work.vms_on[h].clone();
-            if vms.is_empty() || vms.iter().any(|&vm| !movable[vm]) {
+            if vms.is_empty() {
+                continue;
+            }
+            let util_before = self.work.util(h);
+            let refuse = |c: &mut Self, why: String| {
+                if let Some(t) = c.trace.as_mut() {
+                    let utilization = util_before;
+                    t.evacuations.push(Evacuation {
+                        host: snap.hosts.id[h],
+                        utilization,
+                        committed: false,
+                        moves: Vec::new(),
+                        refused: Some(why),
+                    });
+                }
+            };
+            if let Some(&vm) = vms.iter().find(|&&vm| !movable[vm]) {
+                let why = if snap.vms.migrating[vm] { "is migrating" } else { "is in its cool-down" };
+                refuse(self, format!("VM {} {why}", snap.vms.id[vm]));
                 continue;
             }
             if limit > 0 && self.work.migrations[h] + vms.len() as u32 > limit {
-                continue; // not enough migration slots on the source to empty it
+                // not enough migration slots on the source to empty it
+                refuse(self, format!("{} VMs but only {limit} migrations per host", vms.len()));
+                continue;
             }
             vms.sort_by(|&a, &b| self.work.demand(b).total_cmp(&self.work.demand(a)));
             let mut placed: Vec<(usize, usize)> = Vec::new();
@@ -438,8 +539,15 @@ impl Cycle<'_> {
                     None => {
                         self.work.reattach(vm, h);
                         complete = false;
+                        if self.trace.is_some() {
+                            let n = self.last_place.take().map_or(0, |p| p.0);
+                            refuse(self, format!("VM {} fits on none of {n} candidates", snap.vms.id[vm]));
+                        }
                         break;
                     }
+                }
+                if let (true, Some(&(_, to))) = (self.trace.is_some(), placed.last()) {
+                    self.trace_migration(vm, h, to, MigrationReason::Underload);
                 }
             }
             if complete {
@@ -448,9 +556,23 @@ impl Cycle<'_> {
                     involved.insert(to);
                 }
                 evacuated.push(h);
+                if let Some(t) = self.trace.as_mut() {
+                    t.evacuations.push(Evacuation {
+                        host: snap.hosts.id[h],
+                        utilization: util_before,
+                        committed: true,
+                        moves: placed.iter().map(|&(vm, to)| (snap.vms.id[vm], snap.hosts.id[to])).collect(),
+                        refused: None,
+                    });
+                }
             } else {
                 for &(vm, to) in placed.iter().rev() {
                     self.work.undo_move(vm, h, to);
+                }
+                if let Some(t) = self.trace.as_mut() {
+                    // Decisions recorded for the rolled-back moves are not part of the plan.
+                    let keep = t.migrations.len().saturating_sub(placed.len());
+                    t.migrations.truncate(keep);
                 }
             }
         }
@@ -484,6 +606,25 @@ impl Cycle<'_> {
                 && demand <= core_limit(h)
         };
         let mut idx: Vec<usize> = pool.iter().copied().filter(|&h| fits(h)).collect();
+        let mut filtered = FilterCounts::default();
+        if self.trace.is_some() {
+            self.veto_log.clear();
+            for &h in pool {
+                if h == from {
+                    filtered.source += 1;
+                } else if work.state[h] == HostState::Down {
+                    filtered.down += 1;
+                } else if !room(work, h) {
+                    filtered.migration_slots += 1;
+                } else if work.cpu_used[h] + demand > work.hosts.cpu_capacity[h] {
+                    filtered.cpu += 1;
+                } else if work.mem_used[h] + ram > work.hosts.mem_capacity[h] {
+                    filtered.memory += 1;
+                } else if demand > core_limit(h) {
+                    filtered.core += 1;
+                }
+            }
+        }
         // Empty sleeping hosts of one type are interchangeable: their candidate rows are equal,
         // so a policy weighs them equally and the lowest-numbered would win the tie. Only that
         // one is offered (a day of PlanetLab on 800 hosts offers ~90 candidates instead of ~750).
@@ -507,6 +648,9 @@ impl Cycle<'_> {
             }
         }
         if idx.is_empty() {
+            if self.trace.is_some() {
+                self.last_place = Some((0, filtered, Vec::new()));
+            }
             return Ok(None);
         }
         // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates), into
@@ -547,7 +691,16 @@ impl Cycle<'_> {
             top.insert(at, e);
             top.truncate(SHORTLIST);
         }
-        if let Some(h) = self.first_acceptable(s, &top, &add)? {
+        let first = self.first_acceptable(s, &top, &add)?;
+        if self.trace.is_some() {
+            let top = top
+                .iter()
+                .take(TOP_CANDIDATES)
+                .map(|&(weight, h)| Candidate { host: snap.hosts.id[h], weight, vetoed: self.veto_log.contains(&h) })
+                .collect();
+            self.last_place = Some((idx.len() as u32, filtered, top));
+        }
+        if let Some(h) = first {
             return Ok(Some(h));
         }
         let mut ranked: Vec<(f32, usize)> =
@@ -596,6 +749,9 @@ impl Cycle<'_> {
             let over = check.iter().position(|&c| c == h).is_some_and(|i| verdict[i]);
             if !over {
                 return Ok(Some(h));
+            }
+            if self.trace.is_some() {
+                self.veto_log.push(h);
             }
         }
         Ok(None)

@@ -7,8 +7,10 @@ mod idmap;
 pub mod snapshot;
 pub mod strategy;
 pub mod synthetic;
+pub mod trace;
 mod work;
 
 pub use cycle::{CycleOutcome, CycleStats, PolicyFailure, Scheduler, SchedulerError};
 pub use snapshot::{Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId, VmTable};
 pub use strategy::{Fallbacks, PolicyChoice, Rules, Strategy, StrategyError};
+pub use trace::DecisionTrace;

@@ -50,7 +50,28 @@ struct InFlight {
     vm: u32,
     from: u32,
     to: u32,
+    start_s: f64,
     end_s: f64,
+}
+
+/// A host's state now (see [`SimCluster::host_live`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostLive {
+    pub utilization: f64,
+    pub watts: f64,
+    pub violating: bool,
+    pub ram_used_mb: f64,
+}
+
+/// Metrics accumulated so far (see [`SimCluster::running`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Running {
+    pub energy_kwh: f64,
+    pub slatah: f64,
+    pub pdm: f64,
+    pub migrations: u64,
+    pub shutdowns: u64,
+    pub rejected: u64,
 }
 
 /// The state a host's metrics integrate from (CloudSim's last `HostStateHistoryEntry`).
@@ -236,6 +257,90 @@ impl SimCluster {
         self.push_history();
         self.acc.cycles += 1;
         true
+    }
+
+    /// Starts migrations `(vm, from, to)` (VM and host indexes) one by one, as the controller
+    /// executes a plan's actions; `true` for each one the world accepted. Unlike
+    /// [`Cluster::apply`] it records no series point (call [`SimCluster::record_series`] once per
+    /// step).
+    pub fn start_migrations(&mut self, moves: &[(u32, u32, u32)]) -> Vec<bool> {
+        let started: Vec<bool> = moves.iter().map(|&(vm, from, to)| self.start_migration(vm, from, to)).collect();
+        if started.iter().any(|&b| b) {
+            self.update(self.now, false);
+        }
+        started
+    }
+
+    /// Migrations under way: `(vm, from, to, start_s, end_s)`.
+    pub fn in_flight(&self) -> Vec<(u32, u32, u32, f64, f64)> {
+        self.in_flight.iter().map(|m| (m.vm, m.from, m.to, m.start_s, m.end_s)).collect()
+    }
+
+    /// The snapshot the last [`Cluster::observe`] returned, for a world wrapper to adjust (e.g.
+    /// hosts in maintenance reported down).
+    pub fn snapshot_mut(&mut self) -> &mut Snapshot {
+        &mut self.snapshot
+    }
+
+    /// Scheduling interval and run length (s), and the index of the current step.
+    pub fn timing(&self) -> (f64, f64, usize) {
+        (self.interval_s, self.duration_s, self.step)
+    }
+
+    /// The trace being replayed.
+    pub fn trace(&self) -> &Arc<Trace> {
+        &self.trace
+    }
+
+    /// Per host: CPU utilization now (allocated ÷ capacity), power now (W), whether it is short
+    /// of requested MIPS (an SLA violation while active), and memory in use (MB).
+    pub fn host_live(&self, h: usize) -> HostLive {
+        let e = &self.host_entry[h];
+        let curve = &self.curves[self.host_curve[h]];
+        let watts = match self.accounting {
+            PowerAccounting::AlwaysMax => curve.max_watts(),
+            PowerAccounting::Dynamic if !e.active && self.host_vms[h].is_empty() => 0.0,
+            PowerAccounting::Dynamic => curve.watts(e.utilization),
+        };
+        HostLive {
+            utilization: e.utilization,
+            watts,
+            violating: e.active && e.allocated < e.requested,
+            ram_used_mb: self.host_ram_used[h],
+        }
+    }
+
+    /// Static host facts: CPU capacity (MIPS), one core (MIPS), RAM (MB), power curve index.
+    pub fn host_facts(&self, h: usize) -> (f64, f64, f64, usize) {
+        (self.host_cap[h], self.host_core[h], self.host_ram[h], self.host_curve[h])
+    }
+
+    /// The VMs resident on host `h` (a leaving VM counts at its source), as VM indexes.
+    pub fn vms_on(&self, h: usize) -> &[u32] {
+        &self.host_vms[h]
+    }
+
+    /// Static VM facts: MIPS and RAM (MB).
+    pub fn vm_facts(&self, v: usize) -> (f64, f64) {
+        (self.vm_mips[v], self.vm_ram[v])
+    }
+
+    /// The VM's requested MIPS at the last stop.
+    pub fn vm_requested(&self, v: usize) -> f64 {
+        self.vm_req[v]
+    }
+
+    /// Energy, SLATAH, PDM, migrations and host shutdowns so far.
+    pub fn running(&self) -> Running {
+        let f = self.acc.finish();
+        Running {
+            energy_kwh: f.energy_kwh,
+            slatah: f.slatah,
+            pdm: f.pdm,
+            migrations: self.acc.migrations,
+            shutdowns: self.acc.shutdowns,
+            rejected: self.acc.rejected,
+        }
     }
 
     /// Adds policy failures reported by the scheduler to the run's count.
@@ -508,7 +613,7 @@ impl SimCluster {
         self.host_vms[ti].push(vm);
         self.host_ram_used[ti] += self.vm_ram[vi];
         let end_s = self.now + self.vm_ram[vi] / self.host_mig_mbps[ti];
-        self.in_flight.push(InFlight { vm, from, to, end_s });
+        self.in_flight.push(InFlight { vm, from, to, start_s: self.now, end_s });
         self.acc.migrations += 1;
         self.step_migrations += 1;
         true

@@ -1,0 +1,298 @@
+//! `amvm demo` and `amvm controller`: the controller service (loop + API) on a world.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::api::{self, ApiConfig, AppState, Role, Tokens};
+use crate::controller::sim_world::{SimWorld, SimWorldConfig};
+use crate::controller::{Automation, Controller, ControllerConfig, Guards};
+use crate::policy::{PolicyRuntime, RuntimeConfig};
+use crate::sim::{Scenario, Trace};
+
+/// `amvm demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address the API (and, once built, the dashboard) listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Keep the state here (default: a new temporary directory, removed at exit).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Real milliseconds per trace step (300 s of world time on PlanetLab data).
+    #[arg(long, default_value_t = 1000)]
+    pub step_ms: u64,
+    /// Strategy to start with: a built-in name or a strategy TOML file.
+    #[arg(long, default_value = "lr-mmt-1.2")]
+    pub strategy: String,
+    /// `automatic` or `manual` (plans wait for an admin's approval).
+    #[arg(long, default_value = "automatic")]
+    pub automation: String,
+    /// Trace to replay: `embedded` (PlanetLab 20110303), a PlanetLab day directory, a CSV/JSON
+    /// trace or `synthetic:vms=N,…`.
+    #[arg(long, default_value = "embedded")]
+    pub trace: String,
+    /// Hosts in the simulated data centre (default: the scenario's 800).
+    #[arg(long)]
+    pub hosts: Option<usize>,
+    /// A RECOMMENDED plan stays up for review this long before a newer one supersedes it (s).
+    #[arg(long, default_value_t = 30)]
+    pub review_s: i64,
+    /// An unapproved plan expires after this long (s).
+    #[arg(long, default_value_t = 600)]
+    pub plan_ttl_s: i64,
+    /// Serve /metrics without a token.
+    #[arg(long)]
+    pub metrics_public: bool,
+}
+
+/// `amvm controller`.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// Controller configuration (see `docs/controller.md` and `controller.example.toml`).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// The controller configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerFile {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// State directory (SQLite database, uploaded modules).
+    pub data: PathBuf,
+    /// Tokens file (`[[token]] name, role, token`); `AMVM_ADMIN_TOKEN` / `AMVM_READ_TOKEN` add to it.
+    pub tokens: Option<PathBuf>,
+    #[serde(default)]
+    pub metrics_public: bool,
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    #[serde(default = "default_automation")]
+    pub automation: String,
+    #[serde(default)]
+    pub guards: Guards,
+    #[serde(default = "default_ttl")]
+    pub plan_ttl_s: i64,
+    #[serde(default = "default_review")]
+    pub review_s: i64,
+    #[serde(default = "default_upload_mib")]
+    pub upload_limit_mib: usize,
+    /// PlanetLab day directories offline experiments may use.
+    pub traces: Option<PathBuf>,
+    pub world: WorldFile,
+}
+
+/// `[world]` of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldFile {
+    /// `simulated` (the live world arrives with the real-VM lab).
+    pub kind: String,
+    #[serde(default = "default_trace")]
+    pub trace: String,
+    /// Scenario TOML (hosts, VM types, migration model); default: CloudSim's PlanetLab setup.
+    pub scenario: Option<PathBuf>,
+    #[serde(default = "default_step_ms")]
+    pub step_ms: u64,
+    pub hosts: Option<usize>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_strategy() -> String {
+    "lr-mmt-1.2".into()
+}
+fn default_automation() -> String {
+    "automatic".into()
+}
+fn default_ttl() -> i64 {
+    600
+}
+fn default_review() -> i64 {
+    30
+}
+fn default_upload_mib() -> usize {
+    16
+}
+fn default_trace() -> String {
+    "embedded".into()
+}
+fn default_step_ms() -> u64 {
+    1000
+}
+
+/// Everything a controller process needs, from either command.
+struct Service {
+    listen: SocketAddr,
+    data: PathBuf,
+    tokens: Tokens,
+    generated_token: Option<String>,
+    metrics_public: bool,
+    cfg: ControllerConfig,
+    world: SimWorldConfig,
+    upload_limit: usize,
+    traces_root: PathBuf,
+}
+
+fn load_strategy_arg(spec: &str) -> Result<String> {
+    let p = Path::new(spec);
+    if spec.ends_with(".toml") || p.is_file() {
+        std::fs::read_to_string(p).with_context(|| format!("read strategy {}", p.display()))
+    } else {
+        Ok(spec.to_string())
+    }
+}
+
+fn sim_world(trace: &str, scenario: Option<&Path>, hosts: Option<usize>, step_ms: u64) -> Result<SimWorldConfig> {
+    let mut scenario = match scenario {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::default(),
+    };
+    if let Some(h) = hosts {
+        anyhow::ensure!(h > 0, "--hosts must be at least 1");
+        scenario.hosts.count = h;
+    }
+    let trace = Arc::new(Trace::load(trace).with_context(|| format!("load trace {trace:?}"))?);
+    anyhow::ensure!(step_ms > 0, "the step must be at least 1 ms");
+    Ok(SimWorldConfig {
+        base_unix: SimWorldConfig::base_for(&trace),
+        scenario,
+        trace,
+        pace: Duration::from_millis(step_ms),
+    })
+}
+
+fn automation(text: &str) -> Result<Automation> {
+    Automation::parse(text).with_context(|| format!("automation {text:?}: automatic or manual"))
+}
+
+pub fn run_demo(a: DemoArgs) -> Result<ExitCode> {
+    let (data, _tmp) = match &a.data {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("amvm-demo-").tempdir().context("create a temporary directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let mut tokens = Tokens::load(None).map_err(anyhow::Error::msg)?;
+    let mut generated = None;
+    if tokens.is_empty() {
+        let t = api::auth::generate();
+        tokens.add("admin", Role::Admin, &t).map_err(anyhow::Error::msg)?;
+        generated = Some(t);
+    }
+    let mut cfg = ControllerConfig::new(data.clone());
+    cfg.default_strategy = load_strategy_arg(&a.strategy)?;
+    cfg.default_automation = automation(&a.automation)?;
+    cfg.review_s = a.review_s;
+    cfg.plan_ttl_s = a.plan_ttl_s;
+    let service = Service {
+        listen: a.listen,
+        data,
+        tokens,
+        generated_token: generated,
+        metrics_public: a.metrics_public,
+        cfg,
+        world: sim_world(&a.trace, None, a.hosts, a.step_ms)?,
+        upload_limit: api::DEFAULT_UPLOAD_LIMIT,
+        traces_root: crate::controller::experiment::default_traces_root(),
+    };
+    run_service(service)
+}
+
+pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.config).with_context(|| format!("read {}", a.config.display()))?;
+    let f: ControllerFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", a.config.display(), e.message()))?;
+    anyhow::ensure!(
+        f.world.kind == "simulated",
+        "{}: world.kind {:?}: only \"simulated\" exists yet (the live world arrives with the real-VM lab)",
+        a.config.display(),
+        f.world.kind
+    );
+    let base = a.config.parent().unwrap_or(Path::new("."));
+    let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let tokens = Tokens::load(f.tokens.as_deref().map(rel).as_deref()).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        !tokens.is_empty(),
+        "no API tokens: set `tokens = \"tokens.toml\"` in {} or AMVM_ADMIN_TOKEN",
+        a.config.display()
+    );
+    let data = rel(&f.data);
+    let mut cfg = ControllerConfig::new(data.clone());
+    cfg.default_strategy = load_strategy_arg(&f.strategy)?;
+    cfg.default_automation = automation(&f.automation)?;
+    cfg.guards = f.guards.clone();
+    cfg.plan_ttl_s = f.plan_ttl_s;
+    cfg.review_s = f.review_s;
+    let service = Service {
+        listen: f.listen,
+        data,
+        tokens,
+        generated_token: None,
+        metrics_public: f.metrics_public,
+        cfg,
+        world: sim_world(
+            &f.world.trace,
+            f.world.scenario.as_deref().map(rel).as_deref(),
+            f.world.hosts,
+            f.world.step_ms,
+        )?,
+        upload_limit: f.upload_limit_mib.max(1) << 20,
+        traces_root: f.traces.as_deref().map(rel).unwrap_or_else(crate::controller::experiment::default_traces_root),
+    };
+    run_service(service)
+}
+
+fn run_service(s: Service) -> Result<ExitCode> {
+    let runtime = Arc::new(PolicyRuntime::new(RuntimeConfig::default()).context("cannot start the policy runtime")?);
+    let world = SimWorld::new(s.world).map_err(|e| anyhow::anyhow!("cannot build the simulated world: {e}"))?;
+    let controller = Controller::start(s.cfg, Box::new(world), runtime)?;
+    let shared = controller.shared.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("amvm-api")
+        .build()
+        .context("cannot start the async runtime")?;
+    let state = AppState {
+        shared: shared.clone(),
+        cfg: Arc::new(ApiConfig {
+            tokens: s.tokens,
+            metrics_public: s.metrics_public,
+            upload_limit: s.upload_limit,
+            traces_root: s.traces_root,
+        }),
+    };
+    let result = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(s.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is another amvm running? use --listen)", s.listen))?;
+        let addr = listener.local_addr()?;
+        println!("AMVM controller: http://{addr}/  (API http://{addr}/api/v1/status)");
+        println!("world: {}", shared.info.description);
+        println!("state: {}", s.data.display());
+        match &s.generated_token {
+            Some(t) => println!("admin token: {t}   (export AMVM_TOKEN={t} for `amvm ctl`)"),
+            None => println!("admin token: from AMVM_ADMIN_TOKEN / the tokens file"),
+        }
+        println!("Ctrl-C stops it.");
+        api::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the API server failed")
+    });
+    controller.stop();
+    result?;
+    eprintln!("amvm: controller stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,340 @@
+//! The controller's API in-process (`app(state).oneshot`): auth on every route, uploads that
+//! are refused with their reason, manual approval, strategy activation, shadow experiments,
+//! the OpenAPI document and `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amvm_host::api::{self, ApiConfig, AppState, Role, Tokens};
+use amvm_host::controller::sim_world::{SimWorld, SimWorldConfig};
+use amvm_host::controller::{Automation, Controller, ControllerConfig, Shared};
+use amvm_host::policy::{PolicyRuntime, RuntimeConfig};
+use amvm_host::sim::trace::SyntheticSpec;
+use amvm_host::sim::{Scenario, Trace};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-token-for-tests-0001";
+const READ: &str = "read-token-for-tests-00001";
+
+struct Env {
+    app: axum::Router,
+    shared: Arc<Shared>,
+    controller: Option<Controller>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.stop();
+        }
+    }
+}
+
+fn env(automation: Automation, step_ms: u64) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scenario = Scenario::default();
+    scenario.hosts.count = 40;
+    let trace = Arc::new(
+        Trace::synthetic(&SyntheticSpec { vms: 90, mean: 25.0, seed: 3, ..SyntheticSpec::default() }).unwrap(),
+    );
+    let world = SimWorld::new(SimWorldConfig {
+        base_unix: SimWorldConfig::base_for(&trace),
+        scenario,
+        trace,
+        pace: Duration::from_millis(step_ms),
+    })
+    .unwrap();
+    let mut cfg = ControllerConfig::new(dir.path().to_path_buf());
+    cfg.default_automation = automation;
+    cfg.default_strategy = "thr-mmt-0.8".into();
+    cfg.review_s = 3600;
+    let runtime = Arc::new(PolicyRuntime::new(RuntimeConfig::default()).unwrap());
+    let controller = Controller::start(cfg, Box::new(world), runtime).unwrap();
+    let shared = controller.shared.clone();
+    let mut tokens = Tokens::default();
+    tokens.add("root", Role::Admin, ADMIN).unwrap();
+    tokens.add("viewer", Role::Read, READ).unwrap();
+    let state = AppState {
+        shared: shared.clone(),
+        cfg: Arc::new(ApiConfig {
+            tokens,
+            metrics_public: false,
+            upload_limit: api::DEFAULT_UPLOAD_LIMIT,
+            traces_root: dir.path().to_path_buf(),
+        }),
+    };
+    Env { app: api::app(state), shared, controller: Some(controller), _dir: dir }
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some((ct, b)) => req.header("Content-Type", ct).body(Body::from(b)).unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+fn json(v: Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json", v.to_string().into_bytes()))
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Fills `{id}`/`{sha}` with values that exist or are at least well-formed.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "1").replace("{sha}", &"a".repeat(64))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_its_role_and_a_refused_call_changes_nothing() {
+    let e = env(Automation::Automatic, 50);
+    wait_for("a first cycle", || e.shared.view().last_cycle.cycle > 0).await;
+    let doc: Value = serde_json::from_str(&{
+        let (s, v) = call(&e.app, "GET", "/api/v1/openapi.json", Some(READ), None).await;
+        assert_eq!(s, StatusCode::OK);
+        v.to_string()
+    })
+    .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 30, "{} paths documented", paths.len());
+    let strategies_before = e.shared.store.strategies().unwrap().len();
+    let guards_before = e.shared.view().guards.clone();
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let m = method.to_ascii_uppercase();
+            let p = concrete(path);
+            let role = op["x-amvm-role"].as_str().unwrap();
+            let (s, v) = call(&e.app, &m, &p, None, None).await;
+            if role == "none" {
+                assert_ne!(s, StatusCode::UNAUTHORIZED, "{m} {p}");
+                continue;
+            }
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {p} without a token: {v}");
+            assert!(v["error"].as_str().is_some(), "{m} {p}: errors are JSON with a message");
+            let (s, _) = call(&e.app, &m, &p, Some("not-a-valid-token-at-all"), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {p} with a wrong token");
+            let (s, _) = call(&e.app, &m, &p, Some(READ), json(serde_json::json!({}))).await;
+            if role == "admin" {
+                assert_eq!(s, StatusCode::FORBIDDEN, "{m} {p} with a read token");
+            } else {
+                assert!(s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN, "{m} {p} with a read token: {s}");
+            }
+        }
+    }
+    // Refused calls changed nothing.
+    assert_eq!(e.shared.store.strategies().unwrap().len(), strategies_before);
+    assert_eq!(e.shared.view().guards, guards_before);
+    assert!(e.shared.store.modules().unwrap().is_empty());
+    // The audit log has no entry from a refused call.
+    assert!(e.shared.store.audit_log(100).unwrap().iter().all(|a| a.actor == "controller"));
+    // /healthz is open; /metrics needs a token here (metrics_public = false).
+    assert_eq!(call(&e.app, "GET", "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(call(&e.app, "GET", "/metrics", None, None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_refused_with_their_reason_and_the_controller_keeps_serving() {
+    let e = env(Automation::Automatic, 50);
+    let core_module = wat::parse_str("(module (func (export \"f\")))").unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"definitely not wasm".to_vec(), "not a WebAssembly"),
+        ("core module", core_module, "core"),
+        ("truncated component", b"\0asm\x0d\x00\x01\x00\x01".to_vec(), ""),
+    ];
+    for (what, bytes, needle) in cases {
+        let (s, v) = call(&e.app, "POST", "/api/v1/policies", Some(ADMIN), Some(("application/wasm", bytes))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(!msg.contains('\n'), "{what}: one line: {msg:?}");
+        assert!(msg.to_lowercase().contains(&needle.to_lowercase()), "{what}: {msg}");
+    }
+    let (s, _) = call(&e.app, "POST", "/api/v1/policies", Some(ADMIN), Some(("application/wasm", Vec::new()))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(e.shared.store.modules().unwrap().is_empty(), "nothing stored");
+    // Over the upload limit: refused before any work.
+    let big = vec![0u8; api::DEFAULT_UPLOAD_LIMIT + 1];
+    let (s, _) = call(&e.app, "POST", "/api/v1/policies", Some(ADMIN), Some(("application/wasm", big))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, v) = call(&e.app, "GET", "/api/v1/status", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_module_uploads_and_a_strategy_naming_it_drives_the_next_plans() {
+    let e = env(Automation::Automatic, 40);
+    let wasm = amvm_host::policy::builtin::bytes("spread").unwrap().to_vec();
+    let (s, v) = call(&e.app, "POST", "/api/v1/policies", Some(ADMIN), Some(("application/wasm", wasm.clone()))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sha = v["module"]["sha256"].as_str().unwrap().to_string();
+    assert!(v["check"].as_str().unwrap().starts_with("OK"));
+    // The same bytes again: stored once.
+    let (s, v) = call(&e.app, "POST", "/api/v1/policies", Some(ADMIN), Some(("application/wasm", wasm))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["created"], false);
+    // A parameter out of range is refused with the reason, nothing saved.
+    let bad = "name = \"bad\"\n[threshold]\nmodule = \"thr\"\nparams = { max_util = 7.0 }\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"pabfd\"\n";
+    let (s, v) =
+        call(&e.app, "POST", "/api/v1/strategies", Some(ADMIN), json(serde_json::json!({ "strategy": bad }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_util"), "{v}");
+    let n = e.shared.store.strategies().unwrap().len();
+    let toml = format!(
+        "name = \"thr-mmt-spread\"\n[threshold]\nmodule = \"thr\"\nparams = {{ max_util = 0.8 }}\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"sha256:{sha}\"\n"
+    );
+    let (s, v) = call(
+        &e.app,
+        "POST",
+        "/api/v1/strategies",
+        Some(ADMIN),
+        json(serde_json::json!({ "strategy": toml, "activate": true })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(e.shared.store.strategies().unwrap().len(), n + 1);
+    let id = v["id"].as_i64().unwrap();
+    wait_for("the new strategy to be active", || e.shared.view().strategy.as_ref().is_some_and(|s| s.id == id)).await;
+    wait_for("a plan from the new strategy", || {
+        e.shared.store.plans(None, 50).unwrap().iter().any(|p| p.strategy_id == Some(id))
+    })
+    .await;
+    // The module is in use: it cannot be deleted.
+    let (s, _) = call(&e.app, "DELETE", &format!("/api/v1/policies/{sha}"), Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let audit = e.shared.store.audit_log(50).unwrap();
+    assert!(audit.iter().any(|a| a.action == "policy.upload" && a.actor == "root"));
+    assert!(audit.iter().any(|a| a.action == "strategy.activate" && a.actor == "root"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_plan_does_nothing_until_an_admin_approves_it() {
+    let e = env(Automation::Manual, 40);
+    wait_for("a recommended plan", || !e.shared.store.plans(Some("RECOMMENDED"), 5).unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(e.shared.view().metrics.migrations_today, 0, "nothing migrates before approval");
+    assert!(e.shared.store.actions_in("ONGOING").unwrap().is_empty());
+    let plan = e.shared.store.plans(Some("RECOMMENDED"), 1).unwrap().remove(0);
+    // The decision trace explains it.
+    let (s, v) = call(&e.app, "GET", &format!("/api/v1/plans/{}", plan.id), Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["trace"]["hosts"].as_array().is_some_and(|h| !h.is_empty()), "{}", v["trace"]);
+    let (s, _) = call(&e.app, "POST", &format!("/api/v1/plans/{}/approve", plan.id), Some(READ), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = call(&e.app, "POST", &format!("/api/v1/plans/{}/approve", plan.id), Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Approving twice is a conflict with the reason.
+    let (s, v) = call(&e.app, "POST", &format!("/api/v1/plans/{}/approve", plan.id), Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    wait_for("the approved actions to run", || {
+        let (_, _, actions) = e.shared.store.plan(plan.id).unwrap().unwrap();
+        actions.iter().all(|a| matches!(a.state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED"))
+            && actions.iter().any(|a| a.state == "SUCCEEDED")
+    })
+    .await;
+    assert!(e.shared.view().metrics.migrations_today > 0 || e.shared.view().last_cycle.epoch > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_experiment_records_b_plans_and_executes_none() {
+    let e = env(Automation::Automatic, 40);
+    let (s, v) = call(
+        &e.app,
+        "POST",
+        "/api/v1/experiments",
+        Some(ADMIN),
+        json(serde_json::json!({ "kind": "shadow", "b": "lr-mc-1.2" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    wait_for("shadow cycles", || e.shared.store.experiment_cycles(id, 10).unwrap().len() >= 5).await;
+    let shadow_plans: Vec<_> = e.shared.store.plans(Some("SHADOW"), 100).unwrap();
+    assert!(!shadow_plans.is_empty());
+    assert!(shadow_plans.iter().all(|p| p.experiment_id == Some(id) && p.source == "shadow"));
+    for p in &shadow_plans {
+        let (_, _, actions) = e.shared.store.plan(p.id).unwrap().unwrap();
+        assert!(actions.iter().all(|a| a.state == "SHADOW" && a.exec_seq.is_none()), "shadow actions never execute");
+    }
+    let (_, v) = call(&e.app, "GET", &format!("/api/v1/experiments/{id}"), Some(READ), None).await;
+    assert_eq!(v["result"]["b_executed_actions"], 0);
+    assert!(v["result"]["cycles"].as_u64().unwrap() >= 5);
+    let (s, _) = call(&e.app, "POST", &format!("/api/v1/experiments/{id}/stop"), Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_series_downsample() {
+    let e = env(Automation::Automatic, 30);
+    wait_for("a few cycles", || e.shared.view().last_cycle.cycle > 5).await;
+    let (s, v) = call(&e.app, "GET", "/metrics", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    let mut samples = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut w = rest.split_whitespace();
+            let kw = w.next().unwrap();
+            assert!(kw == "HELP" || kw == "TYPE", "{line}");
+            if kw == "TYPE" {
+                let _name = w.next().unwrap();
+                assert!(matches!(w.next(), Some("gauge" | "counter")), "{line}");
+            }
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        value.parse::<f64>().unwrap_or_else(|_| panic!("value of {line:?}"));
+        let name = name_labels.split('{').next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+        if let Some(labels) = name_labels.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        samples += 1;
+    }
+    assert!(samples > 15, "{samples} samples");
+    let now = e.shared.view().world_time;
+    let (s, v) = call(
+        &e.app,
+        "GET",
+        &format!("/api/v1/series?target=cluster&metric=power&from={}&to={now}&points=3", now - 3000.0),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["t"].as_array().unwrap().len(), 3);
+    let (s, v) = call(&e.app, "GET", "/api/v1/series?target=host&id=99999&metric=cpu", Some(READ), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _) = call(&e.app, "GET", "/api/v1/series?target=host&id=0&metric=cpu&points=0", Some(READ), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(&e.app, "GET", "/api/v1/series?target=cluster&metric=power&bogus=1", Some(READ), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
