@@ -38,7 +38,7 @@ impl Drop for Env {
 fn env(automation: Automation, step_ms: u64) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut scenario = Scenario::default();
-    scenario.hosts.count = 40;
+    scenario.hosts.count = 64;
     let trace = Arc::new(
         Trace::synthetic(&SyntheticSpec { vms: 90, mean: 25.0, seed: 3, ..SyntheticSpec::default() }).unwrap(),
     );
@@ -88,6 +88,11 @@ async fn call(
     };
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
+    if path.starts_with("/api/v1/events") && status == StatusCode::OK {
+        // An endless stream: its status and type are the answer.
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        return (status, Value::String(ct));
+    }
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let v =
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
@@ -200,14 +205,14 @@ async fn a_good_module_uploads_and_a_strategy_naming_it_drives_the_next_plans() 
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["created"], false);
     // A parameter out of range is refused with the reason, nothing saved.
-    let bad = "name = \"bad\"\n[threshold]\nmodule = \"thr\"\nparams = { max_util = 7.0 }\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"pabfd\"\n";
+    let bad = "name = \"bad\"\n[threshold]\nmodule = \"thr\"\nparams = { upper = 7.0 }\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"pabfd\"\n";
     let (s, v) =
         call(&e.app, "POST", "/api/v1/strategies", Some(ADMIN), json(serde_json::json!({ "strategy": bad }))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("max_util"), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("upper"), "{v}");
     let n = e.shared.store.strategies().unwrap().len();
     let toml = format!(
-        "name = \"thr-mmt-spread\"\n[threshold]\nmodule = \"thr\"\nparams = {{ max_util = 0.8 }}\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"sha256:{sha}\"\n"
+        "name = \"thr-mmt-spread\"\n[threshold]\nmodule = \"thr\"\nparams = {{ upper = 0.8 }}\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"sha256:{sha}\"\n"
     );
     let (s, v) = call(
         &e.app,
@@ -337,4 +342,38 @@ async fn metrics_parse_as_prometheus_text_and_series_downsample() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = call(&e.app, "GET", "/api/v1/series?target=cluster&metric=power&bogus=1", Some(READ), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cohorts_keep_each_group_under_its_strategy_and_compare_them() {
+    let e = env(Automation::Automatic, 40);
+    let (s, v) = call(
+        &e.app,
+        "POST",
+        "/api/v1/experiments",
+        Some(ADMIN),
+        json(serde_json::json!({ "kind": "cohorts", "b": "lr-mmt-1.2" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    wait_for("cohort cycles", || e.shared.store.experiment_cycles(id, 10).unwrap().len() >= 6).await;
+    let plans = e.shared.store.plans(None, 200).unwrap();
+    let cohort_plans: Vec<_> = plans.iter().filter(|p| p.source == "cohorts").collect();
+    assert!(!cohort_plans.is_empty(), "plans made under cohorts");
+    for p in cohort_plans {
+        let (_, _, actions) = e.shared.store.plan(p.id).unwrap().unwrap();
+        for a in actions.iter().filter(|a| a.kind == "migrate") {
+            assert_eq!(a.from_host.unwrap() % 2, a.to_host.unwrap() % 2, "a VM never crosses groups: {a:?}");
+        }
+    }
+    let (_, v) = call(&e.app, "GET", &format!("/api/v1/experiments/{id}"), Some(READ), None).await;
+    let r = &v["result"];
+    let metrics: Vec<&str> =
+        r["comparisons"].as_array().unwrap().iter().map(|c| c["metric"].as_str().unwrap()).collect();
+    assert_eq!(metrics, vec!["energy_kwh", "slatah", "pdm", "migrations"]);
+    assert!(r["a_energy_kwh"].as_f64().unwrap() > 0.0 && r["b_energy_kwh"].as_f64().unwrap() > 0.0, "{r}");
+    let (s, v) = call(&e.app, "POST", &format!("/api/v1/experiments/{id}/stop"), Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("the experiment to end", || e.shared.store.experiment(id).unwrap().unwrap().state == "SUCCEEDED").await;
 }

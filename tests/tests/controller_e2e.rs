@@ -14,11 +14,28 @@ use serde_json::Value;
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
 
+/// The demo process, killed (SIGKILL) when dropped, so a failing test leaves nothing running.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Demo {
+    fn kill9(mut self) {
+        self.0.kill().expect("kill -9");
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start(port: u16, data: &Path, extra: &[&str]) -> Child {
+fn start(port: u16, data: &Path, extra: &[&str]) -> Demo {
     let child = Command::new(amvm_bin())
         .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
@@ -26,7 +43,7 @@ fn start(port: u16, data: &Path, extra: &[&str]) -> Child {
             "--step-ms",
             "60",
             "--hosts",
-            "60",
+            "120",
             "--trace",
             "synthetic:vms=180,mean=25,seed=5",
             "--strategy",
@@ -39,8 +56,12 @@ fn start(port: u16, data: &Path, extra: &[&str]) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start amvm demo");
+    let mut child = Demo(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("amvm demo exited at start ({status}); see its stderr above");
+        }
         if http(port, "GET", "/healthz", None).map(|r| r.0 == 200).unwrap_or(false) {
             return child;
         }
@@ -108,14 +129,14 @@ fn read_events(port: u16, last_id: Option<u64>, n: usize) -> Vec<(u64, String)> 
 fn demo_serves_the_api_with_auth_and_events_resume_after_last_event_id() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = start(port, dir.path(), &[]);
+    let child = start(port, dir.path(), &[]);
     let (s, body) = http(port, "GET", "/api/v1/status", None).unwrap();
     assert_eq!(s, 401, "{body}");
     let (s, _) = http(port, "POST", "/api/v1/pause", Some("wrong-token-wrong-token")).unwrap();
     assert_eq!(s, 401);
     assert_eq!(get(port, "/api/v1/guards")["paused"], false, "a refused call changed nothing");
     let status = get(port, "/api/v1/status");
-    assert_eq!(status["world"]["hosts"], 60);
+    assert_eq!(status["world"]["hosts"], 120);
     assert_eq!(status["strategy"]["name"], "thr-mmt-0.8");
 
     let first = read_events(port, None, 10);
@@ -128,8 +149,7 @@ fn demo_serves_the_api_with_auth_and_events_resume_after_last_event_id() {
 
     let doc = get(port, "/api/v1/openapi.json");
     assert_eq!(doc["openapi"], "3.1.0");
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill9();
 }
 
 /// Checks the journal against the world: every migration the journal says reached the world
@@ -202,15 +222,14 @@ fn kill_9_at_random_points_loses_and_repeats_no_action() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261201);
     let mut total_actions = 0;
     for run in 0..20 {
-        let mut child = start(port, dir.path(), &[]);
+        let child = start(port, dir.path(), &[]);
         if run % 5 == 4 {
             check_journal(port);
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(50..700)));
-        child.kill().expect("kill -9");
-        let _ = child.wait();
+        child.kill9();
     }
-    let mut child = start(port, dir.path(), &[]);
+    let child = start(port, dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(500));
     check_journal(port);
     let migs = get(port, "/api/v1/migrations?limit=10000");
@@ -218,6 +237,5 @@ fn kill_9_at_random_points_loses_and_repeats_no_action() {
     assert!(total_actions > 50, "the runs executed work: {total_actions} migrations journaled");
     let status = get(port, "/api/v1/status");
     assert!(status["last_cycle"]["cycle"].as_u64().unwrap() > 20, "cycles carried over restarts: {status}");
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill9();
 }

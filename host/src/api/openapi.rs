@@ -192,7 +192,7 @@ pub fn routes() -> Vec<RouteDoc> {
             ..r(
                 "post",
                 "/api/v1/experiments",
-                "Start an offline A/B or a live shadow experiment",
+                "Start an offline A/B, a live shadow or a live cohort experiment",
                 "admin",
                 (201, Some(s::<ExperimentRow>)),
             )

@@ -670,7 +670,8 @@ async fn resume(State(st): State<AppState>, who: Option<Extension<Who>>) -> ApiR
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentBody {
-    /// `offline` (A/B over replayed traces) or `shadow` (B decides live, never executes).
+    /// `offline` (A/B over replayed traces), `shadow` (B decides live, never executes) or
+    /// `cohorts` (odd hosts under B, even hosts under the active strategy, compared per cycle).
     pub kind: String,
     /// Strategy A (offline only; live experiments compare against the active strategy).
     pub a: Option<String>,
@@ -704,7 +705,7 @@ async fn start_experiment(
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?
         }
-        "shadow" => {
+        kind @ ("shadow" | "cohorts") => {
             let s = if let Some(id) = b.b.strip_prefix("id:") {
                 let id: i64 = id.parse().map_err(|_| ApiError::bad("b: id:N expected"))?;
                 let row = st.shared.store.strategy(id)?.ok_or_else(|| ApiError::not_found(format!("strategy {id}")))?;
@@ -713,13 +714,17 @@ async fn start_experiment(
                 check_strategy(&st, b.b.clone()).await?
             };
             let name = s.name.clone();
-            let id =
-                st.shared.store.insert_experiment("shadow", &serde_json::json!({ "b": b.b, "name": name }), &by)?;
-            st.shared.store.audit(&by, "experiment.start", &format!("experiment {id}"), &format!("shadow {name}"))?;
-            st.shared.send(Command::StartShadow { experiment: id, strategy: Box::new(s), name });
+            let id = st.shared.store.insert_experiment(kind, &serde_json::json!({ "b": b.b, "name": name }), &by)?;
+            st.shared.store.audit(&by, "experiment.start", &format!("experiment {id}"), &format!("{kind} {name}"))?;
+            let strategy = Box::new(s);
+            st.shared.send(if kind == "shadow" {
+                Command::StartShadow { experiment: id, strategy, name }
+            } else {
+                Command::StartCohorts { experiment: id, strategy, name }
+            });
             id
         }
-        other => return Err(ApiError::bad(format!("kind {other:?}: offline or shadow"))),
+        other => return Err(ApiError::bad(format!("kind {other:?}: offline, shadow or cohorts"))),
     };
     let row = st.shared.store.experiment(id)?.ok_or_else(|| ApiError::internal("experiment vanished"))?;
     Ok((StatusCode::CREATED, Json(row)))
@@ -752,7 +757,7 @@ async fn stop_experiment(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<ExperimentRow>> {
     let e = st.shared.store.experiment(id)?.ok_or_else(|| ApiError::not_found(format!("experiment {id}")))?;
-    if e.kind != "shadow" || e.state != "RUNNING" {
+    if e.kind == "offline" || e.state != "RUNNING" {
         return Err(ApiError::conflict(format!("experiment {id} is a {} experiment in state {}", e.kind, e.state)));
     }
     st.shared.store.audit(&actor(&who), "experiment.stop", &format!("experiment {id}"), "")?;

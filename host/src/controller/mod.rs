@@ -12,6 +12,7 @@
 //! actions: the loop executes whatever is APPROVED, so an approval from the API and one found
 //! in the journal after a restart take the same path.
 
+mod cohorts;
 pub mod events;
 pub mod experiment;
 pub mod sim_world;
@@ -180,6 +181,12 @@ pub enum Command {
     },
     /// Start a live shadow experiment: strategy B decides on every snapshot, nothing executes.
     StartShadow {
+        experiment: i64,
+        strategy: Box<Strategy>,
+        name: String,
+    },
+    /// Start a live cohort experiment: odd hosts under strategy B, even hosts under the active one.
+    StartCohorts {
         experiment: i64,
         strategy: Box<Strategy>,
         name: String,
@@ -356,6 +363,7 @@ struct Loop {
     executed_this_cycle: u32,
     last: CycleSummary,
     shadow: Option<Shadow>,
+    cohorts: Option<cohorts::Cohorts>,
     last_failures: Vec<serde_json::Value>,
     stop: bool,
 }
@@ -386,6 +394,7 @@ impl Loop {
             executed_this_cycle: 0,
             last: CycleSummary::default(),
             shadow: None,
+            cohorts: None,
             last_failures: Vec::new(),
             stop: false,
         })
@@ -478,6 +487,19 @@ impl Loop {
         self.store().set_setting("position", &serde_json::to_string(&(epoch, step))?)?;
         self.end_actions(ended)?;
         self.cycle += 1;
+        if let Some(co) = self.cohorts.as_mut() {
+            if let Some(record) = co.record(self.world.host_accounts(), self.cycle) {
+                let (id, result) = (co.experiment, co.result());
+                let store = &self.shared.store;
+                store.insert_experiment_cycle(id, self.cycle as i64, &record)?;
+                store.set_experiment_result(id, &result)?;
+                self.shared.bus.publish(
+                    "experiment",
+                    self.world.clock(),
+                    serde_json::json!({ "id": id, "cycle": record }),
+                );
+            }
+        }
         self.store().set_setting("cycle", &self.cycle.to_string())?;
         self.executed_this_cycle = 0;
         self.expire_plans()?;
@@ -589,7 +611,35 @@ impl Loop {
                     }
                 }
             }
+            Command::StartCohorts { experiment, strategy, name } => {
+                let mut s = *strategy;
+                self.shared.resolve_modules(&mut s)?;
+                match Scheduler::new(&self.shared.runtime, &s) {
+                    Ok(mut scheduler) => {
+                        scheduler.set_tracing(true);
+                        if let Some(old) = self.cohorts.take() {
+                            self.store().finish_experiment(
+                                old.experiment,
+                                "CANCELLED",
+                                None,
+                                None,
+                                Some("replaced"),
+                            )?;
+                        }
+                        self.cohorts = Some(cohorts::Cohorts::new(experiment, name, scheduler));
+                    }
+                    Err(e) => {
+                        self.store().finish_experiment(experiment, "FAILED", None, None, Some(&format!("{e:#}")))?;
+                    }
+                }
+            }
             Command::StopExperiment { experiment } => {
+                if self.cohorts.as_ref().is_some_and(|c| c.experiment == experiment) {
+                    if let Some(c) = self.cohorts.take() {
+                        self.store().finish_experiment(experiment, "SUCCEEDED", Some(&c.result()), None, None)?;
+                        self.publish("experiment", serde_json::json!({ "id": experiment, "state": "SUCCEEDED" }));
+                    }
+                }
                 if self.shadow.as_ref().is_some_and(|s| s.experiment == experiment) {
                     self.shadow = None;
                     self.store().finish_experiment(experiment, "SUCCEEDED", None, None, None)?;
@@ -628,7 +678,29 @@ impl Loop {
         let maintenance = self.maintenance.clone();
         let snap = self.world.observe(&maintenance);
         let t = Instant::now();
-        let outcome = scheduler.cycle(snap);
+        let outcome = match self.cohorts.as_mut() {
+            None => scheduler.cycle(snap),
+            Some(co) => {
+                // Each group decides over its own hosts and their VMs; the plans are merged.
+                let a = cohorts::sub_snapshot(snap, |h| cohorts::group(snap.hosts.id[h]) == 0);
+                let b = cohorts::sub_snapshot(snap, |h| cohorts::group(snap.hosts.id[h]) == 1);
+                let mut oa = scheduler.cycle(&a);
+                let ob = co.scheduler.cycle(&b);
+                oa.plan.migrations.extend(ob.plan.migrations);
+                oa.plan.sleep.extend(ob.plan.sleep);
+                oa.plan.wake.extend(ob.plan.wake);
+                oa.failures.extend(ob.failures);
+                oa.aborted |= ob.aborted;
+                if let (Some(ta), Some(tb)) = (oa.trace.as_mut(), ob.trace) {
+                    ta.hosts.extend(tb.hosts);
+                    ta.migrations.extend(tb.migrations);
+                    ta.evacuations.extend(tb.evacuations);
+                    ta.unplaced.extend(tb.unplaced);
+                }
+                co.planned(&oa.plan);
+                oa
+            }
+        };
         let decide = t.elapsed();
         summary.decide_ms = decide.as_secs_f64() * 1e3;
         summary.policy_ms = outcome.stats.policy_time.as_secs_f64() * 1e3;
@@ -669,6 +741,7 @@ impl Loop {
         let trace = outcome.trace.as_ref().and_then(|t| serde_json::to_string(t).ok());
         let now = store::unix_now();
         let (source, st, expires) = match active.automation {
+            Automation::Automatic if self.cohorts.is_some() => ("cohorts", state::APPROVED, None),
             Automation::Automatic => ("automatic", state::APPROVED, None),
             Automation::Manual => {
                 // A recommendation stays up for review for `review_s`; then a newer plan supersedes it.

@@ -148,7 +148,9 @@ impl SimWorld {
     /// Advances the simulation one step and returns the actions that ended.
     fn step_once(&mut self) -> Vec<(i64, Outcome)> {
         let before = self.sim.in_flight();
+        let t0 = self.sim.now();
         let more = self.sim.advance();
+        self.account_migrations(&before, t0, self.sim.now());
         let after: HashSet<u32> = self.sim.in_flight().iter().map(|m| m.0).collect();
         let mut ended = Vec::new();
         for (vm, _, _, start, end) in before {
@@ -173,6 +175,19 @@ impl SimWorld {
         ended
     }
 
+    /// PDM's terms per source host over `[t0, t1]`: a migrating VM loses `degradation` of its
+    /// demand while it moves (sampled at the step's end demand).
+    fn account_migrations(&mut self, moving: &[(u32, u32, u32, f64, f64)], t0: f64, t1: f64) {
+        let degradation = self.cfg.scenario.migration.degradation;
+        for &(vm, from, _, start, end) in moving {
+            let overlap = (end.min(t1) - start.max(t0)).max(0.0);
+            let req = self.sim.vm_requested(vm as usize).min(self.sim.host_facts(from as usize).1);
+            if let Some(a) = self.accounts.get_mut(from as usize) {
+                a.migration_loss_mips_s += degradation * req * overlap;
+            }
+        }
+    }
+
     fn account_step(&mut self) {
         let (interval, _, _) = self.sim.timing();
         let (hosts, _) = self.sim.size();
@@ -187,8 +202,10 @@ impl SimWorld {
             mem.push((live.ram_used_mb / ram.max(1.0)) as f32);
             power.push(live.watts as f32);
             total_w += live.watts;
+            let requested: f64 = self.sim.vms_on(h).iter().map(|&v| self.sim.vm_requested(v as usize)).sum();
             let a = &mut self.accounts[h];
             a.energy_kwh += live.watts * interval / 3.6e6;
+            a.requested_mips_s += requested * interval;
             if !self.sim.vms_on(h).is_empty() {
                 active += 1.0;
                 cpu_sum += live.utilization;
@@ -279,9 +296,11 @@ impl World for SimWorld {
         self.accounts.iter_mut().for_each(|a| *a = HostAccount::default());
         let mut log = executed.iter().peekable();
         for s in 1..=step.max(0) {
+            let (before, t0) = (self.sim.in_flight(), self.sim.now());
             if !self.sim.advance() {
                 return Err(format!("the journal says step {step}, but the trace ends at step {s}"));
             }
+            self.account_migrations(&before, t0, self.sim.now());
             // Ended migrations are recorded for `reconcile` (the journal may not know yet).
             for (id, outcome) in self.collect_ended() {
                 self.ended.insert(id, outcome);

@@ -230,4 +230,7 @@ pub struct HostAccount {
     pub active_s: f64,
     pub violation_s: f64,
     pub migrations_out: u64,
+    /// MIPS·s its VMs requested, and what migrations out of it cost them (PDM's terms).
+    pub requested_mips_s: f64,
+    pub migration_loss_mips_s: f64,
 }
