@@ -279,7 +279,7 @@ fn run_service(s: Service) -> Result<ExitCode> {
         let addr = listener.local_addr()?;
         println!("AMVM controller: http://{addr}/  (API http://{addr}/api/v1/status)");
         println!("world: {}", shared.info.description);
-        println!("state: {}", s.data.display());
+        println!("state: {}", std::fs::canonicalize(&s.data).unwrap_or(s.data.clone()).display());
         match &s.generated_token {
             Some(t) => println!("admin token: {t}   (export AMVM_TOKEN={t} for `amvm ctl`)"),
             None => println!("admin token: from AMVM_ADMIN_TOKEN / the tokens file"),

@@ -258,7 +258,7 @@ fn print_human(cmd: &CtlCommand, v: &Value) {
             println!("migrations {} in flight, {} today", f(m, "migrations_in_flight"), f(m, "migrations_today"));
             let lc = &v["last_cycle"];
             println!(
-                "last cycle {}: {} migrations planned, {} executed, {} refused, {:.1} ms deciding{}",
+                "last cycle {}: {} migrations planned; {} actions executed, {} refused; {:.1} ms deciding{}",
                 f(lc, "cycle"),
                 f(lc, "migrations_planned"),
                 f(lc, "executed"),
