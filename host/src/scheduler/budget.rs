@@ -9,8 +9,8 @@
 //! - Breaker: before a cycle, a module whose breaker is open is skipped (its slot starts on the
 //!   fallback, recorded in `CycleOutcome::disabled`); after it, every primary module used is
 //!   recorded as failing (a failed call, or the overrun) or not.
-//! - Logs: the first failure of each kind per module is a `warn`, repeats are `debug`, so a
-//!   module failing in every cycle does not flood the log.
+//! - Logs: the first failed call and the first overrun of each module are a `warn`, repeats
+//!   are `debug`, so a module failing in every cycle does not flood the log.
 //!
 //! `cycle.rs` calls [`Guard::begin`], [`CycleBudget::charge`] and [`Guard::end`]; the rest is
 //! here.
@@ -129,13 +129,14 @@ impl Guard {
         overrun: Option<&BudgetOverrun>,
     ) {
         for f in failures {
-            if self.warned.insert((f.module.clone(), f.code)) {
+            if self.warned.insert((f.module.clone(), "call")) {
                 tracing::warn!(module = %f.module, kind = %f.kind, fallback = f.fallback, cycle, error = %f.error, "policy call failed (repeats are logged at debug)");
             } else {
                 tracing::debug!(module = %f.module, kind = %f.kind, fallback = f.fallback, cycle, error = %f.error, "policy call failed");
             }
         }
-        if let Some(o) = overrun {
+        // A failed call that also overran the budget is reported once, as the failure.
+        if let Some(o) = overrun.filter(|o| !failures.iter().any(|f| f.module == o.module)) {
             if self.warned.insert((o.module.clone(), "cycle-budget")) {
                 tracing::warn!(module = %o.module, kind = %o.kind, cycle, spent_ms = o.spent_ms, budget_ms = o.budget_ms, "cycle policy-time budget exceeded: fallbacks used for the rest of the cycle (repeats are logged at debug)");
             } else {
