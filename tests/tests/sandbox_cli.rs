@@ -36,6 +36,8 @@ struct Run {
 }
 
 /// Runs `amvm args`, measuring its wall time and peak memory (`wait4`'s rusage of that child).
+// The child is reaped by `wait4` (which also reports its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(args: &[&str]) -> Run {
     let mut child = Command::new(amvm_bin())
         .args(args)

@@ -28,8 +28,7 @@ pub fn is_unsafe_char(c: char) -> bool {
 /// `text` as one printable line of at most `max_chars` characters (an ellipsis marks a cut).
 pub fn sanitize(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars * 2 + 8));
-    let mut shown = 0;
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if shown >= max_chars {
             out.push('…');
             break;
@@ -44,7 +43,6 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }
