@@ -96,6 +96,8 @@ fn load(runtime: &PolicyRuntime, spec: &str) -> Result<std::sync::Arc<PolicyModu
 
 fn list(json: bool) -> anyhow::Result<ExitCode> {
     let runtime = PolicyRuntime::new(RuntimeConfig::default())?;
+    // This process has run no cycles: every breaker is closed. A controller lists its own.
+    let breaker = crate::policy::Breaker::default();
     let modules = runtime.builtins()?;
     if json {
         let out = json!({
@@ -107,9 +109,10 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
                 "params": m.descriptor.params,
                 "sha256": m.sha256,
                 "bytes": m.size,
+                "breaker": breaker.state(&m.sha256),
             })).collect::<Vec<_>>(),
             "strategies": Strategy::builtin_names(),
-            "breaker": breaker_json(&runtime),
+            "breaker": breaker_json(&runtime, &breaker),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -138,8 +141,7 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
 
 /// The breaker settings and the states of every module a breaker has seen (in this process:
 /// none; the controller serves its own scheduler's breaker the same way).
-fn breaker_json(runtime: &PolicyRuntime) -> serde_json::Value {
-    let breaker = crate::policy::Breaker::default();
+fn breaker_json(runtime: &PolicyRuntime, breaker: &crate::policy::Breaker) -> serde_json::Value {
     json!({
         "config": breaker.config(),
         "cycle_budget_ms": runtime.config().cycle_budget.as_millis() as u64,

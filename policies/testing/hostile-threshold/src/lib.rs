@@ -56,7 +56,7 @@ impl Guest for Hostile {
             "slow" => {
                 // Legal but slow: a fixed amount of work per call, under the per-call deadline.
                 let mut x: u64 = 1;
-                for _ in 0..4_000_000u64 {
+                for _ in 0..16_000_000u64 {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                 }
                 vec![(x % 2) as u8; n]
