@@ -5,6 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "../../policies/testing/components.rs"]
+#[allow(dead_code)]
+mod components;
+
 use amvm_host::api::{self, ApiConfig, AppState, Role, Tokens};
 use amvm_host::controller::sim_world::{SimWorld, SimWorldConfig};
 use amvm_host::controller::{Automation, Controller, ControllerConfig, Shared};
@@ -53,7 +57,10 @@ fn env(automation: Automation, step_ms: u64) -> Env {
     cfg.default_automation = automation;
     cfg.default_strategy = "thr-mmt-0.8".into();
     cfg.review_s = 3600;
-    let runtime = Arc::new(PolicyRuntime::new(RuntimeConfig::default()).unwrap());
+    // A generous per-call deadline: tests check behaviour, not timing on a loaded machine.
+    let runtime = Arc::new(
+        PolicyRuntime::new(RuntimeConfig { deadline: Duration::from_secs(1), ..RuntimeConfig::default() }).unwrap(),
+    );
     let controller = Controller::start(cfg, Box::new(world), runtime).unwrap();
     let shared = controller.shared.clone();
     let mut tokens = Tokens::default();
@@ -376,4 +383,34 @@ async fn cohorts_keep_each_group_under_its_strategy_and_compare_them() {
     let (s, v) = call(&e.app, "POST", &format!("/api/v1/experiments/{id}/stop"), Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     wait_for("the experiment to end", || e.shared.store.experiment(id).unwrap().unwrap().state == "SUCCEEDED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_uploads_are_refused_through_the_policy_check_path() {
+    let e = env(Automation::Automatic, 50);
+    let dir = std::path::PathBuf::from(amvm_host::policy::builtin::WASM_DIR);
+    let file = |name: &str| std::fs::read(dir.join(format!("amvm_test_hostile_{name}.wasm"))).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("kind contradicts world", file("kind"), "declares"),
+        ("escape sequences in the descriptor", file("escape"), "non-printable"),
+        ("infinite bounds", file("bounds"), "finite"),
+        ("oversized descriptor", file("huge"), "longer than"),
+        ("several worlds", wat::parse_str(components::several_worlds()).unwrap(), "world"),
+        ("compile bomb", wat::parse_str(components::compile_bomb(27_000)).unwrap(), "compile"),
+        ("memory sum", wat::parse_str(components::memory_sum(24, 40)).unwrap(), "memory"),
+    ];
+    for (what, bytes, needle) in cases {
+        let started = std::time::Instant::now();
+        let (s, v) = call(&e.app, "POST", "/api/v1/policies", Some(ADMIN), Some(("application/wasm", bytes))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(!msg.chars().any(char::is_control), "{what}: one clean line: {msg:?}");
+        assert!(msg.to_lowercase().contains(needle), "{what}: {msg}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} took {:?}", started.elapsed());
+    }
+    assert!(e.shared.store.modules().unwrap().is_empty(), "nothing stored");
+    let (s, _) = call(&e.app, "GET", "/api/v1/status", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK, "the controller keeps serving");
+    let before = e.shared.view().last_cycle.cycle;
+    wait_for("the loop to keep cycling", || e.shared.view().last_cycle.cycle > before).await;
 }

@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+#[path = "../../policies/testing/components.rs"]
+mod components;
+
 use amvm_host::policy::{
     builtin, types, ParamValue, ParamValues, PolicyError, PolicyInstance, PolicyRuntime, RuntimeConfig,
 };
@@ -163,12 +166,132 @@ fn wasi_filesystem_is_not_available() {
     );
     let mut p = hostile(&rt, "placement", "fs");
     match weigh(&mut p, 4) {
-        // Calling the trapped import ends the call.
-        Err(PolicyError::Trap { .. }) => {}
+        // Calling the denied import ends the call, naming what was denied.
+        Err(PolicyError::DeniedImport { import }) => assert!(import.starts_with("wasi:filesystem/"), "{import}"),
         other => panic!("reading a file must not succeed: {other:?} log {:?}", p.log()),
     }
     assert!(!p.log().iter().any(|l| l.starts_with("fs: read")));
     still_serving(&rt, &mut p);
+}
+
+/// Class 6: every denied WASI interface is named, in one line, without a backtrace.
+#[test]
+fn denied_wasi_calls_name_the_interface() {
+    let rt = runtime();
+    for (mode, interface) in [("fs", "wasi:filesystem/"), ("clock", "wasi:clocks/"), ("random", "wasi:random/")] {
+        let mut p = hostile(&rt, "placement", mode);
+        let err = weigh(&mut p, 4).unwrap_err();
+        assert!(matches!(err, PolicyError::DeniedImport { .. }), "{mode}: {err}");
+        let text = err.to_string();
+        assert!(text.starts_with("denied: the module called `") && text.contains(interface), "{mode}: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains("backtrace"), "{text}");
+    }
+}
+
+/// Class 6: a module's refusal is shown as one sanitized, truncated line.
+#[test]
+fn a_refusal_is_one_clean_line() {
+    let rt = runtime();
+    let m = rt.load_file(&guest("placement")).unwrap();
+    let params: ParamValues = [("mode".to_string(), ParamValue::Text("reject".into()))].into_iter().collect();
+    let err = rt.instantiate(&m, &params).unwrap_err();
+    assert!(matches!(err, PolicyError::Rejected(_)), "{err}");
+    let text = err.to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+    assert!(text.contains("\\u{1b}[2K") && text.ends_with('…'), "escaped and truncated: {text}");
+    assert!(text.chars().count() < 300, "{} chars", text.chars().count());
+}
+
+fn load_err(rt: &PolicyRuntime, name: &str) -> PolicyError {
+    rt.load_file(&PathBuf::from(builtin::WASM_DIR).join(format!("amvm_test_hostile_{name}.wasm"))).unwrap_err()
+}
+
+/// Class 1: the world decides; a module declaring another kind is refused at load, before any
+/// decision call, and never panics.
+#[test]
+fn a_kind_that_contradicts_the_world_is_refused_at_load() {
+    let rt = runtime();
+    let err = load_err(&rt, "kind");
+    assert!(matches!(err, PolicyError::KindMismatch { world: "placement", declared: "threshold" }), "{err}");
+    let wat = components::several_worlds();
+    let err = rt.load(&wat::parse_str(&wat).unwrap(), "several").unwrap_err();
+    assert!(matches!(err, PolicyError::SeveralWorlds { .. }), "{err}");
+    assert!(err.to_string().contains("threshold: classify; placement: weigh"), "{err}");
+    let extra = components::placement_skeleton("extra", "").replace(
+        "(export \"weigh\" (func $weigh))",
+        "(export \"weigh\" (func $weigh)) (export \"backdoor\" (func $weigh))",
+    );
+    let err = rt.load(&wat::parse_str(&extra).unwrap(), "extra").unwrap_err();
+    assert!(matches!(err, PolicyError::ExtraExports { world: "placement", .. }), "{err}");
+    // The skeleton itself is a valid placement policy.
+    let ok = rt.load(&wat::parse_str(components::placement_skeleton("skeleton", "")).unwrap(), "ok").unwrap();
+    assert_eq!(ok.name(), "skeleton");
+}
+
+/// Class 5: descriptor text is printable and bounded, bounds are finite, and the limits apply
+/// while the descriptor is decoded.
+#[test]
+fn hostile_descriptors_are_refused_in_one_clean_line() {
+    // What is checked is the descriptor, not timing: a loaded machine must not turn the refusal
+    // into a deadline.
+    let rt =
+        PolicyRuntime::new(RuntimeConfig { deadline: std::time::Duration::from_secs(2), ..RuntimeConfig::default() })
+            .unwrap();
+    for (name, needle) in [
+        ("escape", "non-printable character"),
+        ("bounds", "bounds must be finite"),
+        ("huge", "summary is longer than 512 bytes"),
+    ] {
+        let err = load_err(&rt, name);
+        assert!(matches!(err, PolicyError::BadDescriptor(_)), "{name}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(needle), "{name}: {text}");
+        assert_eq!(text.lines().count(), 1, "{name}: {text}");
+        assert!(!text.chars().any(|c| c.is_control()), "{name}: {text:?}");
+        assert!(text.len() < 600, "{name}: {} bytes", text.len());
+    }
+}
+
+/// Class 3: the memory cap is the sum over every memory and table a module instantiates.
+#[test]
+fn the_memory_cap_is_the_sum_of_all_memories_and_tables() {
+    let rt = runtime();
+    // One 40 MiB memory fits under the 64 MiB cap.
+    let one = wat::parse_str(components::memory_sum(1, 40)).unwrap();
+    rt.load(&one, "one").unwrap();
+    // Twenty-four of them, each under the cap, do not.
+    let many = wat::parse_str(components::memory_sum(24, 40)).unwrap();
+    let err = rt.load(&many, "many").unwrap_err();
+    assert!(matches!(err, PolicyError::MemoryLimit { limit_mib: 64 }), "{err}");
+    // Tables count too (16 bytes per element): 40 MiB of memory and one table of 200,000
+    // elements fit, ten such tables do not.
+    rt.load(&wat::parse_str(components::table_sum(1, 200_000)).unwrap(), "one table").unwrap();
+    let tables = wat::parse_str(components::table_sum(10, 200_000)).unwrap();
+    let err = rt.load(&tables, "tables").unwrap_err();
+    assert!(matches!(err, PolicyError::MemoryLimit { .. }), "{err}");
+    // And instances are counted before anything is compiled.
+    let err = rt.load(&wat::parse_str(components::memory_sum(70, 0)).unwrap(), "instances").unwrap_err();
+    assert!(err.to_string().contains("instances"), "{err}");
+}
+
+/// Class 2: structure is checked before compiling; a compile bomb is refused at once.
+#[test]
+fn code_too_costly_to_compile_is_refused_before_compiling() {
+    let rt = runtime();
+    let bomb = wat::parse_str(components::compile_bomb(27_000)).unwrap();
+    let err = rt.load(&bomb, "bomb").unwrap_err();
+    assert!(matches!(err, PolicyError::TooComplex(_)), "{err}");
+    let err = rt.load(&components::oversized(17), "big").unwrap_err();
+    assert!(err.to_string().contains("module size"), "{err}");
+    still_serving_after_refusals(&rt);
+}
+
+fn still_serving_after_refusals(rt: &PolicyRuntime) {
+    let thr = rt.builtin("thr").unwrap();
+    let mut ok = rt.instantiate(&thr, &ParamValues::new()).unwrap();
+    assert_eq!(ok.classify(&ctx(), &hosts(3)).unwrap().len(), 3);
 }
 
 #[test]

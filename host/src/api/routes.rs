@@ -237,6 +237,8 @@ pub struct UploadResult {
     pub created: bool,
     /// The one-line check result, as `amvm policy check` prints it.
     pub check: String,
+    /// Fuel and time per call, the cycle cost extrapolated to 10,000 hosts, and warnings.
+    pub cost: serde_json::Value,
 }
 
 /// Extracts the module bytes from a raw body or the first part of a multipart form.
@@ -277,8 +279,8 @@ async fn upload(
     let data = bytes.clone();
     // Compiling and probing is CPU work under the sandbox's own limits; off the async threads.
     let checked = tokio::task::spawn_blocking(move || check_module(&rt, &data)).await.map_err(ApiError::internal)?;
-    let (module, summary) =
-        checked.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {e}")))?;
+    let report = checked.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {e}")))?;
+    let (module, summary) = (report.module.clone(), report.summary.clone());
     let row = ModuleRow {
         sha256: module.sha256.clone(),
         name: module.name().to_string(),
@@ -297,24 +299,18 @@ async fn upload(
         serde_json::json!({ "event": "uploaded", "sha256": row.sha256, "name": row.name }),
     );
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(UploadResult { module: row, created, check: one_line(&summary) })))
+    let cost = serde_json::to_value(&report).unwrap_or_default();
+    Ok((status, Json(UploadResult { module: row, created, check: one_line(&summary), cost })))
 }
 
-/// The upload check: the same load, validation and configuration as `amvm policy check`.
+/// The upload check: exactly `amvm policy check`'s path (`PolicyRuntime::check`: structural
+/// limits, bounded compilation, world and descriptor validation, configuration, probe calls and
+/// the cost at 10,000 hosts).
 fn check_module(
     rt: &crate::policy::PolicyRuntime,
     bytes: &[u8],
-) -> Result<(Arc<crate::policy::PolicyModule>, String), crate::policy::PolicyError> {
-    let m = rt.load(bytes, "upload")?;
-    rt.instantiate(&m, &crate::policy::ParamValues::new())?;
-    let line = format!(
-        "OK: {} {} ({} policy, sha256 {}…)",
-        m.descriptor.name,
-        m.descriptor.version,
-        m.kind(),
-        &m.sha256[..12]
-    );
-    Ok((m, line))
+) -> Result<crate::policy::CheckReport, crate::policy::PolicyError> {
+    rt.check(bytes, "upload", &crate::policy::CheckOptions::default())
 }
 
 fn valid_sha(sha: &str) -> ApiResult<String> {

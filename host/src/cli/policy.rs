@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::policy::{
-    types, Descriptor, ParamValue, ParamValues, PolicyError, PolicyKind, PolicyModule, PolicyRuntime, RuntimeConfig,
+    builtin, BreakerConfig, CheckOptions, CheckReport, Descriptor, PolicyError, PolicyKind, PolicyModule,
+    PolicyRuntime, RuntimeConfig,
 };
-use crate::scheduler::synthetic::SyntheticSpec;
 use crate::scheduler::Strategy;
 
 #[derive(Debug, Subcommand)]
@@ -30,9 +30,10 @@ pub enum PolicyCommand {
     },
     /// Load a module under the sandbox, configure it and probe-call it on a synthetic cluster.
     ///
-    /// Exits 0 with one OK line, or non-zero with one line saying what is wrong (not wasm, core
-    /// module instead of component, wrong world, missing describe, trap, deadline exceeded,
-    /// memory limit, invalid output …).
+    /// Exits 0 with one OK line (with the cost extrapolated to `--at-hosts`; warnings on stderr),
+    /// or non-zero with one line saying what is wrong (not wasm, core module instead of
+    /// component, too complex to compile, wrong or several worlds, kind mismatch, invalid
+    /// descriptor, denied WASI import, trap, deadline exceeded, memory limit, invalid output …).
     Check {
         /// A policy component (`.wasm`) or a built-in name.
         module: String,
@@ -40,8 +41,14 @@ pub enum PolicyCommand {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
         /// Hosts in the synthetic probe cluster.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = CheckOptions::default().probe_hosts)]
         hosts: usize,
+        /// Cluster size the measured cost is extrapolated to (warns past the cycle budget).
+        #[arg(long, default_value_t = CheckOptions::default().at_hosts)]
+        at_hosts: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -53,7 +60,7 @@ pub struct LimitArgs {
     /// Per-call deadline in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub deadline_ms: u64,
-    /// Memory cap per module in MiB.
+    /// Memory cap per module in MiB (all its memories and tables together).
     #[arg(long, default_value_t = 64)]
     pub memory_mib: usize,
 }
@@ -72,7 +79,9 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::List { json } => list(json),
         PolicyCommand::Inspect { module, json } => inspect(&module, json),
-        PolicyCommand::Check { module, params, hosts, limits } => check(&module, &params, hosts, &limits),
+        PolicyCommand::Check { module, params, hosts, at_hosts, json, limits } => {
+            check(&module, &params, CheckOptions { params: Vec::new(), probe_hosts: hosts, at_hosts }, json, &limits)
+        }
     }
 }
 
@@ -87,6 +96,8 @@ fn load(runtime: &PolicyRuntime, spec: &str) -> Result<std::sync::Arc<PolicyModu
 
 fn list(json: bool) -> anyhow::Result<ExitCode> {
     let runtime = PolicyRuntime::new(RuntimeConfig::default())?;
+    // This process has run no cycles: every breaker is closed. A controller lists its own.
+    let breaker = crate::policy::Breaker::default();
     let modules = runtime.builtins()?;
     if json {
         let out = json!({
@@ -98,8 +109,10 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
                 "params": m.descriptor.params,
                 "sha256": m.sha256,
                 "bytes": m.size,
+                "breaker": breaker.state(&m.sha256),
             })).collect::<Vec<_>>(),
             "strategies": Strategy::builtin_names(),
+            "breaker": breaker_json(&runtime, &breaker),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -115,7 +128,25 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
     }
     println!("strategies (amvm sim --strategy NAME; <threshold>-<selection>-<parameter>[-<placement>]):");
     println!("  {}", Strategy::builtin_names().join(" "));
+    let b = BreakerConfig::default();
+    println!(
+        "sandbox: cycle budget {} ms of policy time; circuit breaker disables a module after {} failing cycles, retries after {} cycles (doubling, at most {}); the controller shows each module's breaker state",
+        runtime.config().cycle_budget.as_millis(),
+        b.trip_after,
+        b.backoff_cycles,
+        b.max_backoff_cycles
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The breaker settings and the states of every module a breaker has seen (in this process:
+/// none; the controller serves its own scheduler's breaker the same way).
+fn breaker_json(runtime: &PolicyRuntime, breaker: &crate::policy::Breaker) -> serde_json::Value {
+    json!({
+        "config": breaker.config(),
+        "cycle_budget_ms": runtime.config().cycle_budget.as_millis() as u64,
+        "modules": breaker.states(),
+    })
 }
 
 fn range_text(min: Option<f64>, max: Option<f64>) -> String {
@@ -172,128 +203,71 @@ fn inspect(spec: &str, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if !m.trapped_imports.is_empty() {
-        println!("  imports the sandbox does not provide (calling them traps): {}", m.trapped_imports.join(", "));
+        let names: Vec<String> = m.trapped_imports.iter().map(|i| crate::policy::sanitize::clean(i)).collect();
+        println!("  imports the sandbox denies (calling one fails the call, naming it): {}", names.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses `name=value` pairs against the module's declared parameter types.
-pub fn parse_params(descriptor: &Descriptor, pairs: &[String]) -> anyhow::Result<ParamValues> {
-    let mut values = ParamValues::new();
-    for pair in pairs {
-        let Some((name, text)) = pair.split_once('=') else {
-            bail!("--param {pair:?}: expected NAME=VALUE");
-        };
-        let Some(spec) = descriptor.params.iter().find(|p| p.name == name) else {
-            let known: Vec<&str> = descriptor.params.iter().map(|p| p.name.as_str()).collect();
-            bail!("--param {name}: {} has no such parameter (known: {})", descriptor.name, known.join(", "));
-        };
-        let value = ParamValue::parse_as(spec.ty, text).map_err(|e| anyhow::anyhow!("--param {name}: {e}"))?;
-        values.insert(name.to_string(), value);
-    }
-    Ok(values)
+/// Splits `name=value` pairs.
+fn split_params(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) => Ok((name.to_string(), value.to_string())),
+            None => bail!("--param {:?}: expected NAME=VALUE", crate::policy::sanitize::clean(pair)),
+        })
+        .collect()
 }
 
-/// Loads, configures and probe-calls a module. Returns a one-line summary.
-pub fn probe(runtime: &PolicyRuntime, spec: &str, pairs: &[String], hosts: usize) -> anyhow::Result<String> {
-    let m = load(runtime, spec)?;
-    let params = parse_params(&m.descriptor, pairs)?;
-    let mut inst = runtime.instantiate(&m, &params)?;
-    let snap = SyntheticSpec::new(hosts.max(2), hosts.max(2) * 4, 7).build();
-    let ctx = types::Context {
-        cycle: 0,
-        interval_s: snap.interval_s,
-        seed: 7,
-        migration_mbps: snap.migration_bandwidth_mbps,
-        power_curves: snap.power_curves.iter().flat_map(|c| c.iter().copied()).collect(),
-    };
-    let w = snap.window;
-    let n = snap.hosts.len();
-    // Host rows: the sum of each host's VMs (VM i is on host i % n).
-    let mut cpu = vec![0.0f32; n * w];
-    for vm in 0..snap.vms.len() {
-        let h = snap.vms.host[vm] as usize;
-        for t in 0..w {
-            cpu[h * w + t] += snap.vms.cpu_history[vm * w + t] * snap.vms.mips[vm] / snap.hosts.cpu_capacity[h];
-        }
+/// The bytes and display name of a module given as a path or a built-in name.
+fn module_bytes(spec: &str) -> Result<(std::borrow::Cow<'static, [u8]>, String), PolicyError> {
+    let path = Path::new(spec);
+    if path.exists() || spec.ends_with(".wasm") || spec.contains('/') {
+        let bytes =
+            std::fs::read(path).map_err(|source| PolicyError::Io { path: path.display().to_string(), source })?;
+        return Ok((bytes.into(), path.display().to_string()));
     }
-    let hosts_rec = types::Hosts {
-        n: n as u32,
-        window: w as u32,
-        cpu,
-        mem: Vec::new(),
-        net: Vec::new(),
-        cpu_capacity: snap.hosts.cpu_capacity.clone(),
-        mem_capacity: snap.hosts.mem_capacity.clone(),
-        max_migration_s: vec![27.8; n],
-        vm_count: vec![4; n],
-    };
-    let vms_rec = |idx: &[usize]| types::Vms {
-        n: idx.len() as u32,
-        window: w as u32,
-        cpu: idx.iter().flat_map(|&v| snap.vms.cpu_history[v * w..(v + 1) * w].iter().copied()).collect(),
-        mips: idx.iter().map(|&v| snap.vms.mips[v]).collect(),
-        ram_mb: idx.iter().map(|&v| snap.vms.ram_mb[v]).collect(),
-    };
-    let what = match m.kind() {
-        PolicyKind::Threshold => {
-            let classes = inst.classify(&ctx, &hosts_rec)?;
-            let over = classes.iter().filter(|&&c| c == 2).count();
-            let add = vms_rec(&[0]);
-            inst.would_overload(&ctx, &hosts_rec, &add)?;
-            format!("classify({n} hosts): {over} overloaded; would-overload ok")
-        }
-        PolicyKind::Selection => {
-            let one = types::Hosts {
-                n: 1,
-                cpu: hosts_rec.cpu[..w].to_vec(),
-                cpu_capacity: vec![hosts_rec.cpu_capacity[0]],
-                mem_capacity: vec![hosts_rec.mem_capacity[0]],
-                max_migration_s: vec![27.8],
-                vm_count: vec![4],
-                ..hosts_rec.clone()
-            };
-            let on_host: Vec<usize> = (0..snap.vms.len()).filter(|&v| snap.vms.host[v] == 0).collect();
-            let order = inst.select(&ctx, &one, &vms_rec(&on_host))?;
-            format!("select({} VMs): {} named", on_host.len(), order.len())
-        }
-        PolicyKind::Placement => {
-            let c = types::Candidates {
-                n: n as u32,
-                cpu_used: (0..n).map(|h| hosts_rec.cpu[h * w + w - 1] * hosts_rec.cpu_capacity[h]).collect(),
-                cpu_capacity: hosts_rec.cpu_capacity.clone(),
-                mem_used: vec![4.0 * 1300.0; n],
-                mem_capacity: hosts_rec.mem_capacity.clone(),
-                power_model: (0..n).map(|h| (h % 2) as u32).collect(),
-                vm_count: vec![4; n],
-                asleep: vec![0; n],
-            };
-            let weights = inst.weigh(&ctx, types::VmDemand { cpu_mips: 500.0, ram_mb: 613.0 }, &c)?;
-            let kept = weights.iter().filter(|w| w.is_some()).count();
-            format!("weigh({n} candidates): {kept} kept")
-        }
-    };
-    Ok(format!(
-        "OK: {} {} ({} policy, sha256 {}…): {what}, {} µs, fuel {}",
-        m.descriptor.name,
-        m.descriptor.version,
-        m.kind(),
-        &m.sha256[..12],
-        inst.last_call.elapsed.as_micros(),
-        inst.last_call.fuel
-    ))
+    match builtin::bytes(spec) {
+        Some(b) => Ok((b.into(), format!("builtin:{spec}"))),
+        None => Err(PolicyError::BadParameter(format!(
+            "no built-in policy {spec:?} (built-ins: {})",
+            builtin::BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
-fn check(spec: &str, pairs: &[String], hosts: usize, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
+/// Loads, configures and probe-calls a module through [`PolicyRuntime::check`].
+pub fn probe(runtime: &PolicyRuntime, spec: &str, opts: &CheckOptions) -> Result<CheckReport, PolicyError> {
+    let (bytes, source) = module_bytes(spec)?;
+    runtime.check(&bytes, &source, opts)
+}
+
+fn check(spec: &str, pairs: &[String], opts: CheckOptions, json: bool, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
     let runtime = PolicyRuntime::new(limits.config())?;
-    match probe(&runtime, spec, pairs, hosts) {
-        Ok(line) => {
-            println!("{line}");
+    let name = crate::policy::sanitize::clean(&PathBuf::from(spec).display().to_string());
+    let params = match split_params(pairs) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("FAIL: {name}: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match probe(&runtime, spec, &CheckOptions { params, ..opts }) {
+        Ok(report) if json => {
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(report) => {
+            println!("{}", report.summary);
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let name = PathBuf::from(spec);
-            eprintln!("FAIL: {}: {e:#}", name.display());
+            // `PolicyError`'s Display is one sanitized line naming the cause.
+            eprintln!("FAIL: {name}: {e}");
             Ok(ExitCode::FAILURE)
         }
     }

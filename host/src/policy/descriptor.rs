@@ -133,38 +133,75 @@ pub(crate) fn to_raw_value(v: &ParamValue) -> types::Value {
     }
 }
 
-const MAX_TEXT: usize = 4096;
+use super::describe::{MAX_NAME, MAX_PARAMS, MAX_SUMMARY, MAX_TEXT, MAX_VERSION};
+use super::sanitize::{clean, is_unsafe_char};
+
+/// Text a module shows to people: bounded, and printable (no control characters, no terminal
+/// escape sequences, no invisible formatting characters), so nothing it declares can forge or
+/// garble the host's output.
+fn check_text(what: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.len() > max {
+        return Err(format!("{what} is longer than {max} bytes"));
+    }
+    if let Some(c) = s.chars().find(|&c| is_unsafe_char(c)) {
+        return Err(format!("{what} {:?} contains the non-printable character U+{:04X}", clean(s), c as u32));
+    }
+    Ok(())
+}
+
+/// A module or parameter name: ASCII letters, digits, '-', '_' or '.', starting with a letter or
+/// digit.
+fn check_name(what: &str, s: &str) -> Result<(), String> {
+    check_text(what, s, MAX_NAME)?;
+    let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        return Err(format!(
+            "{what} {:?} must be ASCII letters, digits, '-', '_' or '.', starting with a letter or digit",
+            clean(s)
+        ));
+    }
+    Ok(())
+}
 
 impl Descriptor {
-    /// Converts and checks what a module's `describe` returned.
+    /// Converts and checks what a module's `describe` returned (its sizes were already bounded
+    /// while it was decoded): printable text of bounded length, well-formed names, finite and
+    /// ordered bounds, defaults of the declared type within them.
     pub(crate) fn from_raw(raw: types::Descriptor) -> Result<Descriptor, PolicyError> {
-        let bad = |reason: String| PolicyError::InvalidOutput { function: "describe", reason };
-        let check_text = |what: &str, s: &str| {
-            if s.len() > MAX_TEXT {
-                Err(bad(format!("{what} is longer than {MAX_TEXT} bytes")))
-            } else {
-                Ok(())
-            }
-        };
-        check_text("name", &raw.name)?;
-        if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(bad(format!("name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'", raw.name)));
+        let bad = PolicyError::BadDescriptor;
+        check_name("name", &raw.name).map_err(bad)?;
+        check_text("version", &raw.version, MAX_VERSION).map_err(bad)?;
+        if raw.version.is_empty() {
+            return Err(bad("version is empty".into()));
         }
-        check_text("version", &raw.version)?;
-        check_text("summary", &raw.summary)?;
-        if raw.params.len() > 64 {
-            return Err(bad(format!("{} parameters declared; at most 64", raw.params.len())));
+        check_text("summary", &raw.summary, MAX_SUMMARY).map_err(bad)?;
+        if raw.params.len() > MAX_PARAMS {
+            return Err(bad(format!("{} parameters declared; at most {MAX_PARAMS}", raw.params.len())));
         }
         let mut params = Vec::with_capacity(raw.params.len());
         for p in raw.params {
-            check_text("parameter name", &p.name)?;
-            check_text("parameter help", &p.help)?;
+            check_name("parameter name", &p.name).map_err(bad)?;
+            check_text(&format!("help of {}", p.name), &p.help, MAX_SUMMARY).map_err(bad)?;
+            for (which, bound) in [("minimum", p.min), ("maximum", p.max)] {
+                if let Some(b) = bound.filter(|b| !b.is_finite()) {
+                    return Err(bad(format!("{} of {} is {b}; bounds must be finite", which, p.name)));
+                }
+            }
+            if let (Some(min), Some(max)) = (p.min, p.max) {
+                if min > max {
+                    return Err(bad(format!("{}: minimum {min} is above maximum {max}", p.name)));
+                }
+            }
             let ty = match p.ty {
                 types::ValueType::Float => ValueType::Float,
                 types::ValueType::Integer => ValueType::Integer,
                 types::ValueType::Flag => ValueType::Flag,
                 types::ValueType::Text => ValueType::Text,
             };
+            if let types::Value::Text(t) = &p.default {
+                check_text(&format!("default of {}", p.name), t, MAX_TEXT).map_err(bad)?;
+            }
             let spec = ParamSpec {
                 name: p.name,
                 ty,
@@ -174,7 +211,7 @@ impl Descriptor {
                 help: p.help,
             };
             if params.iter().any(|q: &ParamSpec| q.name == spec.name) {
-                return Err(bad(format!("parameter {:?} declared twice", spec.name)));
+                return Err(bad(format!("parameter {} declared twice", spec.name)));
             }
             spec.check(&spec.default).map_err(|e| bad(format!("default of {e}")))?;
             params.push(spec);
@@ -248,5 +285,60 @@ impl ParamSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> types::Descriptor {
+        types::Descriptor {
+            name: "p".into(),
+            version: "1.0".into(),
+            kind: types::PolicyKind::Placement,
+            summary: "a policy".into(),
+            params: vec![types::ParamSpec {
+                name: "x".into(),
+                ty: types::ValueType::Float,
+                default: types::Value::Float(0.5),
+                min: Some(0.0),
+                max: Some(1.0),
+                help: "help".into(),
+            }],
+        }
+    }
+
+    fn check(edit: impl FnOnce(&mut types::Descriptor), needle: &str) {
+        let mut d = raw();
+        edit(&mut d);
+        let e = Descriptor::from_raw(d).unwrap_err();
+        assert!(matches!(e, PolicyError::BadDescriptor(_)), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(needle), "{text}");
+        assert_eq!(text.lines().count(), 1);
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+
+    #[test]
+    fn descriptor_text_must_be_printable_and_bounded() {
+        assert!(Descriptor::from_raw(raw()).is_ok());
+        check(|d| d.summary = "x\n\x1b[1;32mOK: forged".into(), "non-printable character U+000A");
+        check(|d| d.version = "1\x1b[2J".into(), "version");
+        check(|d| d.params[0].help = "\u{202e}gnp.exe".into(), "U+202E");
+        check(|d| d.summary = "s".repeat(MAX_SUMMARY + 1), "summary is longer than 512 bytes");
+        check(|d| d.name = "bad name".into(), "name");
+        check(|d| d.params[0].name = "\x1b".into(), "parameter name");
+        check(|d| d.version.clear(), "version is empty");
+    }
+
+    #[test]
+    fn bounds_must_be_finite_and_ordered() {
+        check(|d| d.params[0].min = Some(f64::NAN), "minimum of x is NaN");
+        check(|d| d.params[0].max = Some(f64::INFINITY), "maximum of x is inf");
+        check(|d| d.params[0].min = Some(f64::NEG_INFINITY), "bounds must be finite");
+        check(|d| (d.params[0].min, d.params[0].max) = (Some(2.0), Some(1.0)), "above maximum");
+        // With finite bounds the range check holds: a default outside is refused.
+        check(|d| d.params[0].default = types::Value::Float(3.0), "above its maximum");
     }
 }

@@ -9,31 +9,72 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 use super::bindings::{placement::Placement, selection::Selection, threshold::Threshold, types, HostImports, Level};
+use super::bounded::TooLong;
 use super::descriptor::{to_raw_value, ParamValues, PolicyKind};
-use super::module::{PolicyModule, WorldPre};
+use super::module::{DeniedCall, PolicyModule, WorldPre};
+use super::sanitize::sanitize;
 use super::{PolicyError, RuntimeConfig};
 
 /// Most log lines kept per instance, and longest line.
 const LOG_LINES: usize = 32;
-const LOG_LINE_BYTES: usize = 1024;
+const LOG_LINE_CHARS: usize = 512;
 
-/// Memory cap for one store, recording whether the guest hit it.
+/// Bytes charged against the memory cap per table element (a function or external reference).
+const TABLE_ELEMENT_BYTES: usize = 16;
+/// Most core instances, memories and tables one module may create in its store.
+pub(crate) const MAX_INSTANCES: usize = 64;
+pub(crate) const MAX_MEMORIES: usize = 8;
+pub(crate) const MAX_TABLES: usize = 16;
+
+/// The memory cap of one store: the **sum** of every linear memory and table the module creates
+/// (all its core instances together), not each one on its own, plus caps on how many instances,
+/// memories and tables it may create. Records whether the guest hit the cap.
 pub(crate) struct Limiter {
-    memory_limit: usize,
+    limit: usize,
+    used: usize,
     hit: bool,
 }
 
-impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+impl Limiter {
+    pub(crate) fn new(limit: usize) -> Self {
+        Limiter { limit, used: 0, hit: false }
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let next = self.used.saturating_sub(current).saturating_add(desired);
+        if next > self.limit {
+            self.hit = true;
+            return false;
+        }
+        self.used = next;
+        true
+    }
+
+    /// Bytes of memories and tables the store holds now.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -44,14 +85,10 @@ pub struct StoreState {
 }
 
 impl HostImports for StoreState {
-    fn log(&mut self, level: Level, mut message: String) {
-        if message.len() > LOG_LINE_BYTES {
-            let mut cut = LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+    fn log(&mut self, level: Level, message: String) {
+        // Sanitized once here: whatever reads the log (errors, `log()`, tracing) gets one
+        // printable line.
+        let message = sanitize(&message, LOG_LINE_CHARS);
         tracing::debug!(target: "amvm::policy::guest", ?level, "{message}");
         if self.log.len() == LOG_LINES {
             self.log.pop_front();
@@ -137,19 +174,19 @@ impl PolicyInstance {
         self.module.kind()
     }
 
+    /// Bytes of linear memory and tables the live instance holds (all its core instances
+    /// together: what the memory cap limits).
+    pub fn memory_bytes(&self) -> usize {
+        self.live.as_ref().map_or(0, |l| l.store.data().limiter.used())
+    }
+
     /// The last lines the policy logged.
     pub fn log(&self) -> Vec<String> {
         self.live.as_ref().map(|l| l.store.data().log.iter().map(|(_, m)| m.clone()).collect()).unwrap_or_default()
     }
 
     fn new_store(&self) -> Store<StoreState> {
-        let state = StoreState {
-            limiter: Limiter { memory_limit: self.config.memory_limit_bytes, hit: false },
-            log: VecDeque::new(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store
+        new_store(&self.engine, &self.config)
     }
 
     /// Instantiates (or re-instantiates after a failure) and configures the module.
@@ -169,7 +206,7 @@ impl PolicyInstance {
             Bindings::Selection(b) => b.call_configure(&mut *store, &params),
             Bindings::Placement(b) => b.call_configure(&mut *store, &params),
         })?;
-        configured.map_err(|msg| PolicyError::Rejected(truncate(msg)))?;
+        configured.map_err(|msg| PolicyError::Rejected(sanitize(&msg, super::sanitize::MESSAGE_CHARS)))?;
         self.live = Some(Live { store, bindings });
         Ok(())
     }
@@ -193,35 +230,26 @@ impl PolicyInstance {
         self.last_call = CallStats { fuel, elapsed: start.elapsed() };
         self.total_fuel += fuel;
         self.calls += 1;
-        result.map_err(|err| self.classify_error(store, err))
-    }
-
-    fn classify_error(&self, store: &Store<StoreState>, err: wasmtime::Error) -> PolicyError {
-        let state = store.data();
-        if let Some(trap) = err.downcast_ref::<Trap>() {
-            match trap {
-                Trap::Interrupt => {
-                    return PolicyError::DeadlineExceeded { deadline_ms: self.config.deadline.as_millis() as u64 }
-                }
-                Trap::OutOfFuel => return PolicyError::FuelExhausted { fuel: self.config.fuel_per_call },
-                Trap::StackOverflow => return PolicyError::StackOverflow,
-                _ => {}
-            }
-        }
-        if state.limiter.hit {
-            return PolicyError::MemoryLimit { limit_mib: (self.config.memory_limit_bytes >> 20) as u64 };
-        }
-        let message = match err.downcast_ref::<Trap>() {
-            Some(trap) => trap.to_string(),
-            None => err.to_string(),
-        };
-        let log = state.log.iter().rev().find(|(l, _)| matches!(l, Level::Error)).map(|(_, m)| m.clone());
-        PolicyError::Trap { message: truncate(message), log }
+        result.map_err(|err| classify_error(&self.config, store, err))
     }
 
     /// Calls into the live instance; on any failure the instance is dropped and rebuilt on the
     /// next call (a trapped instance's state cannot be trusted).
     fn call<R>(
+        &mut self,
+        function: &'static str,
+        f: impl FnOnce(&mut Store<StoreState>, &Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        // A failed call is paid for again on the next one (instantiate and configure): the
+        // reported cost covers both, so budgets see what a failing module really costs.
+        let start = Instant::now();
+        let fuel_before = self.total_fuel;
+        let result = self.call_live(function, f);
+        self.last_call = CallStats { fuel: self.total_fuel - fuel_before, elapsed: start.elapsed() };
+        result
+    }
+
+    fn call_live<R>(
         &mut self,
         function: &'static str,
         f: impl FnOnce(&mut Store<StoreState>, &Bindings) -> wasmtime::Result<R>,
@@ -259,7 +287,7 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Threshold)?;
         let out = self.call("classify", |store, b| match b {
             Bindings::Threshold(t) => t.call_classify(store, ctx, hosts),
-            _ => unreachable!("kind checked"),
+            _ => Err(kind_lost()),
         })?;
         check_len("classify", out.len(), hosts.n as usize)?;
         if let Some((i, c)) = out.iter().enumerate().find(|(_, &c)| c > 2) {
@@ -281,7 +309,7 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Threshold)?;
         let out = self.call("would-overload", |store, b| match b {
             Bindings::Threshold(t) => t.call_would_overload(store, ctx, hosts, add),
-            _ => unreachable!("kind checked"),
+            _ => Err(kind_lost()),
         })?;
         check_len("would-overload", out.len(), hosts.n as usize)?;
         Ok(out)
@@ -297,7 +325,7 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Selection)?;
         let out = self.call("select", |store, b| match b {
             Bindings::Selection(s) => s.call_select(store, ctx, host, vms),
-            _ => unreachable!("kind checked"),
+            _ => Err(kind_lost()),
         })?;
         let n = vms.n as usize;
         if out.len() > n {
@@ -325,7 +353,7 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Placement)?;
         let out = self.call("weigh", |store, b| match b {
             Bindings::Placement(p) => p.call_weigh(store, ctx, vm, candidates),
-            _ => unreachable!("kind checked"),
+            _ => Err(kind_lost()),
         })?;
         check_len("weigh", out.len(), candidates.n as usize)?;
         if let Some((i, w)) = out.iter().enumerate().find_map(|(i, w)| w.filter(|w| !w.is_finite()).map(|w| (i, w))) {
@@ -338,34 +366,81 @@ impl PolicyInstance {
     }
 }
 
+/// A store under the sandbox's limits.
+fn new_store(engine: &Engine, config: &RuntimeConfig) -> Store<StoreState> {
+    let state = StoreState { limiter: Limiter::new(config.memory_limit_bytes), log: VecDeque::new() };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store
+}
+
+/// The world was checked when the module was loaded; a binding of another world here is a bug
+/// in the host, reported as an error rather than a panic.
+fn kind_lost() -> wasmtime::Error {
+    wasmtime::Error::msg("host bug: the instance's world differs from its module's")
+}
+
+/// Turns a failed call into the one error that names its cause.
+fn classify_error(config: &RuntimeConfig, store: &Store<StoreState>, err: wasmtime::Error) -> PolicyError {
+    let state = store.data();
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        match trap {
+            Trap::Interrupt => {
+                return PolicyError::DeadlineExceeded { deadline_ms: config.deadline.as_millis() as u64 }
+            }
+            Trap::OutOfFuel => return PolicyError::FuelExhausted { fuel: config.fuel_per_call },
+            Trap::StackOverflow => return PolicyError::StackOverflow,
+            _ => {}
+        }
+    }
+    // Before the denied import: a guest out of memory reports it on stderr, which is denied.
+    if state.limiter.hit {
+        return PolicyError::MemoryLimit { limit_mib: (config.memory_limit_bytes >> 20) as u64 };
+    }
+    if let Some(DeniedCall(import)) = err.downcast_ref::<DeniedCall>() {
+        return PolicyError::DeniedImport { import: import.clone() };
+    }
+    if let Some(too_long) = err.downcast_ref::<TooLong>() {
+        return PolicyError::BadDescriptor(too_long.to_string());
+    }
+    let message = match err.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.to_string(),
+    };
+    for (what, limit) in [("instance", MAX_INSTANCES), ("memory", MAX_MEMORIES), ("table", MAX_TABLES)] {
+        if message.contains("resource limit exceeded") && message.contains(&format!("{what} count")) {
+            let what = match what {
+                "instance" => "instances",
+                "memory" => "memories",
+                _ => "tables",
+            };
+            return PolicyError::ResourceLimit { what, limit };
+        }
+    }
+    let log = state.log.iter().rev().find(|(l, _)| matches!(l, Level::Error)).map(|(_, m)| m.clone());
+    PolicyError::Trap { message, log }
+}
+
 /// Instantiates a module without configuring it and asks it to describe itself (used at load,
-/// before parameters can be validated).
+/// before parameters can be validated), with the descriptor's limits applied while it is
+/// decoded ([`super::describe`]).
+/// Instantiating a module and reading its descriptor happen once per load, not in any cycle:
+/// they get at least this long (fuel and the memory cap still apply), so a loaded machine does
+/// not turn a descriptor refusal into a deadline.
+pub const LOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) fn describe_unconfigured(
     engine: &Engine,
     pre: &WorldPre,
     config: &RuntimeConfig,
 ) -> Result<types::Descriptor, PolicyError> {
-    let state =
-        StoreState { limiter: Limiter { memory_limit: config.memory_limit_bytes, hit: false }, log: VecDeque::new() };
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limiter);
+    let config = &RuntimeConfig { deadline: config.deadline.max(LOAD_DEADLINE), ..config.clone() };
+    let mut store = new_store(engine, config);
     store.set_epoch_deadline(config.deadline.as_millis().max(1) as u64);
     store.set_fuel(config.fuel_per_call).map_err(|e| PolicyError::Internal(format!("{e:#}")))?;
-    let map = |e: wasmtime::Error, store: &Store<StoreState>| {
-        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-            return PolicyError::DeadlineExceeded { deadline_ms: config.deadline.as_millis() as u64 };
-        }
-        if store.data().limiter.hit {
-            return PolicyError::MemoryLimit { limit_mib: (config.memory_limit_bytes >> 20) as u64 };
-        }
-        PolicyError::Trap { message: truncate(format!("{e}")), log: None }
-    };
-    let result = match pre {
-        WorldPre::Threshold(p) => p.instantiate(&mut store).and_then(|b| b.call_describe(&mut store)),
-        WorldPre::Selection(p) => p.instantiate(&mut store).and_then(|b| b.call_describe(&mut store)),
-        WorldPre::Placement(p) => p.instantiate(&mut store).and_then(|b| b.call_describe(&mut store)),
-    };
-    result.map_err(|e| map(e, &store))
+    let result =
+        pre.instance_pre().instantiate(&mut store).and_then(|instance| super::describe::call(&mut store, &instance));
+    result.map_err(|e| classify_error(config, &store, e))
 }
 
 fn invalid(function: &'static str, reason: String) -> PolicyError {
@@ -377,16 +452,4 @@ fn check_len(function: &'static str, got: usize, want: usize) -> Result<(), Poli
         return Err(invalid(function, format!("{got} entries for {want} inputs")));
     }
     Ok(())
-}
-
-fn truncate(mut s: String) -> String {
-    if s.len() > 512 {
-        let mut cut = 512;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
 }

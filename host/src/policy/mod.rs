@@ -10,12 +10,18 @@
 //! [`disk_cache`]); instances are reused across calls and replaced after a failure.
 
 mod bindings;
+mod bounded;
+pub mod breaker;
 pub mod builtin;
+pub mod check;
+mod describe;
 pub mod descriptor;
 mod disk_cache;
 mod error;
 mod instance;
+pub mod limits;
 mod module;
+pub mod sanitize;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,9 +32,12 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 pub use bindings::types;
+pub use breaker::{Breaker, BreakerConfig, BreakerEvent, BreakerState};
+pub use check::{CheckOptions, CheckReport};
 pub use descriptor::{Descriptor, ParamSpec, ParamValue, ParamValues, PolicyKind, ValueType};
 pub use error::PolicyError;
 pub use instance::{CallStats, PolicyInstance};
+pub use limits::CompileLimits;
 pub use module::{sha256_hex, PolicyModule};
 
 /// Sandbox limits.
@@ -36,7 +45,7 @@ pub use module::{sha256_hex, PolicyModule};
 pub struct RuntimeConfig {
     /// Longest a single call may run.
     pub deadline: Duration,
-    /// Largest linear memory a module may grow to.
+    /// Most memory a module may hold: all its linear memories and tables together.
     pub memory_limit_bytes: usize,
     /// Fuel given to each call (a backstop; the deadline normally ends runaway calls first).
     pub fuel_per_call: u64,
@@ -45,6 +54,14 @@ pub struct RuntimeConfig {
     /// Where compiled modules are cached across processes (`None`: compile in every process).
     /// Defaults to `AMVM_CACHE_DIR`, else `~/.cache/amvm/modules`; `AMVM_CACHE_DIR=off` disables.
     pub module_cache_dir: Option<std::path::PathBuf>,
+    /// Structural limits checked before a module is compiled.
+    pub compile_limits: CompileLimits,
+    /// Longest a compilation may take before the module is refused.
+    pub compile_timeout: Duration,
+    /// Policy time one decision cycle may spend in a strategy's modules before the scheduler
+    /// falls back to the built-ins for the rest of the cycle (`scheduler::budget`); `amvm
+    /// policy check` warns when a module's estimate at scale exceeds it.
+    pub cycle_budget: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -55,12 +72,15 @@ impl Default for RuntimeConfig {
             fuel_per_call: 10_000_000_000,
             max_wasm_stack: 512 << 10,
             module_cache_dir: disk_cache::default_dir(),
+            compile_limits: CompileLimits::default(),
+            compile_timeout: Duration::from_secs(20),
+            cycle_budget: Duration::from_secs(1),
         }
     }
 }
 
 /// Largest module accepted (bytes).
-pub const MAX_MODULE_BYTES: usize = 32 << 20;
+pub const MAX_MODULE_BYTES: usize = 16 << 20;
 
 /// The engine, its epoch ticker and the compiled-module cache. Share it by reference.
 pub struct PolicyRuntime {
@@ -106,12 +126,15 @@ impl PolicyRuntime {
         &self.config
     }
 
-    /// Loads a module from bytes: recognises it, compiles it (once per sha256), checks its world
-    /// and reads its descriptor.
+    /// Loads a module from bytes: recognises it, checks its structure against the compile
+    /// limits, compiles it (once per sha256, under a time limit), checks that it exports exactly
+    /// one world, reads its descriptor under the descriptor's limits and checks that the kind it
+    /// declares is the world it exports. Nothing of the module runs before its structure is
+    /// checked, and no decision function is called before its world and kind agree.
     pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<PolicyModule>, PolicyError> {
         if bytes.len() > MAX_MODULE_BYTES {
-            return Err(PolicyError::Invalid(format!(
-                "{} bytes; modules are limited to {MAX_MODULE_BYTES}",
+            return Err(PolicyError::TooComplex(format!(
+                "module size (bytes) {} exceeds the limit of {MAX_MODULE_BYTES}",
                 bytes.len()
             )));
         }
@@ -120,10 +143,11 @@ impl PolicyRuntime {
         if let Some(m) = self.cache.lock().map_err(|_| PolicyError::Internal("cache poisoned".into()))?.get(&sha) {
             return Ok(m.clone());
         }
+        limits::check_structure(bytes, &self.config.compile_limits, self.config.memory_limit_bytes as u64)?;
         let component = match self.disk.as_ref().and_then(|d| d.load(&self.engine, &sha)) {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(first_line(&e)))?;
+                let c = self.compile(bytes)?;
                 if let Some(d) = &self.disk {
                     d.store(&sha, &c);
                 }
@@ -133,10 +157,37 @@ impl PolicyRuntime {
         let (pre, trapped) = module::prepare(&self.engine, &component)?;
         let raw = instance::describe_unconfigured(&self.engine, &pre, &self.config)?;
         let descriptor = Descriptor::from_raw(raw)?;
+        if descriptor.kind != pre.kind() {
+            return Err(PolicyError::KindMismatch { world: pre.kind().as_str(), declared: descriptor.kind.as_str() });
+        }
         let module = module::new_module(sha.clone(), source.to_string(), bytes.len(), pre, trapped, descriptor);
-        tracing::debug!(name = %module.descriptor.name, %sha, source, "policy module loaded");
+        tracing::debug!(name = %module.descriptor.name, %sha, source = %sanitize::clean(source), "policy module loaded");
         self.cache.lock().map_err(|_| PolicyError::Internal("cache poisoned".into()))?.insert(sha, module.clone());
         Ok(module)
+    }
+
+    /// Compiles on a separate thread and gives up after `compile_timeout`. The structural limits
+    /// already bound what Cranelift is given; the timeout is the second line. An abandoned
+    /// compilation finishes in the background (it cannot be interrupted) and is discarded.
+    fn compile(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("amvm-policy-compile".into())
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, &owned));
+            })
+            .map_err(|e| PolicyError::Internal(format!("cannot start the compiler thread: {e}")))?;
+        match rx.recv_timeout(self.config.compile_timeout) {
+            Ok(result) => result.map_err(|e| PolicyError::Invalid(first_line(&e))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(PolicyError::CompileTimeout { secs: self.config.compile_timeout.as_secs() })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(PolicyError::Internal("the compiler thread stopped without a result".into()))
+            }
+        }
     }
 
     /// Loads a module from a file.
@@ -166,7 +217,7 @@ impl PolicyRuntime {
     }
 }
 
-fn first_line(e: &wasmtime::Error) -> String {
+pub(crate) fn first_line(e: &wasmtime::Error) -> String {
     let s = format!("{e:#}");
     s.lines().next().unwrap_or_default().to_string()
 }

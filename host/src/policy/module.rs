@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType};
 use wasmtime::Engine;
 
 use super::bindings::{placement::PlacementPre, selection::SelectionPre, threshold::ThresholdPre};
@@ -19,6 +20,25 @@ pub(crate) enum WorldPre {
     Placement(PlacementPre<StoreState>),
 }
 
+impl WorldPre {
+    /// The world the component's exports belong to.
+    pub(crate) fn kind(&self) -> PolicyKind {
+        match self {
+            WorldPre::Threshold(_) => PolicyKind::Threshold,
+            WorldPre::Selection(_) => PolicyKind::Selection,
+            WorldPre::Placement(_) => PolicyKind::Placement,
+        }
+    }
+
+    pub(crate) fn instance_pre(&self) -> &wasmtime::component::InstancePre<StoreState> {
+        match self {
+            WorldPre::Threshold(p) => p.instance_pre(),
+            WorldPre::Selection(p) => p.instance_pre(),
+            WorldPre::Placement(p) => p.instance_pre(),
+        }
+    }
+}
+
 /// A loaded policy module. Cheap to share (`Arc`); instantiate with
 /// [`PolicyRuntime::instantiate`](super::PolicyRuntime::instantiate).
 pub struct PolicyModule {
@@ -28,7 +48,8 @@ pub struct PolicyModule {
     pub source: String,
     /// What it says it is.
     pub descriptor: Descriptor,
-    /// Imports other than `amvm:policy/host` (WASI, typically): present, but trap when called.
+    /// Imports other than `amvm:policy/host` (WASI, typically): present, but calling one fails
+    /// the call with [`PolicyError::DeniedImport`] naming it.
     pub trapped_imports: Vec<String>,
     /// Size of the module in bytes.
     pub size: usize,
@@ -73,58 +94,143 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(), PolicyError> {
     }
 }
 
-/// Which world the component's exports name.
+/// The functions each world exports besides `describe` and `configure`.
+const WORLDS: [(PolicyKind, &[&str]); 3] = [
+    (PolicyKind::Threshold, &["classify", "would-overload"]),
+    (PolicyKind::Selection, &["select"]),
+    (PolicyKind::Placement, &["weigh"]),
+];
+const COMMON: [&str; 2] = ["describe", "configure"];
+
+/// Which world the component's exports belong to. A policy exports exactly one world: the
+/// functions of several worlds, or anything outside its world, are refused here, before any
+/// call, so the world (not the module's own `describe`) decides which functions the host calls.
 fn detect_world(engine: &Engine, component: &Component) -> Result<PolicyKind, PolicyError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    // Exported types (a hand-made component may export the types its functions use) are not
+    // part of the policy's surface; everything else is.
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .filter(|(_, item)| !matches!(item.ty, ComponentItem::Type(_)))
+        .map(|(name, _)| name.to_string())
+        .collect();
     let has = |n: &str| exports.iter().any(|e| e == n);
-    let kind = if has("classify") || has("would-overload") {
-        Some(PolicyKind::Threshold)
-    } else if has("select") {
-        Some(PolicyKind::Selection)
-    } else if has("weigh") {
-        Some(PolicyKind::Placement)
-    } else {
-        None
+    let found: Vec<(PolicyKind, Vec<&str>)> = WORLDS
+        .iter()
+        .map(|(kind, fns)| (*kind, fns.iter().copied().filter(|f| has(f)).collect::<Vec<_>>()))
+        .filter(|(_, fns)| !fns.is_empty())
+        .collect();
+    let kind = match found.as_slice() {
+        [] if exports.is_empty() => return Err(PolicyError::UnknownWorld { exports: "nothing".into() }),
+        [] => return Err(PolicyError::UnknownWorld { exports: exports.join(", ") }),
+        [(kind, _)] => *kind,
+        several => {
+            let worlds: Vec<String> = several.iter().map(|(k, fns)| format!("{k}: {}", fns.join(", "))).collect();
+            return Err(PolicyError::SeveralWorlds { worlds: worlds.join("; ") });
+        }
     };
-    match kind {
-        Some(_) if !has("describe") => Err(PolicyError::MissingDescribe),
-        Some(kind) => Ok(kind),
-        None if has("describe") => Err(PolicyError::UnknownWorld { exports: exports.join(", ") }),
-        None => Err(PolicyError::UnknownWorld {
-            exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
-        }),
+    if !has("describe") {
+        return Err(PolicyError::MissingDescribe);
     }
+    let allowed = |e: &str| COMMON.contains(&e) || WORLDS.iter().any(|(k, fns)| *k == kind && fns.contains(&e));
+    let extra: Vec<&str> = exports.iter().map(String::as_str).filter(|e| !allowed(e)).collect();
+    if !extra.is_empty() {
+        return Err(PolicyError::ExtraExports { world: kind.as_str(), exports: extra.join(", ") });
+    }
+    Ok(kind)
 }
 
-/// Compiles and type-checks a component against its world. Returns the pre-instantiated form
-/// and the imports that will trap.
+/// What a denied import returns when the module calls it: names the import, so the refusal says
+/// what was denied (`wasi:filesystem/preopens@0.2.0#get-directories`), not just "trapped".
+#[derive(Debug, thiserror::Error)]
+#[error("denied import {0}")]
+pub(crate) struct DeniedCall(pub String);
+
+/// Resources of denied interfaces (never constructed: every function that could make one is
+/// denied).
+struct DeniedResource;
+
+/// Defines every import other than `amvm:policy/host` as a function that fails with
+/// [`DeniedCall`]. Returns the names of the denied imports.
+fn deny_imports(
+    linker: &mut Linker<StoreState>,
+    engine: &Engine,
+    component: &Component,
+    host_import: &str,
+) -> Result<Vec<String>, PolicyError> {
+    let mut denied = Vec::new();
+    let mut root = linker.root();
+    for (name, item) in component.component_type().imports(engine) {
+        if name == host_import {
+            continue;
+        }
+        denied.push(name.to_string());
+        deny_item(&mut root, engine, name, None, item.ty)?;
+    }
+    Ok(denied)
+}
+
+fn deny_item(
+    linker: &mut LinkerInstance<'_, StoreState>,
+    engine: &Engine,
+    name: &str,
+    parent: Option<&str>,
+    item: ComponentItem,
+) -> Result<(), PolicyError> {
+    let full = match parent {
+        Some(p) => format!("{p}#{name}"),
+        None => name.to_string(),
+    };
+    let define = |e: wasmtime::Error| PolicyError::Invalid(format!("import `{full}`: {e}"));
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let what = full.clone();
+            linker
+                .func_new(name, move |_, _, _, _| Err(wasmtime::Error::new(DeniedCall(what.clone()))))
+                .map_err(define)?;
+        }
+        ComponentItem::ComponentInstance(instance) => {
+            let mut inner = linker.instance(name).map_err(define)?;
+            for (export, item) in instance.exports(engine) {
+                deny_item(&mut inner, engine, export, Some(&full), item.ty)?;
+            }
+        }
+        ComponentItem::Resource(_) => {
+            linker.resource(name, ResourceType::host::<DeniedResource>(), |_, _| Ok(())).map_err(define)?;
+        }
+        ComponentItem::Module(_) | ComponentItem::Component(_) => {
+            return Err(PolicyError::Invalid(format!(
+                "imports a module or component `{full}`; a policy imports only interfaces"
+            )));
+        }
+        ComponentItem::CoreFunc(_) | ComponentItem::Type(_) => {}
+    }
+    Ok(())
+}
+
+/// Type-checks a compiled component against its world. Returns the pre-instantiated form and
+/// the imports that are denied.
 pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPre, Vec<String>), PolicyError> {
     let kind = detect_world(engine, component)?;
     let mut linker: Linker<StoreState> = Linker::new(engine);
     let internal = |e: wasmtime::Error| PolicyError::Internal(format!("{e:#}"));
     let host_import = "amvm:policy/host@0.1.0";
-    let trapped: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .filter(|name| name != host_import)
-        .collect();
     super::bindings::threshold::amvm::policy::host::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(
         &mut linker,
         |s| s,
     )
     .map_err(internal)?;
-    linker.define_unknown_imports_as_traps(component).map_err(internal)?;
-    let mismatch =
-        |world: &'static str| move |e: wasmtime::Error| PolicyError::WorldMismatch { world, reason: format!("{e:#}") };
+    let denied = deny_imports(&mut linker, engine, component, host_import)?;
+    let mismatch = |world: &'static str| {
+        move |e: wasmtime::Error| PolicyError::WorldMismatch { world, reason: super::first_line(&e) }
+    };
     let pre = linker.instantiate_pre(component).map_err(mismatch(kind.as_str()))?;
     let pre = match kind {
         PolicyKind::Threshold => WorldPre::Threshold(ThresholdPre::new(pre).map_err(mismatch("threshold"))?),
         PolicyKind::Selection => WorldPre::Selection(SelectionPre::new(pre).map_err(mismatch("selection"))?),
         PolicyKind::Placement => WorldPre::Placement(PlacementPre::new(pre).map_err(mismatch("placement"))?),
     };
-    Ok((pre, trapped))
+    Ok((pre, denied))
 }
 
 pub(crate) fn new_module(

@@ -14,11 +14,14 @@
 //! Never a half-made plan.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::policy::{types, PolicyError, PolicyInstance, PolicyKind, PolicyRuntime};
+use crate::policy::{types, Breaker, PolicyError, PolicyInstance, PolicyKind, PolicyRuntime};
+
+use super::budget::{BudgetOverrun, CycleBudget, Guard};
 
 use super::idmap::{IdMap, IdSet};
 use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snapshot, VmId};
@@ -92,13 +95,19 @@ pub struct CycleOutcome {
     pub stats: CycleStats,
     /// Why the plan is what it is (only when tracing is on, see [`Scheduler::set_tracing`]).
     pub trace: Option<DecisionTrace>,
+    /// The cycle's policy-time budget was exceeded (fallbacks were used from then on).
+    pub budget_overrun: Option<BudgetOverrun>,
+    /// Modules skipped in this cycle because their circuit breaker is open.
+    pub disabled: Vec<String>,
 }
 
-struct Slot {
-    primary: PolicyInstance,
+pub(super) struct Slot {
+    pub(super) primary: PolicyInstance,
     fallback: PolicyInstance,
     /// The primary failed in this cycle: use the fallback until the cycle ends.
-    degraded: bool,
+    pub(super) degraded: bool,
+    /// The primary is disabled by its circuit breaker for this cycle (`budget.rs`).
+    pub(super) skipped: bool,
 }
 
 struct Abort;
@@ -114,6 +123,8 @@ pub struct Scheduler {
     under_streak: IdMap<HostId, u32>,
     moved_at: IdMap<VmId, u64>,
     tracing: bool,
+    /// Cycle budget and circuit breaker (`budget.rs`).
+    guard: Guard,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -154,6 +165,7 @@ impl Scheduler {
                 primary: instantiate(runtime, strategy, kind, primary)?,
                 fallback: instantiate(runtime, strategy, kind, fallback)?,
                 degraded: false,
+                skipped: false,
             })
         };
         Ok(Scheduler {
@@ -165,7 +177,21 @@ impl Scheduler {
             under_streak: IdMap::default(),
             moved_at: IdMap::default(),
             tracing: false,
+            guard: Guard::new(
+                Arc::new(Breaker::default()),
+                strategy.rules.cycle_budget_ms.map_or(runtime.config().cycle_budget, std::time::Duration::from_millis),
+            ),
         })
+    }
+
+    /// The circuit breaker this scheduler consults (its own unless [`Self::set_breaker`]).
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.guard.breaker
+    }
+
+    /// Shares a circuit breaker (the controller's, which it exposes to operators).
+    pub fn set_breaker(&mut self, breaker: Arc<Breaker>) {
+        self.guard.breaker = breaker;
     }
 
     pub fn strategy(&self) -> &Strategy {
@@ -181,9 +207,7 @@ impl Scheduler {
     /// Runs one decision cycle over `snap`.
     pub fn cycle(&mut self, snap: &Snapshot) -> CycleOutcome {
         let start = Instant::now();
-        for slot in [&mut self.threshold, &mut self.selection, &mut self.placement] {
-            slot.degraded = false;
-        }
+        let disabled = self.guard.begin(snap.cycle, [&mut self.threshold, &mut self.selection, &mut self.placement]);
         let mut cycle = Cycle {
             ctx: types::Context {
                 cycle: snap.cycle,
@@ -202,11 +226,25 @@ impl Scheduler {
             trace: self.tracing.then(DecisionTrace::default),
             last_place: None,
             veto_log: Vec::new(),
+            budget: CycleBudget::new(self.guard.budget),
         };
         (cycle.host_class, cycle.n_classes) = host_classes(snap);
         let result = cycle.run(self);
-        let mut outcome =
-            CycleOutcome { failures: cycle.failures, stats: cycle.stats, trace: cycle.trace, ..Default::default() };
+        let budget_overrun = cycle.budget.into_overrun();
+        self.guard.end(
+            snap.cycle,
+            [&self.threshold, &self.selection, &self.placement],
+            &cycle.failures,
+            budget_overrun.as_ref(),
+        );
+        let mut outcome = CycleOutcome {
+            failures: cycle.failures,
+            stats: cycle.stats,
+            budget_overrun,
+            disabled,
+            trace: cycle.trace,
+            ..Default::default()
+        };
         match result {
             Ok(plan) => {
                 for m in &plan.migrations {
@@ -263,6 +301,7 @@ struct Cycle<'a> {
     last_place: Option<(u32, FilterCounts, Vec<Candidate>)>,
     /// Hosts the threshold policy vetoed in the current placement call (tracing only).
     veto_log: Vec<usize>,
+    budget: CycleBudget,
 }
 
 impl Cycle<'_> {
@@ -307,12 +346,16 @@ impl Cycle<'_> {
         mut f: impl FnMut(&mut PolicyInstance, &types::Context) -> Result<R, PolicyError>,
     ) -> Result<R, Abort> {
         loop {
+            if self.budget.exceeded() {
+                slot.degraded = true;
+            }
             let fallback = slot.degraded;
             let inst = if fallback { &mut slot.fallback } else { &mut slot.primary };
             let result = f(inst, &self.ctx);
             self.stats.fuel += inst.last_call.fuel;
             self.stats.policy_time += inst.last_call.elapsed;
             let t = inst.last_call.elapsed;
+            self.budget.charge(inst.kind(), &inst.module().descriptor.name, t, !fallback);
             match inst.kind() {
                 PolicyKind::Threshold => {
                     if self.stats.threshold_calls == 0 {
@@ -333,7 +376,6 @@ impl Cycle<'_> {
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    tracing::warn!(module = %inst.module().descriptor.name, fallback, error = %e, "policy call failed");
                     self.failures.push(PolicyFailure {
                         kind: inst.kind(),
                         module: inst.module().descriptor.name.clone(),

@@ -2,6 +2,7 @@
 //! → placement → underload evacuation), world-agnostic. See `cycle.rs` for the algorithm and
 //! `snapshot.rs` for the seam.
 
+mod budget;
 mod cycle;
 mod idmap;
 pub mod snapshot;
@@ -10,6 +11,7 @@ pub mod synthetic;
 pub mod trace;
 mod work;
 
+pub use budget::BudgetOverrun;
 pub use cycle::{CycleOutcome, CycleStats, PolicyFailure, Scheduler, SchedulerError};
 pub use snapshot::{Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId, VmTable};
 pub use strategy::{Fallbacks, PolicyChoice, Rules, Strategy, StrategyError};

@@ -68,11 +68,15 @@ pub struct Rules {
     pub vm_cooldown_cycles: u32,
     /// Seed given to randomized policies.
     pub seed: u64,
+    /// Policy time a cycle may spend in this strategy's modules before it falls back to the
+    /// fallbacks for the rest of the cycle (default: the runtime's, 1 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle_budget_ms: Option<u64>,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules { persistence: 1, max_migrations_per_host: 0, vm_cooldown_cycles: 0, seed: 42 }
+        Rules { persistence: 1, max_migrations_per_host: 0, vm_cooldown_cycles: 0, seed: 42, cycle_budget_ms: None }
     }
 }
 

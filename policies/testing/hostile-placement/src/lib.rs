@@ -5,6 +5,7 @@ use amvm_sdk::prelude::*;
 
 struct Hostile {
     mode: String,
+    spin: u64,
 }
 
 #[inline(never)]
@@ -18,13 +19,25 @@ fn recurse(depth: u64, acc: &mut [u64; 16]) -> u64 {
 
 impl PlacementPolicy for Hostile {
     fn describe() -> Descriptor {
-        Descriptor::placement("hostile-placement", "0.0.1").summary("Test guest that misbehaves on purpose").param(
-            ParamSpec::text("mode", "ok").help("ok | loop | grow | recurse | panic | nan | inf | short | huge | fs"),
-        )
+        Descriptor::placement("hostile-placement", "0.0.1")
+            .summary("Test guest that misbehaves on purpose")
+            .param(ParamSpec::text("mode", "ok").help(
+                "ok | loop | grow | recurse | panic | nan | inf | short | huge | fs | clock | random | slow | reject",
+            ))
+            .param(ParamSpec::integer("spin", 30_000_000).range(0.0, 1e12).help("iterations per call in slow mode"))
     }
 
     fn configure(p: &Params) -> Result<Self, String> {
-        Ok(Hostile { mode: p.text("mode").to_string() })
+        if p.text("mode") == "reject" {
+            // A refusal that tries to take over the terminal: clear it, forge the host's OK
+            // line, and run on for many lines.
+            let mut msg = String::from("no\r\x1b[2K\x1b[1;32mOK: hostile-placement accepted\x1b[0m\n");
+            for i in 0..200 {
+                msg.push_str(&format!("line {i}\x07\n"));
+            }
+            return Err(msg);
+        }
+        Ok(Hostile { mode: p.text("mode").to_string(), spin: p.integer("spin").max(0) as u64 })
     }
 
     fn weigh(&mut self, _: &Context, _: &VmDemand, c: &Candidates) -> Vec<Option<f32>> {
@@ -61,6 +74,25 @@ impl PlacementPolicy for Hostile {
                     Err(e) => write(Level::Info, &format!("fs: denied: {e}")),
                 }
                 vec![Some(0.0); n]
+            }
+            "clock" => {
+                let t = std::time::SystemTime::now();
+                write(Level::Error, &format!("clock: read {t:?}"));
+                vec![Some(0.0); n]
+            }
+            "random" => {
+                let mut seen = std::collections::HashSet::new();
+                seen.insert(n);
+                write(Level::Error, &format!("random: hashed {}", seen.len()));
+                vec![Some(0.0); n]
+            }
+            "slow" => {
+                // Legal but slow: a fixed amount of work per call, under the per-call deadline.
+                let mut x: u64 = 1;
+                for _ in 0..self.spin {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                vec![Some((x % 2) as f32); n]
             }
             _ => vec![Some(0.0); n],
         }

@@ -1,5 +1,5 @@
 //! A threshold policy that answers nonsense on purpose (`mode`: ok | bad-class | short |
-//! overload-all). It implements the raw component bindings, not the SDK trait, because the SDK
+//! overload-all | loop | slow). It implements the raw component bindings, not the SDK trait, because the SDK
 //! cannot express an invalid class. Test suite only.
 use std::cell::RefCell;
 
@@ -27,7 +27,7 @@ impl Guest for Hostile {
                 default: Value::Text("ok".into()),
                 min: None,
                 max: None,
-                help: "ok | bad-class | short | overload-all".into(),
+                help: "ok | bad-class | short | overload-all | loop | slow".into(),
             }],
         }
     }
@@ -47,6 +47,20 @@ impl Guest for Hostile {
             "bad-class" => vec![7; n],
             "short" => vec![0; n / 2],
             "overload-all" => vec![2; n],
+            "loop" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "slow" => {
+                // Legal but slow: a fixed amount of work per call, under the per-call deadline.
+                let mut x: u64 = 1;
+                for _ in 0..16_000_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                vec![(x % 2) as u8; n]
+            }
             _ => vec![0; n],
         })
     }
