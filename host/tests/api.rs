@@ -2,11 +2,13 @@
 //! are refused with their reason, manual approval, strategy activation, shadow experiments,
 //! the OpenAPI document and `/metrics`.
 
+// Integration tests are their own crate: top-level #[test] functions are the convention here.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "../../policies/testing/components.rs"]
-#[allow(dead_code)]
 mod components;
 
 use amvm_host::api::{self, ApiConfig, AppState, Role, Tokens};

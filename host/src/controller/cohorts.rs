@@ -94,7 +94,7 @@ impl Cohorts {
 
     /// Records one step from the world's per-host accounts; returns the cycle's record.
     pub fn record(&mut self, accounts: Vec<HostAccount>, cycle: u64) -> Option<Value> {
-        let Some(last) = self.last.replace(accounts.clone()) else { return None };
+        let last = self.last.replace(accounts.clone())?;
         if last.len() != accounts.len() {
             return None;
         }

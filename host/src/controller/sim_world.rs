@@ -525,6 +525,9 @@ impl World for SimWorld {
     }
 }
 
+/// Reads one value of a recorded step.
+type Getter = Box<dyn Fn(&Sample) -> Option<f64>>;
+
 /// The simulated world's recorded history, shared with the API.
 struct SimSeries {
     state: RwLock<SeriesState>,
@@ -543,7 +546,7 @@ impl SeriesSource for SimSeries {
     fn series(&self, q: &SeriesQuery) -> Result<SeriesData, String> {
         let (interval, hosts, vms) = (self.interval_s, self.hosts, self.vms);
         let id = q.id.map(|i| i as usize);
-        let (unit, value): (&str, Box<dyn Fn(&Sample) -> Option<f64>>) = match (q.target.as_str(), q.metric.as_str()) {
+        let (unit, value): (&str, Getter) = match (q.target.as_str(), q.metric.as_str()) {
             ("host", metric) => {
                 let h = id.filter(|&h| h < hosts).ok_or_else(|| format!("no host {:?}", q.id))?;
                 match metric {

@@ -186,6 +186,12 @@ pub struct ActionRow {
     pub updated_at: i64,
 }
 
+/// A plan, its decision trace and its actions.
+pub type PlanWithActions = (PlanRow, Option<serde_json::Value>, Vec<ActionRow>);
+
+/// One state transition of an action: time, from, to, note.
+pub type Transition = (i64, Option<String>, String, Option<String>);
+
 /// A new action for [`Store::insert_plan`].
 #[derive(Debug, Clone)]
 pub struct NewAction {
@@ -599,7 +605,7 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().ctx("list plans")
     }
 
-    pub fn plan(&self, id: i64) -> Result<Option<(PlanRow, Option<serde_json::Value>, Vec<ActionRow>)>> {
+    pub fn plan(&self, id: i64) -> Result<Option<PlanWithActions>> {
         let c = self.conn();
         let sql = format!("SELECT {PLAN_COLS}, p.trace FROM plans p WHERE p.id = ?1");
         let found = c
@@ -813,7 +819,7 @@ impl Store {
     }
 
     /// The transition log of one action.
-    pub fn action_log(&self, id: i64) -> Result<Vec<(i64, Option<String>, String, Option<String>)>> {
+    pub fn action_log(&self, id: i64) -> Result<Vec<Transition>> {
         let c = self.conn();
         let mut st = c
             .prepare("SELECT at, from_state, to_state, note FROM action_log WHERE action_id = ?1 ORDER BY id")
