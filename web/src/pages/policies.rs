@@ -395,7 +395,14 @@ fn Composer(policies: Loader<Vec<Policy>>, strategies: Loader<Vec<Strategy>>) ->
         }
         let fb = fallback.get();
         if !fb.is_empty() {
+            // The fallback is a whole strategy: its threshold, with this strategy's selection
+            // and placement.
             s += &format!("[fallback.threshold]\nmodule = {fb:?}\n\n");
+            for role in ["selection", "placement"] {
+                if let Some(p) = find(role) {
+                    s += &format!("[fallback.{role}]\nmodule = {:?}\n\n", module_ref(&p));
+                }
+            }
         }
         s += "[rules]\n";
         for (k, v) in rules.get() {
@@ -568,7 +575,7 @@ fn Composer(policies: Loader<Vec<Policy>>, strategies: Loader<Vec<Strategy>>) ->
                 <legend>"Fallbacks and host-side rules"</legend>
                 <div class="row">
                     <div class="field">
-                        <label for="s-fallback">"Fallback threshold (when the module fails)"</label>
+                        <label for="s-fallback">"Fallback threshold (used with the same selection and placement when a module fails)"</label>
                         <select id="s-fallback" prop:value=move || fallback.get() on:change=move |ev| fallback.set(event_target_value(&ev))>
                             <option value="">"none"</option>
                             {move || options("threshold").into_iter().map(|(v, l)| view! { <option value=v>{l}</option> }).collect_view()}
