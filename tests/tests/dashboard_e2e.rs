@@ -19,6 +19,9 @@ use serde_json::{json, Value};
 const TOKEN: &str = "dashboard-admin-token-0123456789";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// One browser and one demo at a time: the tests would otherwise compete for the cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -34,7 +37,13 @@ impl Drop for Proc {
 }
 
 /// One HTTP/1.1 request with an optional JSON body; (status, body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> std::io::Result<(u16, String)> {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
@@ -59,10 +68,8 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
     let chunked = head.contains("transfer-encoding: chunked");
     loop {
         let body = &buf[head_end..];
@@ -143,9 +150,12 @@ impl Browser {
     /// None (with the reason printed) when chromium cannot run here.
     fn start() -> Option<Browser> {
         let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
-        let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].into_iter().find(|p| Path::new(p).exists());
+        let driver =
+            ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].into_iter().find(|p| Path::new(p).exists());
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
-            println!("SKIP dashboard browser tests: chromium / chromedriver not installed (scripts/install-deps.sh --tests)");
+            println!(
+                "SKIP dashboard browser tests: chromium / chromedriver not installed (scripts/install-deps.sh --tests)"
+            );
             return None;
         };
         let port = free_port();
@@ -230,7 +240,11 @@ impl Browser {
 
     fn click(&self, css: &str) {
         let sel = serde_json::to_string(css).unwrap();
-        self.wait(&format!("clickable {css}"), &format!("document.querySelector({sel}) && !document.querySelector({sel}).disabled"), 30);
+        self.wait(
+            &format!("clickable {css}"),
+            &format!("document.querySelector({sel}) && !document.querySelector({sel}).disabled"),
+            30,
+        );
         self.js(&format!("document.querySelector({sel}).click(); return true"));
     }
 
@@ -308,13 +322,25 @@ fn login(b: &Browser, base: &str) {
 
 #[test]
 fn dashboard_pages_in_chromium() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(b) = Browser::start() else { return };
     let port = free_port();
     let data = tempfile::tempdir().unwrap();
     let _demo = start_demo(
         port,
         data.path(),
-        &["--step-ms", "200", "--hosts", "100", "--trace", "synthetic:vms=200,mean=25", "--automation", "manual", "--review-s", "600"],
+        &[
+            "--step-ms",
+            "200",
+            "--hosts",
+            "100",
+            "--trace",
+            "synthetic:vms=200,mean=25",
+            "--automation",
+            "manual",
+            "--review-s",
+            "600",
+        ],
     );
     let base = format!("http://127.0.0.1:{port}");
 
@@ -374,7 +400,11 @@ fn dashboard_pages_in_chromium() {
     b.wait("the recommended plan listed", &format!("document.querySelector('tr[data-plan=\"{plan}\"]')"), 30);
     b.click(&format!("tr[data-plan=\"{plan}\"]"));
     b.wait("plan in URL", &format!("location.search.includes('plan={plan}')"), 10);
-    b.wait("plan detail", "document.querySelector('[data-testid=approve]') && !document.querySelector('[data-testid=approve]').disabled", 30);
+    b.wait(
+        "plan detail",
+        "document.querySelector('[data-testid=approve]') && !document.querySelector('[data-testid=approve]').disabled",
+        30,
+    );
     b.wait("reasons from the trace", "document.querySelectorAll('.reasons li').length > 0", 10);
     b.click("[data-testid=approve]");
     b.wait("approved message", "document.querySelector('[data-testid=plan-msg]') && document.querySelector('[data-testid=plan-msg]').textContent.includes('now')", 30);
@@ -401,7 +431,8 @@ fn dashboard_pages_in_chromium() {
     std::fs::write(&bad, b"\0asm\x01\0\0\0 this is not a component").unwrap();
     b.goto(&format!("{base}/policies"));
     b.wait("modules", "document.querySelectorAll('[data-testid=modules] tbody tr').length >= 12", 30);
-    let uploaded_before = api(port, "/api/v1/policies").as_array().unwrap().iter().filter(|p| p["builtin"] == false).count();
+    let uploaded_before =
+        api(port, "/api/v1/policies").as_array().unwrap().iter().filter(|p| p["builtin"] == false).count();
     b.send_file("#module-file", &bad);
     b.wait("refusal shown inline", "document.querySelector('[data-testid=upload-error]')", 60);
     let reason = b.js("return document.querySelector('[data-testid=upload-error]').textContent");
@@ -444,6 +475,7 @@ fn dashboard_pages_in_chromium() {
         std::thread::sleep(Duration::from_millis(200));
     }
     b.wait("active in the list", "[...document.querySelectorAll('[data-testid=strategies] tr')].some(tr => tr.textContent.includes('e2e-composed') && tr.textContent.includes('active'))", 30);
+    b.js("document.querySelector('[data-testid=strategies]').scrollIntoView(); return true");
     b.shot("policies");
 
     // Experiments: an offline A/B over the embedded day; its verdict in words.
@@ -458,7 +490,11 @@ fn dashboard_pages_in_chromium() {
     b.wait("verdicts", "document.querySelectorAll('[data-testid=verdicts] li').length > 0", 600);
     let verdict = b.js("return document.querySelector('[data-testid=verdicts]').textContent");
     assert!(verdict.as_str().unwrap().contains("thr-mmt-0.8"), "{verdict}");
-    b.wait("per-trace charts", "document.querySelectorAll('[data-testid=experiment] figure.chart path[stroke]').length >= 2", 30);
+    b.wait(
+        "per-trace charts",
+        "document.querySelectorAll('[data-testid=experiment] figure.chart path[stroke]').length >= 2",
+        30,
+    );
     b.shot("experiments");
 
     // Dark theme, and an unknown page's empty state.
@@ -471,6 +507,7 @@ fn dashboard_pages_in_chromium() {
 /// The overview at 10,000 hosts: time from navigation to the drawn host grid and live numbers.
 #[test]
 fn dashboard_overview_10000_hosts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(b) = Browser::start() else { return };
     let port = free_port();
     let data = tempfile::tempdir().unwrap();

@@ -161,6 +161,7 @@ pub fn fmt_value(v: f64, unit: &str) -> String {
     match unit {
         "ratio" => fmt::pct(v),
         "W" | "w" | "watts" => fmt::watts(v),
+        "kWh" if v >= 100.0 => format!("{v:.0} kWh"),
         "kWh" => format!("{v:.1} kWh"),
         "count" | "hosts" => format!("{v:.0}"),
         "" => fmt::num(v, 2),
@@ -170,7 +171,7 @@ pub fn fmt_value(v: f64, unit: &str) -> String {
 
 const W: f64 = 640.0;
 const H: f64 = 180.0;
-const ML: f64 = 56.0;
+const ML: f64 = 62.0;
 const MR: f64 = 10.0;
 const MT: f64 = 10.0;
 const MB: f64 = 22.0;
