@@ -664,7 +664,6 @@ fn Strategies(strategies: Loader<Vec<Strategy>>) -> impl IntoView {
                 let sq = set_query.clone();
                 let rows = list
                     .iter()
-                    .cloned()
                     .map(|s| {
                         let id = s.id;
                         let on = picked.contains(&id);
