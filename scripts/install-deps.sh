@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what AMVM needs on Debian 12, idempotently: Debian packages, Rust wasm targets.
 #   scripts/install-deps.sh           what building and running `amvm` needs (the README's first command)
-#   scripts/install-deps.sh --tests   plus what the tests use: rrdtool, libvirt's daemon, QEMU, the
-#                                     pinned nightly and cargo-fuzz (fuzzing)
+#   scripts/install-deps.sh --tests   plus what the tests use: rrdtool, libvirt's daemon, QEMU,
+#                                     Chromium and its WebDriver (dashboard tests), the pinned
+#                                     nightly and cargo-fuzz (fuzzing)
 # Run as root (or with sudo available). Safe to run again; does nothing when all is present.
 set -euo pipefail
 
@@ -16,7 +17,7 @@ TESTS=0
 [[ "${1:-}" == "--tests" ]] && TESTS=1
 PKGS=(build-essential pkg-config libclang-dev librrd-dev libvirt-dev)
 if ((TESTS)); then
-  PKGS+=(rrdtool libvirt-daemon-system qemu-system-x86 qemu-utils)
+  PKGS+=(rrdtool libvirt-daemon-system qemu-system-x86 qemu-utils chromium chromium-driver)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -37,6 +38,16 @@ installed=$(rustup target list --installed)
 for t in wasm32-wasip2 wasm32-unknown-unknown; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
+
+# The dashboard (web/) is built by host/build.rs with the wasm-bindgen CLI, which must be the
+# exact version of the wasm-bindgen crate in Cargo.lock (no trunk or cargo-leptos: they download
+# tools at build time).
+WASM_BINDGEN=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$(dirname "$0")/../Cargo.lock" 2>/dev/null || true)
+WASM_BINDGEN=${WASM_BINDGEN:-0.2.130}
+if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $WASM_BINDGEN"; then
+  echo "install-deps: installing wasm-bindgen-cli $WASM_BINDGEN" >&2
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN"
+fi
 
 if ((!TESTS)); then
   exit 0

@@ -10,6 +10,7 @@ pub mod auth;
 mod openapi;
 mod prometheus;
 mod routes;
+mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;

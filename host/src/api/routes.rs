@@ -870,6 +870,7 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(super::web::router())
         .fallback(not_found)
 }
 

@@ -1,0 +1,189 @@
+//! Migrations: live progress from `migration` events (phase stepper, bytes sent and remaining
+//! that never run backwards), and the history with its four metrics.
+
+use leptos::prelude::*;
+
+use crate::api::{Action, Progress};
+use crate::fmt;
+use crate::pages::{badge, query, Empty};
+use crate::store::{use_store, Loader};
+
+const PHASES: [(&str, &str); 4] =
+    [("full-round", "Full round"), ("stop-copy", "Stop-copy"), ("post-copy", "Demand / push"), ("done", "Done")];
+
+fn phase_index(p: &str) -> usize {
+    match p {
+        "full-round" | "pre-copy" | "iterative" => 0,
+        "stop-copy" | "stop-and-copy" => 1,
+        "post-copy" | "demand" | "push" => 2,
+        "done" => 3,
+        _ => 0,
+    }
+}
+
+#[component]
+pub fn ProgressRow(p: Progress) -> impl IntoView {
+    let k = phase_index(&p.phase);
+    let frac = if p.bytes_total > 0.0 { p.bytes_sent / p.bytes_total } else { 0.0 };
+    let rate = if p.elapsed_s > 0.0 { p.bytes_sent / p.elapsed_s } else { 0.0 };
+    view! {
+        <div class="progress">
+            <ol class="stepper" aria-label="Phase">
+                {PHASES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, label))| {
+                        let cls = if i < k {
+                            "done"
+                        } else if i == k {
+                            "now"
+                        } else {
+                            ""
+                        };
+                        view! { <li class=cls>{*label}</li> }
+                    })
+                    .collect_view()}
+            </ol>
+            <div class="pbar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{:.0}", frac * 100.0)>
+                <i style=format!("width:{:.1}%", frac * 100.0)></i>
+            </div>
+            <div class="small muted">
+                {format!(
+                    "sent {} · remaining {} of {} · {} / {} · {}/s · dirty rate not reported by this world",
+                    fmt::bytes(p.bytes_sent),
+                    fmt::bytes(p.bytes_remaining),
+                    fmt::bytes(p.bytes_total),
+                    fmt::dur(p.elapsed_s),
+                    fmt::dur(p.expected_s),
+                    fmt::bytes(rate),
+                )}
+            </div>
+        </div>
+    }
+}
+
+#[component]
+pub fn History(rows: Vec<Action>) -> impl IntoView {
+    view! {
+        <div class="scrollbox">
+            <table class="tbl" data-testid="migration-history">
+                <thead>
+                    <tr>
+                        <th>"#"</th>
+                        <th>"VM"</th>
+                        <th>"From → to"</th>
+                        <th>"Reason"</th>
+                        <th>"State"</th>
+                        <th class="num">"Total time"</th>
+                        <th class="num">"Downtime"</th>
+                        <th class="num">"Bytes"</th>
+                        <th class="num">"Page faults"</th>
+                        <th>"Note"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {rows
+                        .into_iter()
+                        .map(|a| {
+                            view! {
+                                <tr>
+                                    <td>{a.id}</td>
+                                    <td>{a.vm.map(|v| view! { <a href=format!("/vms/{v}")>{format!("VM {v}")}</a> })}</td>
+                                    <td>
+                                        {format!(
+                                            "{} → {}",
+                                            a.from_host.map(|h| h.to_string()).unwrap_or_default(),
+                                            a.to_host.map(|h| h.to_string()).unwrap_or_default()
+                                        )}
+                                    </td>
+                                    <td>{a.reason.clone().unwrap_or_default()}</td>
+                                    <td>{badge(&a.state)}</td>
+                                    <td class="num">{a.total_s.map(fmt::dur).unwrap_or_else(|| "–".into())}</td>
+                                    <td class="num">{a.downtime_ms.map(|d| format!("{d:.0} ms")).unwrap_or_else(|| "n/a".into())}</td>
+                                    <td class="num">{a.bytes.map(fmt::bytes).unwrap_or_else(|| "–".into())}</td>
+                                    <td class="num">{a.page_faults.map(|p| format!("{p:.0}")).unwrap_or_else(|| "n/a".into())}</td>
+                                    <td class="small muted">{a.note.clone().unwrap_or_default()}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[component]
+pub fn Migrations() -> impl IntoView {
+    let store = use_store();
+    let state = query("state");
+    let history = Loader::<Vec<Action>>::new();
+    let set_query = crate::app::use_set_query();
+    Effect::new(move |_| {
+        let _ = store.ticks.migration_end.get();
+        let _ = store.ticks.plan.get();
+        let st = state.get().unwrap_or_else(|| "SUCCEEDED".into());
+        let f = if st == "all" { String::new() } else { format!("&state={st}") };
+        history.load(format!("/migrations?limit=200{f}"));
+    });
+    let live = move || store.live.with(|m| m.values().filter(|p| p.phase != "done").cloned().collect::<Vec<_>>());
+    view! {
+        <div class="pagehead">
+            <h1>"Migrations"</h1>
+            <span class="muted">{move || format!("{} in flight", live().len())}</span>
+        </div>
+        <section class="card" data-testid="live-migrations">
+            <h2>"In flight"</h2>
+            {move || {
+                let l = live();
+                if l.is_empty() {
+                    return view! {
+                        <Empty title="No migration is running" hint="Migrations appear here as soon as a plan's actions start; approve a plan on the Plans page in manual mode."/>
+                    }
+                        .into_any();
+                }
+                let n = l.len();
+                view! {
+                    <div class="migs">
+                        {l
+                            .into_iter()
+                            .take(60)
+                            .map(|p| {
+                                view! {
+                                    <div class="mig">
+                                        <div>
+                                            <a href=format!("/vms/{}", p.vm)>{format!("VM {}", p.vm)}</a>
+                                            {format!(" host {} → host {}", p.from, p.to)}
+                                        </div>
+                                        <ProgressRow p/>
+                                    </div>
+                                }
+                            })
+                            .collect_view()}
+                    </div>
+                    {(n > 60).then(|| view! { <p class="muted small">{format!("Showing 60 of {n}.")}</p> })}
+                }
+                    .into_any()
+            }}
+        </section>
+        <section class="card">
+            <div class="cardhead">
+                <h2>"History"</h2>
+                <label for="m-state">"State"</label>
+                <select
+                    id="m-state"
+                    prop:value=move || state.get().unwrap_or_else(|| "SUCCEEDED".into())
+                    on:change=move |ev| set_query(&[("state", Some(&event_target_value(&ev)))])
+                >
+                    {["SUCCEEDED", "ONGOING", "FAILED", "CANCELLED", "all"].iter().map(|s| view! { <option value=*s>{*s}</option> }).collect_view()}
+                </select>
+            </div>
+            {move || history.error.get().map(|e| view! { <p class="error">{e.to_string()}</p> })}
+            {move || match history.data.get() {
+                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(v) if v.is_empty() => view! { <Empty title="No migrations in this state" hint="Pick another state."/> }.into_any(),
+                Some(v) => view! { <History rows=v/> }.into_any(),
+            }}
+        </section>
+    }
+}
