@@ -239,6 +239,18 @@ async fn a_good_module_uploads_and_a_strategy_naming_it_drives_the_next_plans() 
         e.shared.store.plans(None, 50).unwrap().iter().any(|p| p.strategy_id == Some(id))
     })
     .await;
+    // The same strategy as a JSON object is a new version.
+    let obj = serde_json::json!({
+        "name": "thr-mmt-spread",
+        "threshold": { "module": "thr", "params": { "upper": 0.7 } },
+        "selection": { "module": "mmt" },
+        "placement": { "module": format!("sha256:{sha}") },
+    });
+    let (s, v) =
+        call(&e.app, "POST", "/api/v1/strategies", Some(ADMIN), json(serde_json::json!({ "strategy": obj }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 2, "{v}");
+    assert!(v["toml"].as_str().unwrap().contains("0.7"), "{v}");
     // The module is in use: it cannot be deleted.
     let (s, _) = call(&e.app, "DELETE", &format!("/api/v1/policies/{sha}"), Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::CONFLICT);

@@ -350,8 +350,9 @@ async fn delete_policy(
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyBody {
-    /// The strategy as TOML (the format of `amvm sim --strategy FILE`), or a built-in name.
-    pub strategy: String,
+    /// The strategy: TOML text (the format of `amvm sim --strategy FILE`), a built-in name, or
+    /// the same fields as a JSON object (`{"name": …, "threshold": {"module": …, "params": …}, …}`).
+    pub strategy: serde_json::Value,
     /// `automatic` (default) or `manual`.
     pub automation: Option<String>,
     /// Activate it right away.
@@ -375,11 +376,24 @@ async fn check_strategy(st: &AppState, text: String) -> ApiResult<crate::schedul
     .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))
 }
 
+/// The strategy of a request body as the text `parse_strategy` reads (JSON objects become TOML).
+fn strategy_text(v: serde_json::Value) -> ApiResult<String> {
+    match v {
+        serde_json::Value::String(s) => Ok(s),
+        obj @ serde_json::Value::Object(_) => {
+            let s: crate::scheduler::Strategy = serde_json::from_value(obj)
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("strategy JSON: {e}")))?;
+            Ok(s.to_toml())
+        }
+        _ => Err(ApiError::bad("strategy: TOML text, a built-in name, or a JSON object")),
+    }
+}
+
 async fn validate_strategy(
     State(st): State<AppState>,
     Json(b): Json<StrategyBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let s = check_strategy(&st, b.strategy).await?;
+    let s = check_strategy(&st, strategy_text(b.strategy)?).await?;
     Ok(Json(serde_json::json!({ "ok": true, "name": s.name, "toml": s.to_toml() })))
 }
 
@@ -394,7 +408,7 @@ async fn create_strategy(
             Automation::parse(a).ok_or_else(|| ApiError::bad(format!("automation {a:?}: manual or automatic")))?
         }
     };
-    let s = check_strategy(&st, b.strategy).await?;
+    let s = check_strategy(&st, strategy_text(b.strategy)?).await?;
     let by = actor(&who);
     let (id, version) = st.shared.store.insert_strategy(&s.name, &s.to_toml(), automation.as_str(), &by)?;
     st.shared.store.audit(&by, "strategy.create", &format!("{} v{version}", s.name), automation.as_str())?;
