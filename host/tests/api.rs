@@ -428,3 +428,42 @@ async fn hostile_uploads_are_refused_through_the_policy_check_path() {
     let before = e.shared.view().last_cycle.cycle;
     wait_for("the loop to keep cycling", || e.shared.view().last_cycle.cycle > before).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_rules_are_validated_and_maintenance_evacuates_a_host() {
+    let e = env(Automation::Automatic, 40);
+    // A rule naming an undefined host group: refused with the reason, nothing stored.
+    let bad =
+        serde_json::json!({ "vm_host": [{ "name": "db", "vms": [1], "host_group": "rack-z", "relation": "run-on" }] });
+    let (s, v) = call(&e.app, "PUT", "/api/v1/rules", Some(ADMIN), json(bad.clone())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("rack-z"), "{v}");
+    let (s, _) = call(&e.app, "PUT", "/api/v1/rules", Some(READ), json(bad)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = call(&e.app, "GET", "/api/v1/rules", Some(READ), None).await;
+    assert_eq!((s, v["vm_host"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+    // Good rules are stored and shown.
+    let good = serde_json::json!({ "never_sleep": [0], "max_inflow_per_host": 4 });
+    let (s, v) = call(&e.app, "PUT", "/api/v1/rules", Some(ADMIN), json(good)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("the rules to apply", || e.shared.view().operator_rules.max_inflow_per_host == 4).await;
+    assert_eq!(e.shared.store.setting("operator_rules").unwrap().map(|t| t.contains("never_sleep")), Some(true));
+    // Maintenance on the busiest host: its VMs leave and none arrive.
+    let busiest = e.shared.view().hosts.iter().max_by_key(|h| h.vms.len()).map(|h| (h.id, h.vms.len())).unwrap();
+    assert!(busiest.1 > 0);
+    let (s, v) = call(
+        &e.app,
+        "POST",
+        &format!("/api/v1/hosts/{}/maintenance", busiest.0),
+        Some(ADMIN),
+        json(serde_json::json!({ "on": true })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("the host in maintenance to be emptied", || {
+        e.shared.view().hosts.iter().any(|h| h.id == busiest.0 && h.vms.is_empty() && h.state == "maintenance")
+    })
+    .await;
+    let actions = e.shared.store.actions_in("SUCCEEDED").unwrap();
+    assert!(actions.iter().any(|a| a.from_host == Some(i64::from(busiest.0))), "evacuated by migrations");
+}

@@ -256,7 +256,7 @@ fn spread_and_pack_by_hand() {
 fn every_builtin_describes_itself() {
     let rt = runtime();
     let all = rt.builtins().unwrap();
-    assert_eq!(all.len(), 12);
+    assert_eq!(all.len(), 14);
     for m in all {
         assert!(!m.descriptor.summary.is_empty(), "{}", m.descriptor.name);
         assert_eq!(m.sha256.len(), 64);
@@ -283,4 +283,42 @@ fn parameters_are_validated_before_the_module_sees_them() {
     // An integer is fine where a float is declared.
     let ok: ParamValues = [("upper".to_string(), ParamValue::Integer(1))].into_iter().collect();
     rt.instantiate(&m, &ok).unwrap();
+}
+
+#[test]
+fn otf_counts_the_overloaded_share_of_the_history() {
+    let rt = runtime();
+    let mut p = instance(&rt, "otf", &[("otf", 0.2), ("lower", 0.0)]);
+    // 10 samples, 2 at or above 0.8, now 0.9; migration 300 s = 1 step: (1 + 2) / (1 + 10) ≥ 0.2.
+    let mut row = [0.5f32; 10];
+    row[3] = 0.85;
+    row[9] = 0.9;
+    assert_eq!(classify(&mut p, &[&row], 300.0), vec![O]);
+    // Without the migration step 2 / 10 = 0.2 still; with otf 0.25 it is not.
+    assert_eq!(classify(&mut p, &[&row], 0.0), vec![O]);
+    let mut strict = instance(&rt, "otf", &[("otf", 0.25), ("lower", 0.0)]);
+    assert_eq!(classify(&mut strict, &[&row], 0.0), vec![N]);
+    // Below the threshold now, or fewer than `limit` (10) samples: never overloaded.
+    row[9] = 0.7;
+    assert_eq!(classify(&mut p, &[&row, &[0.9; 5]], 300.0), vec![N, N]);
+}
+
+#[test]
+fn mhod_by_hand() {
+    let rt = runtime();
+    let mut p = instance(&rt, "mhod", &[("lower", 0.0)]);
+    // Always above 0.8: state 1 throughout, p11 = 29/30 (the first transition comes from the
+    // initial state 0). Every policy keeps the host overloaded all the time (OTF 1 > 0.1): no
+    // feasible policy, so migrate.
+    let hot = [0.9f32; 30];
+    // Below 0.8 now; above only in the last sample (p11 unknown = 0); too short a history.
+    let mut cooling = [0.9f32; 30];
+    cooling[29] = 0.5;
+    let mut spike = [0.3f32; 30];
+    spike[29] = 0.95;
+    let short = [0.9f32; 8];
+    assert_eq!(classify(&mut p, &[&hot, &cooling, &spike, &short], 300.0), vec![O, N, N, N]);
+    // An OTF budget of 1 allows anything: a feasible policy exists, not overloaded.
+    let mut lax = instance(&rt, "mhod", &[("otf", 1.0), ("lower", 0.0)]);
+    assert_eq!(classify(&mut lax, &[&hot], 300.0), vec![N]);
 }

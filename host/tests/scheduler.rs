@@ -3,54 +3,11 @@
 // Integration tests are their own crate: top-level #[test] functions are the convention here.
 #![allow(clippy::tests_outside_test_module)]
 
-use amvm_host::policy::{builtin, ParamValue, PolicyRuntime, RuntimeConfig};
-use amvm_host::scheduler::synthetic::POWER_G4;
-use amvm_host::scheduler::{
-    HostState, HostTable, Migration, MigrationReason, PolicyChoice, Scheduler, Snapshot, Strategy, VmTable,
-};
+use amvm_host::policy::{builtin, ParamValue};
+use amvm_host::scheduler::{HostState, MigrationReason, PolicyChoice, Scheduler, Strategy};
 
-fn runtime() -> PolicyRuntime {
-    PolicyRuntime::new(RuntimeConfig::default()).unwrap()
-}
-
-/// Hosts of 1000 MIPS / 4096 MB on the G4 power curve; VMs of 1000 MIPS with a flat history at
-/// `util`. `vms` = (host index, utilization, RAM MB).
-fn cluster(hosts: &[HostState], vms: &[(u32, f32, f32)]) -> Snapshot {
-    let mut h = HostTable::default();
-    for (i, &state) in hosts.iter().enumerate() {
-        h.push(100 + i as u32, state, 1000.0, 4096.0, 0);
-    }
-    let window = 3;
-    let mut v = VmTable::default();
-    for (i, &(host, util, ram)) in vms.iter().enumerate() {
-        v.id.push(i as u32);
-        v.host.push(host);
-        v.mips.push(1000.0);
-        v.ram_mb.push(ram);
-        v.migrating.push(false);
-        v.cpu_history.extend([util; 3]);
-    }
-    Snapshot {
-        cycle: 0,
-        time_s: 0.0,
-        interval_s: 300.0,
-        window,
-        migration_bandwidth_mbps: 62.5,
-        power_curves: vec![POWER_G4],
-        hosts: h,
-        vms: v,
-    }
-}
-
-fn mig(vm: u32, from: u32, to: u32, reason: MigrationReason) -> Migration {
-    Migration { vm, from, to, reason }
-}
-
-/// Host 0 at 0.9 (VMs a 0.5/1000 MB, b 0.4/500 MB), host 1 at 0.3, host 2 at 0.15.
-fn three_hosts() -> Snapshot {
-    use HostState::Active;
-    cluster(&[Active, Active, Active], &[(0, 0.5, 1000.0), (0, 0.4, 500.0), (1, 0.3, 1000.0), (2, 0.15, 1000.0)])
-}
+mod common;
+use common::{cluster, mig, runtime, three_hosts};
 
 #[test]
 fn overload_then_underload_by_hand() {

@@ -11,6 +11,7 @@ use super::routes::*;
 use crate::controller::store::{ActionRow, AuditRow, ExperimentRow, ModuleRow, PlanRow, StrategyRow};
 use crate::controller::world::{HostView, SeriesData, VmView};
 use crate::controller::Guards;
+use crate::scheduler::OperatorRules;
 
 type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
@@ -74,7 +75,7 @@ pub fn routes() -> Vec<RouteDoc> {
             ..r(
                 "post",
                 "/api/v1/hosts/{id}/maintenance",
-                "Enter or leave maintenance mode",
+                "Enter or leave maintenance mode (entering evacuates the host)",
                 "admin",
                 (200, Some(s::<Value>)),
             )
@@ -183,6 +184,23 @@ pub fn routes() -> Vec<RouteDoc> {
         RouteDoc {
             body: Some(s::<Guards>),
             ..r("put", "/api/v1/guards", "Set the guards", "admin", (200, Some(s::<Guards>)))
+        },
+        r(
+            "get",
+            "/api/v1/rules",
+            "Cluster-wide operator rules (affinity groups, VM-host rules, pinned VMs, maintenance windows, reserve, headroom, inflow)",
+            "read",
+            (200, Some(s::<OperatorRules>)),
+        ),
+        RouteDoc {
+            body: Some(s::<OperatorRules>),
+            ..r(
+                "put",
+                "/api/v1/rules",
+                "Replace the cluster-wide operator rules (validated; applied from the next cycle)",
+                "admin",
+                (200, Some(s::<OperatorRules>)),
+            )
         },
         r("post", "/api/v1/pause", "Pause: no plans, nothing executed", "admin", (200, Some(s::<Guards>))),
         r("post", "/api/v1/resume", "Resume after a pause", "admin", (200, Some(s::<Guards>))),

@@ -20,6 +20,7 @@ use crate::controller::store::{
 };
 use crate::controller::world::{ClusterMetrics, HostView, Progress, SeriesData, SeriesQuery, VmView, WorldInfo};
 use crate::controller::{self, ActiveStrategy, Automation, Command, CycleSummary, Guards, OfflineSpec};
+use crate::scheduler::OperatorRules;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -114,7 +115,8 @@ async fn host(State(st): State<AppState>, Path(id): Path<u32>) -> ApiResult<Json
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceBody {
-    /// Enter (`true`) or leave (`false`) maintenance: no VM is placed on it, it is never acted on.
+    /// Enter (`true`) or leave (`false`) maintenance: its VMs are live-migrated away, no VM is
+    /// placed on it and it is never put to sleep.
     pub on: bool,
 }
 
@@ -664,6 +666,23 @@ async fn set_guards(
     Ok(Json(g))
 }
 
+// ---- operator rules -----------------------------------------------------------------------
+
+async fn rules(State(st): State<AppState>) -> Json<OperatorRules> {
+    Json(st.shared.view().operator_rules.clone())
+}
+
+async fn set_rules(
+    State(st): State<AppState>,
+    who: Option<Extension<Who>>,
+    Json(r): Json<OperatorRules>,
+) -> ApiResult<Json<OperatorRules>> {
+    r.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+    st.shared.store.audit(&actor(&who), "rules.set", "operator rules", &serde_json::to_string(&r)?)?;
+    st.shared.send(Command::SetRules(Box::new(r.clone())));
+    Ok(Json(r))
+}
+
 async fn pause(State(st): State<AppState>, who: Option<Extension<Who>>) -> ApiResult<Json<Guards>> {
     let g = Guards { paused: true, ..st.shared.view().guards.clone() };
     set_guards(State(st), who, Json(g)).await
@@ -867,6 +886,7 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .route("/migrations/{id}", get(migration))
         .route("/migrations/{id}/cancel", post(cancel_migration))
         .route("/guards", get(guards).put(set_guards))
+        .route("/rules", get(rules).put(set_rules))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/experiments", get(experiments).post(start_experiment))

@@ -67,7 +67,8 @@ fn load_scenario(path: Option<&Path>) -> Result<Scenario> {
 pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
     let scenario = load_scenario(args.scenario.as_deref())?;
     let spec = StrategySpec::parse(&args.strategy);
-    let strategies = StrategySet::prepare(std::slice::from_ref(&spec))?;
+    let mut strategies = StrategySet::prepare(std::slice::from_ref(&spec))?;
+    strategies.set_scenario_rules(scenario.operator_rules.clone());
     let trace_spec = match &args.trace {
         Some(t) => t.clone(),
         None => {
@@ -98,7 +99,8 @@ pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
 pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
     let scenario = load_scenario(args.scenario.as_deref())?;
     let (spec_a, spec_b) = (StrategySpec::parse(&args.a), StrategySpec::parse(&args.b));
-    let strategies = StrategySet::prepare(&[spec_a.clone(), spec_b.clone()])?;
+    let mut strategies = StrategySet::prepare(&[spec_a.clone(), spec_b.clone()])?;
+    strategies.set_scenario_rules(scenario.operator_rules.clone());
     let traces = load_traces(&args.trace)?;
     let quiet = args.json.is_some();
     let bar = if quiet {

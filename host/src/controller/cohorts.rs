@@ -71,6 +71,7 @@ pub fn sub_snapshot(snap: &Snapshot, keep: impl Fn(usize) -> bool) -> Snapshot {
     Snapshot {
         cycle: snap.cycle,
         time_s: snap.time_s,
+        unix_time_s: snap.unix_time_s,
         interval_s: snap.interval_s,
         window: w,
         migration_bandwidth_mbps: snap.migration_bandwidth_mbps,

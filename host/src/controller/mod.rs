@@ -32,7 +32,8 @@ use self::events::EventBus;
 use self::store::{state, ActionEnd, NewAction, NewPlan, Store};
 use self::world::{ActionReq, ClusterMetrics, HostView, Outcome, Progress, Reconciled, VmView, World, WorldInfo};
 use crate::policy::PolicyRuntime;
-use crate::scheduler::{MigrationReason, Plan, Scheduler, Snapshot, Strategy};
+use crate::scheduler::rules::Maintenance;
+use crate::scheduler::{MigrationReason, OperatorRules, Plan, Scheduler, Snapshot, Strategy};
 
 pub use experiment::{predicted_power_w, OfflineSpec};
 
@@ -162,6 +163,8 @@ pub struct View {
     pub strategy: Option<ActiveStrategy>,
     pub guards: Guards,
     pub maintenance: Vec<u32>,
+    /// Cluster-wide operator rules (`PUT /rules`), on top of the active strategy's own.
+    pub operator_rules: OperatorRules,
     pub last_cycle: CycleSummary,
     pub world_time: f64,
     pub policy_failures: Vec<serde_json::Value>,
@@ -175,6 +178,8 @@ pub enum Command {
     /// Rebuild the scheduler from the active strategy.
     ReloadStrategy,
     SetGuards(Guards),
+    /// Replace the cluster-wide operator rules (validated by the caller).
+    SetRules(Box<OperatorRules>),
     Maintenance {
         host: u32,
         on: bool,
@@ -357,6 +362,8 @@ struct Loop {
     active: Option<ActiveStrategy>,
     guards: Guards,
     maintenance: Vec<u32>,
+    /// Cluster-wide operator rules; maintenance hosts are added to them each cycle.
+    rules: OperatorRules,
     cycle: u64,
     /// Cycle at which each VM last started a migration (cool-down guard).
     moved_at: std::collections::HashMap<u32, u64>,
@@ -380,6 +387,13 @@ impl Loop {
         };
         let maintenance = store.setting("maintenance")?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         let cycle = store.setting("cycle")?.and_then(|t| t.parse().ok()).unwrap_or(0);
+        let rules = match store.setting("operator_rules")? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored operator rules unreadable; starting without cluster rules");
+                OperatorRules::default()
+            }),
+            None => OperatorRules::default(),
+        };
         Ok(Loop {
             cfg,
             world,
@@ -389,6 +403,7 @@ impl Loop {
             active: None,
             guards,
             maintenance,
+            rules,
             cycle,
             moved_at: Default::default(),
             executed_this_cycle: 0,
@@ -567,6 +582,12 @@ impl Loop {
                 self.execute_approved()?;
                 self.publish_view();
             }
+            Command::SetRules(rules) => {
+                self.store().set_setting("operator_rules", &serde_json::to_string(&rules)?)?;
+                self.rules = *rules;
+                self.publish("controller", serde_json::json!({ "event": "rules", "rules": &self.rules }));
+                self.publish_view();
+            }
             Command::Maintenance { host, on } => {
                 self.maintenance.retain(|&h| h != host);
                 if on {
@@ -676,6 +697,18 @@ impl Loop {
             return Ok(());
         };
         let maintenance = self.maintenance.clone();
+        // Hosts in maintenance are emptied by the scheduler (operator rules), not hidden from it.
+        let mut extra = self.rules.clone();
+        if !maintenance.is_empty() {
+            extra.maintenance.push(Maintenance { hosts: maintenance.clone(), windows: Vec::new() });
+        }
+        scheduler.set_extra_rules(extra.clone());
+        if let Some(co) = self.cohorts.as_mut() {
+            co.scheduler.set_extra_rules(extra.clone());
+        }
+        if let Some(sh) = self.shadow.as_mut() {
+            sh.scheduler.set_extra_rules(extra);
+        }
         let snap = self.world.observe(&maintenance);
         let t = Instant::now();
         let outcome = match self.cohorts.as_mut() {
@@ -906,6 +939,7 @@ impl Loop {
             strategy: self.active.clone(),
             guards: self.guards.clone(),
             maintenance: self.maintenance.clone(),
+            operator_rules: self.rules.clone(),
             last_cycle: self.last.clone(),
             world_time: self.world.clock(),
             policy_failures: self.last_failures.clone(),
@@ -954,6 +988,7 @@ fn plan_rows(
         reason: Some(match m.reason {
             MigrationReason::Overload => "overload".into(),
             MigrationReason::Underload => "underload".into(),
+            MigrationReason::Maintenance => "maintenance".into(),
         }),
         mode: None,
     }));

@@ -16,7 +16,7 @@ use super::world::{
     ActionReq, ClusterMetrics, HostAccount, HostView, Outcome, Progress, Reconciled, SeriesData, SeriesQuery,
     SeriesSource, VmView, World, WorldInfo,
 };
-use crate::scheduler::{Cluster, HostState, Snapshot};
+use crate::scheduler::{Cluster, Snapshot};
 use crate::sim::scenario::InitialPlacement;
 use crate::sim::{PowerAccounting, Scenario, SimCluster, Trace};
 
@@ -349,15 +349,10 @@ impl World for SimWorld {
         }
     }
 
-    fn observe(&mut self, maintenance: &[u32]) -> &Snapshot {
+    fn observe(&mut self, _maintenance: &[u32]) -> &Snapshot {
+        // Maintenance reaches the scheduler as an operator rule (evacuate, accept nothing).
         self.sim.observe();
-        let snap = self.sim.snapshot_mut();
-        for &h in maintenance {
-            if let Some(s) = snap.hosts.state.get_mut(h as usize) {
-                *s = HostState::Down;
-            }
-        }
-        snap
+        self.sim.snapshot_mut()
     }
 
     fn execute(&mut self, actions: &[ActionReq]) -> Vec<Result<(), String>> {

@@ -14,6 +14,8 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     builtin!("iqr", "amvm_policy_iqr.wasm"),
     builtin!("lr", "amvm_policy_lr.wasm"),
     builtin!("lrr", "amvm_policy_lrr.wasm"),
+    builtin!("mhod", "amvm_policy_mhod.wasm"),
+    builtin!("otf", "amvm_policy_otf.wasm"),
     builtin!("mmt", "amvm_policy_mmt.wasm"),
     builtin!("mc", "amvm_policy_mc.wasm"),
     builtin!("rs", "amvm_policy_rs.wasm"),

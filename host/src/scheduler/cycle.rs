@@ -24,6 +24,7 @@ use crate::policy::{types, Breaker, PolicyError, PolicyInstance, PolicyKind, Pol
 use super::budget::{BudgetOverrun, CycleBudget, Guard};
 
 use super::idmap::{IdMap, IdSet};
+use super::rules::{OperatorRules, Refusal, RuleIndex};
 use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snapshot, VmId};
 use super::strategy::{PolicyChoice, Strategy};
 use super::trace::{
@@ -35,6 +36,9 @@ use super::work::Work;
 /// Candidates checked by the first `would-overload` call during placement; each further call
 /// checks four times as many (8, 32, 128, …), so a long run of vetoed hosts costs few calls.
 const SHORTLIST: usize = 8;
+
+/// A weighed candidate: (should-rules broken, policy weight, host index).
+type Ranked = (u32, f32, usize);
 
 /// Why a scheduler could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,9 @@ pub struct Scheduler {
     tracing: bool,
     /// Cycle budget and circuit breaker (`budget.rs`).
     guard: Guard,
+    /// Operator rules added by the world or the operator (e.g. maintenance set through the
+    /// controller's API) on top of the strategy's own.
+    extra_rules: OperatorRules,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -177,6 +184,7 @@ impl Scheduler {
             under_streak: IdMap::default(),
             moved_at: IdMap::default(),
             tracing: false,
+            extra_rules: OperatorRules::default(),
             guard: Guard::new(
                 Arc::new(Breaker::default()),
                 strategy.rules.cycle_budget_ms.map_or(runtime.config().cycle_budget, std::time::Duration::from_millis),
@@ -204,11 +212,24 @@ impl Scheduler {
         self.tracing = on;
     }
 
+    /// Adds operator rules to the strategy's own (replacing those set before).
+    pub fn set_extra_rules(&mut self, rules: OperatorRules) {
+        self.extra_rules = rules;
+    }
+
     /// Runs one decision cycle over `snap`.
     pub fn cycle(&mut self, snap: &Snapshot) -> CycleOutcome {
         let start = Instant::now();
         let disabled = self.guard.begin(snap.cycle, [&mut self.threshold, &mut self.selection, &mut self.placement]);
+        let rules = if self.extra_rules.is_empty() {
+            RuleIndex::new(&self.strategy.operator_rules, snap)
+        } else {
+            let mut merged = self.strategy.operator_rules.clone();
+            merged.merge(&self.extra_rules);
+            RuleIndex::new(&merged, snap)
+        };
         let mut cycle = Cycle {
+            rules,
             ctx: types::Context {
                 cycle: snap.cycle,
                 interval_s: snap.interval_s,
@@ -285,6 +306,8 @@ fn host_classes(snap: &Snapshot) -> (Vec<usize>, usize) {
 }
 
 struct Cycle<'a> {
+    /// Operator rules resolved against this snapshot.
+    rules: RuleIndex,
     ctx: types::Context,
     work: Work<'a>,
     failures: Vec<PolicyFailure>,
@@ -333,6 +356,7 @@ impl Cycle<'_> {
             reason: match reason {
                 MigrationReason::Overload => "overload".into(),
                 MigrationReason::Underload => "underload".into(),
+                MigrationReason::Maintenance => "maintenance".into(),
             },
             candidates,
             filtered: filtered.list(),
@@ -444,7 +468,13 @@ impl Cycle<'_> {
                         .get(&snap.vms.id[vm])
                         .is_none_or(|&c| snap.cycle.saturating_sub(c) >= u64::from(rules.vm_cooldown_cycles)))
         };
-        let movable: Vec<bool> = (0..snap.vms.len()).map(movable).collect();
+        let movable: Vec<bool> = (0..snap.vms.len()).map(|vm| movable(vm) && !self.rules.is_pinned(vm)).collect();
+        // Selection off an overloaded host also respects keep-together rules (`rules.rs`).
+        let alone: Vec<bool> = if self.rules.active {
+            (0..snap.vms.len()).map(|vm| movable[vm] && self.rules.movable_alone(vm, &self.work.vm_host)).collect()
+        } else {
+            movable.clone()
+        };
         let limit = rules.max_migrations_per_host;
         let room = |work: &Work, h: usize| limit == 0 || work.migrations[h] < limit;
 
@@ -453,7 +483,7 @@ impl Cycle<'_> {
         for &h in &overloaded {
             let mut still_over = true;
             while still_over {
-                let candidates: Vec<usize> = self.work.vms_on[h].iter().copied().filter(|&vm| movable[vm]).collect();
+                let candidates: Vec<usize> = self.work.vms_on[h].iter().copied().filter(|&vm| alone[vm]).collect();
                 if candidates.is_empty() || !room(&self.work, h) {
                     break;
                 }
@@ -489,6 +519,39 @@ impl Cycle<'_> {
             }
         }
 
+        // 2b. Hosts in maintenance or in reserve are emptied, whatever their load.
+        if self.rules.active {
+            let emptied: Vec<usize> = (0..n).filter(|&h| self.rules.must_empty(h)).collect();
+            for h in emptied {
+                excluded_dest[h] = true;
+                let vms: Vec<usize> = self.work.vms_on[h].clone();
+                for vm in vms {
+                    if !movable[vm] || !room(&self.work, h) {
+                        if let Some(t) = self.trace.as_mut() {
+                            let why = if self.rules.is_pinned(vm) {
+                                "pinned (never migrates) on a host to be emptied"
+                            } else if snap.vms.migrating[vm] {
+                                "already migrating"
+                            } else if !room(&self.work, h) {
+                                "no migration slot left on the host to be emptied"
+                            } else {
+                                "in its cool-down"
+                            };
+                            t.unplaced.push(Unplaced {
+                                vm: snap.vms.id[vm],
+                                from: snap.hosts.id[h],
+                                reason: why.into(),
+                            });
+                        }
+                        continue;
+                    }
+                    self.work.detach(vm);
+                    self.work.migrations[h] += 1;
+                    to_place.push((vm, h));
+                }
+            }
+        }
+
         // 3. Placement of the selected VMs, by decreasing CPU demand.
         to_place.sort_by(|a, b| self.work.demand(b.0).total_cmp(&self.work.demand(a.0)));
         // Hosts with VMs are offered one by one; empty sleeping hosts one per type.
@@ -496,14 +559,16 @@ impl Cycle<'_> {
             (0..n).filter(|&h| !excluded_dest[h]).partition(|&h| self.work.state[h] != HostState::Asleep);
         for &(vm, from) in &to_place {
             self.work.migrations[from] -= 1; // the reservation becomes the real count in place()
-            match self.find_host(s, vm, from, (&pool, &sleeping), &room)? {
+            let emptying = self.rules.must_empty(from);
+            match self.find_host(s, vm, from, (&pool, &sleeping), &room, emptying)? {
                 Some(to) => {
                     if self.work.state[to] == HostState::Asleep && self.work.vms_on[to].is_empty() {
                         pool.push(to); // woken by this plan: from now on a host like any other
                     }
+                    let reason = if emptying { MigrationReason::Maintenance } else { MigrationReason::Overload };
                     self.work.place(vm, from, to);
-                    self.migrations.push((vm, from, to, MigrationReason::Overload));
-                    self.trace_migration(vm, from, to, MigrationReason::Overload);
+                    self.migrations.push((vm, from, to, reason));
+                    self.trace_migration(vm, from, to, reason);
                 }
                 None => {
                     self.work.reattach(vm, from);
@@ -534,7 +599,7 @@ impl Cycle<'_> {
         underloaded.retain(|&h| self.work.util(h) > 0.0 && snap.hosts.migrations_in_flight[h] == 0);
         underloaded.sort_by(|&a, &b| self.work.util(a).total_cmp(&self.work.util(b)).then(a.cmp(&b)));
         for h in underloaded {
-            if involved.contains(&h) {
+            if involved.contains(&h) || self.rules.keeps_awake(h) {
                 continue;
             }
             excluded_dest[h] = true;
@@ -556,7 +621,13 @@ impl Cycle<'_> {
                 }
             };
             if let Some(&vm) = vms.iter().find(|&&vm| !movable[vm]) {
-                let why = if snap.vms.migrating[vm] { "is migrating" } else { "is in its cool-down" };
+                let why = if self.rules.is_pinned(vm) {
+                    "is pinned (never migrates)"
+                } else if snap.vms.migrating[vm] {
+                    "is migrating"
+                } else {
+                    "is in its cool-down"
+                };
                 refuse(self, format!("VM {} {why}", snap.vms.id[vm]));
                 continue;
             }
@@ -573,7 +644,7 @@ impl Cycle<'_> {
                 (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect();
             for &vm in &vms {
                 self.work.detach(vm);
-                match self.find_host(s, vm, h, (&pool, &[]), &room)? {
+                match self.find_host(s, vm, h, (&pool, &[]), &room, true)? {
                     Some(to) => {
                         self.work.place(vm, h, to);
                         placed.push((vm, to));
@@ -623,8 +694,10 @@ impl Cycle<'_> {
     }
 
     /// The best host for `vm` (currently detached from `from`) among `pool` and one sleeping host
-    /// per type from `sleeping`: lowest weight among candidates that fit, that the threshold
-    /// policy would not call overloaded with the VM added.
+    /// per type from `sleeping`: among candidates that fit and that no operator must-rule
+    /// forbids, those breaking the fewest should-rules, then the lowest weight, that the
+    /// threshold policy would not call overloaded with the VM added. `evacuating`: `from` is
+    /// being emptied entirely (its keep-together mates follow the VM).
     fn find_host(
         &mut self,
         s: &mut Scheduler,
@@ -632,12 +705,15 @@ impl Cycle<'_> {
         from: usize,
         (pool, sleeping): (&[usize], &[usize]),
         room: &impl Fn(&Work, usize) -> bool,
+        evacuating: bool,
     ) -> Result<Option<usize>, Abort> {
         let snap = self.work.snap;
         let demand = self.work.demand(vm);
         let ram = snap.vms.ram_mb[vm];
         let core_limit = |h: usize| snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY);
         let work = &self.work;
+        let rules = &self.rules;
+        let vm_rules = rules.active && rules.has_vm_rules(vm);
         let fits = |h: usize| {
             h != from
                 && work.state[h] != HostState::Down
@@ -647,7 +723,33 @@ impl Cycle<'_> {
                 && work.mem_used[h] + ram <= work.hosts.mem_capacity[h]
                 && demand <= core_limit(h)
         };
-        let mut idx: Vec<usize> = pool.iter().copied().filter(|&h| fits(h)).collect();
+        // Operator must-rules; `Ok(n)`: n should-rules broken.
+        let judge = |h: usize| -> Result<u32, Refusal> {
+            if !rules.active {
+                return Ok(0);
+            }
+            if let Some(r) = rules.host_refusal(h, work.cpu_used[h] + demand, work.mem_used[h] + ram, work.inflow[h]) {
+                return Err(r);
+            }
+            if vm_rules {
+                rules.vm_verdict(vm, from, h, &work.vm_host, evacuating)
+            } else {
+                Ok(0)
+            }
+        };
+        let mut idx: Vec<usize> = Vec::with_capacity(pool.len());
+        let mut broken: Vec<u32> = Vec::new();
+        for &h in pool {
+            if !fits(h) {
+                continue;
+            }
+            if let Ok(b) = judge(h) {
+                idx.push(h);
+                if vm_rules {
+                    broken.push(b);
+                }
+            }
+        }
         let mut filtered = FilterCounts::default();
         if self.trace.is_some() {
             self.veto_log.clear();
@@ -664,28 +766,42 @@ impl Cycle<'_> {
                     filtered.memory += 1;
                 } else if demand > core_limit(h) {
                     filtered.core += 1;
+                } else if let Err(r) = judge(h) {
+                    filtered.count_rule(r);
                 }
             }
         }
         // Empty sleeping hosts of one type are interchangeable: their candidate rows are equal,
         // so a policy weighs them equally and the lowest-numbered would win the tie. Only that
         // one is offered (a day of PlanetLab on 800 hosts offers ~90 candidates instead of ~750).
-        // Sleeping hosts that already received a VM in this cycle are in `pool`.
-        let mut seen = vec![false; self.n_classes];
-        let mut found = 0;
+        // Sleeping hosts that already received a VM in this cycle are in `pool`. A host an
+        // operator rule refuses does not stand for its type; with VM rules, one host per type
+        // and number of broken should-rules is offered.
+        let mut seen: Vec<(usize, u32)> = Vec::new();
         for &h in sleeping {
-            if found == self.n_classes {
+            if !vm_rules && seen.len() == self.n_classes {
                 break;
             }
             if !work.vms_on[h].is_empty() {
                 continue;
             }
-            let c = self.host_class[h];
-            if !seen[c] {
-                seen[c] = true;
-                found += 1;
+            let b = match judge(h) {
+                Ok(b) => b,
+                Err(r) => {
+                    if self.trace.is_some() {
+                        filtered.count_rule(r);
+                    }
+                    continue;
+                }
+            };
+            let key = (self.host_class[h], b);
+            if !seen.contains(&key) {
+                seen.push(key);
                 if fits(h) {
                     idx.push(h);
+                    if vm_rules {
+                        broken.push(b);
+                    }
                 }
             }
         }
@@ -719,13 +835,19 @@ impl Cycle<'_> {
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
         self.scratch = Some(cand);
         let weights = weights?;
-        let by_weight = |a: &(f32, usize), b: &(f32, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        // Rank: fewest broken should-rules, then lowest weight, then lowest host index.
+        let by_weight = |a: &Ranked, b: &Ranked| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2));
+        let ranked_iter = || {
+            weights
+                .iter()
+                .zip(idx.iter())
+                .enumerate()
+                .filter_map(|(i, (w, &h))| w.map(|w| (broken.get(i).copied().unwrap_or(0), w, h)))
+        };
         let add = self.work.vm_batch(&[vm]);
         // The first short list in one pass, without ranking every candidate: usually it decides.
-        let mut top: Vec<(f32, usize)> = Vec::with_capacity(SHORTLIST + 1);
-        for (w, &h) in weights.iter().zip(idx.iter()) {
-            let Some(w) = *w else { continue };
-            let e = (w, h);
+        let mut top: Vec<Ranked> = Vec::with_capacity(SHORTLIST + 1);
+        for e in ranked_iter() {
             if top.len() == SHORTLIST && by_weight(&e, &top[SHORTLIST - 1]).is_ge() {
                 continue;
             }
@@ -738,15 +860,14 @@ impl Cycle<'_> {
             let top = top
                 .iter()
                 .take(TOP_CANDIDATES)
-                .map(|&(weight, h)| Candidate { host: snap.hosts.id[h], weight, vetoed: self.veto_log.contains(&h) })
+                .map(|&(_, weight, h)| Candidate { host: snap.hosts.id[h], weight, vetoed: self.veto_log.contains(&h) })
                 .collect();
             self.last_place = Some((idx.len() as u32, filtered, top));
         }
         if let Some(h) = first {
             return Ok(Some(h));
         }
-        let mut ranked: Vec<(f32, usize)> =
-            weights.iter().zip(idx.iter()).filter_map(|(w, &h)| w.map(|w| (w, h))).collect();
+        let mut ranked: Vec<Ranked> = ranked_iter().collect();
         if ranked.len() <= SHORTLIST {
             return Ok(None);
         }
@@ -775,20 +896,25 @@ impl Cycle<'_> {
     fn first_acceptable(
         &mut self,
         s: &mut Scheduler,
-        chunk: &[(f32, usize)],
+        chunk: &[Ranked],
         add: &types::Vms,
     ) -> Result<Option<usize>, Abort> {
         // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone defines
         // its load.
-        let check: Vec<usize> = chunk.iter().map(|&(_, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
+        // Hosts after the first unchecked one are never reached, so they are not asked about.
+        let reach = chunk.iter().position(|&(_, _, h)| self.work.cpu_used[h] <= 0.0).map_or(chunk.len(), |i| i + 1);
+        let chunk = &chunk[..reach];
+        let check: Vec<usize> = chunk.iter().map(|&(_, _, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
         let verdict = if check.is_empty() {
             Vec::new()
         } else {
             let batch = self.work.host_batch(&check);
             self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, add))?
         };
-        for &(_, h) in chunk {
-            let over = check.iter().position(|&c| c == h).is_some_and(|i| verdict[i]);
+        // `check` is `chunk` without its unchecked hosts, in the same order.
+        let mut verdicts = check.iter().zip(verdict.iter());
+        for &(_, _, h) in chunk {
+            let over = self.work.cpu_used[h] > 0.0 && verdicts.next().is_some_and(|(_, &v)| v);
             if !over {
                 return Ok(Some(h));
             }
@@ -822,6 +948,15 @@ impl Cycle<'_> {
                 && snap.hosts.migrations_in_flight[h] == 0
             {
                 sleep.insert(h);
+            }
+        }
+        if self.rules.active {
+            // Never-sleep, reserve and maintenance hosts stay awake; reserve hosts are woken.
+            sleep.retain(|&h| !self.rules.keeps_awake(h));
+            for h in 0..snap.hosts.len() {
+                if self.rules.in_reserve(h) && snap.hosts.state[h] == HostState::Asleep && wake.insert(h) {
+                    plan.wake.push(snap.hosts.id[h]);
+                }
             }
         }
         let mut sleep: Vec<usize> = sleep.into_iter().collect();

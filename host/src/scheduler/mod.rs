@@ -5,6 +5,7 @@
 mod budget;
 mod cycle;
 mod idmap;
+pub mod rules;
 pub mod snapshot;
 pub mod strategy;
 pub mod synthetic;
@@ -13,6 +14,7 @@ mod work;
 
 pub use budget::BudgetOverrun;
 pub use cycle::{CycleOutcome, CycleStats, PolicyFailure, Scheduler, SchedulerError};
+pub use rules::OperatorRules;
 pub use snapshot::{Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId, VmTable};
 pub use strategy::{Fallbacks, PolicyChoice, Rules, Strategy, StrategyError};
 pub use trace::DecisionTrace;

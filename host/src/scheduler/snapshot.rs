@@ -100,6 +100,9 @@ pub struct Snapshot {
     pub cycle: u64,
     /// Seconds since the start of the run.
     pub time_s: f64,
+    /// Wall-clock time of the cycle (Unix seconds) when the world has one; operator rules'
+    /// weekly maintenance windows use it (else `time_s` counted from a Monday 00:00 UTC).
+    pub unix_time_s: Option<f64>,
     /// Seconds between samples and between cycles.
     pub interval_s: f32,
     /// Samples per history row.
@@ -132,6 +135,8 @@ pub enum MigrationReason {
     Overload,
     /// Its host was underloaded and is being emptied.
     Underload,
+    /// Its host is in maintenance or in reserve (operator rules) and is being emptied.
+    Maintenance,
 }
 
 /// One live migration to perform.

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{ParamValue, ParamValues};
 
+use super::rules::OperatorRules;
+
 /// Where a policy module comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyChoice {
@@ -94,6 +96,10 @@ pub struct Strategy {
     pub fallback: Fallbacks,
     #[serde(default)]
     pub rules: Rules,
+    /// Operator rules: affinity groups, VM-host rules, pinned VMs, maintenance, reserve, …
+    /// (`rules.rs`). A scenario's rules are added to these in the simulator.
+    #[serde(default, skip_serializing_if = "OperatorRules::is_empty")]
+    pub operator_rules: OperatorRules,
 }
 
 fn default_version() -> String {
@@ -115,7 +121,7 @@ pub enum StrategyError {
     Parse { path: String, message: String },
 }
 
-const THRESHOLDS: &[&str] = &["thr", "mad", "iqr", "lr", "lrr"];
+const THRESHOLDS: &[&str] = &["thr", "mad", "iqr", "lr", "lrr", "mhod", "otf"];
 const SELECTIONS: &[&str] = &["mmt", "mc", "rs", "mu"];
 const PLACEMENTS: &[&str] = &["pabfd", "spread", "pack"];
 
@@ -127,6 +133,9 @@ impl Strategy {
         names.extend(
             ["thr-mc-0.8", "thr-rs-0.8", "thr-mu-0.8", "iqr-mc-1.5", "mad-mc-2.5", "lrr-mc-1.2"].map(String::from),
         );
+        // Neat's detectors (Beloglazov & Buyya, TPDS 2013) with their defaults: the parameter
+        // is the overload time fraction.
+        names.extend(["mhod-mmt-0.1", "otf-mmt-0.2"].map(String::from));
         names
     }
 
@@ -154,7 +163,11 @@ impl Strategy {
             return Err(unknown(format!("{placement:?} is not a placement policy ({})", PLACEMENTS.join(", "))));
         }
         let value: f64 = param.parse().map_err(|_| unknown(format!("{param:?} is not a number")))?;
-        let key = if threshold == "thr" { "upper" } else { "safety" };
+        let key = match threshold {
+            "thr" => "upper",
+            "mhod" | "otf" => "otf",
+            _ => "safety",
+        };
         // `lower = 1.0`: every non-overloaded host is a candidate for evacuation, least utilized
         // first — Beloglazov & Buyya's underload rule, so results compare with CloudSim's.
         Ok(Strategy {
@@ -167,6 +180,7 @@ impl Strategy {
             placement: PolicyChoice::builtin(placement),
             fallback: Fallbacks::default(),
             rules: Rules::default(),
+            operator_rules: OperatorRules::default(),
         })
     }
 
@@ -187,7 +201,9 @@ impl Strategy {
 
     /// Parses strategy TOML.
     pub fn from_toml(text: &str) -> Result<Strategy, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let s: Strategy = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.operator_rules.validate().map_err(|e| e.to_string())?;
+        Ok(s)
     }
 
     /// The strategy as TOML (what `from_toml` reads).

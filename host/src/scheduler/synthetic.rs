@@ -70,6 +70,7 @@ impl SyntheticSpec {
         Snapshot {
             cycle: 0,
             time_s: 0.0,
+            unix_time_s: None,
             interval_s: 300.0,
             window: w,
             migration_bandwidth_mbps: 62.5,

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rules::Refusal;
 use super::snapshot::{HostId, VmId};
 
 /// Candidates kept per placement decision (best weights first).
@@ -104,10 +105,17 @@ pub(crate) struct FilterCounts {
     pub cpu: u32,
     pub memory: u32,
     pub core: u32,
+    /// Removed by operator must-rules, per [`Refusal`] (in its declaration order).
+    pub rules: [u32; 7],
 }
 
 impl FilterCounts {
+    pub(crate) fn count_rule(&mut self, r: Refusal) {
+        self.rules[r as usize] += 1;
+    }
+
     pub(crate) fn list(&self) -> Vec<(String, u32)> {
+        let rules = Refusal::ALL.iter().map(|&r| (r.reason(), self.rules[r as usize]));
         [
             ("source host", self.source),
             ("down", self.down),
@@ -117,6 +125,7 @@ impl FilterCounts {
             ("cores slower than the VM", self.core),
         ]
         .into_iter()
+        .chain(rules)
         .filter(|(_, n)| *n > 0)
         .map(|(r, n)| (r.to_string(), n))
         .collect()

@@ -22,6 +22,8 @@ pub(crate) struct Work<'a> {
     pub vm_host: Vec<usize>,
     /// Migrations touching each host: in flight plus planned.
     pub migrations: Vec<u32>,
+    /// Planned migrations into each host (operator rules' inflow limit).
+    pub inflow: Vec<u32>,
     pub state: Vec<HostState>,
 }
 
@@ -49,6 +51,7 @@ impl<'a> Work<'a> {
             vms_on: vec![Vec::new(); n],
             vm_host: vec![usize::MAX; snap.vms.len()],
             migrations: snap.hosts.migrations_in_flight.clone(),
+            inflow: vec![0; n],
             state: snap.hosts.state.clone(),
         };
         let mut per_host = vec![0usize; n];
@@ -158,6 +161,7 @@ impl<'a> Work<'a> {
         self.attach(vm, to);
         self.migrations[from] += 1;
         self.migrations[to] += 1;
+        self.inflow[to] += 1;
     }
 
     /// Takes `vm` off its planned host (it is in transit in the plan being built).
@@ -183,6 +187,7 @@ impl<'a> Work<'a> {
         self.attach(vm, from);
         self.migrations[from] = self.migrations[from].saturating_sub(1);
         self.migrations[to] = self.migrations[to].saturating_sub(1);
+        self.inflow[to] = self.inflow[to].saturating_sub(1);
     }
 
     /// A threshold batch of the given hosts (copies their rows).

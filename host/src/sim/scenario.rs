@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Result, SimError};
 use super::power::PowerCurve;
+use crate::scheduler::OperatorRules;
 
 /// Most hosts a scenario may have.
 pub const MAX_HOSTS: usize = 1_000_000;
@@ -29,6 +30,10 @@ pub struct Scenario {
     pub hosts: Hosts,
     pub vms: Vms,
     pub migration: MigrationModel,
+    /// Operator rules (host and VM groups, pinned VMs, maintenance, …) every strategy run on
+    /// this scenario obeys, in addition to the strategy's own (`[operator_rules]`).
+    #[serde(skip_serializing_if = "OperatorRules::is_empty")]
+    pub operator_rules: OperatorRules,
 }
 
 /// The host fleet: `count` hosts, host `i` of type `types[i % types.len()]`.
@@ -121,6 +126,7 @@ impl Default for Scenario {
             hosts: Hosts::default(),
             vms: Vms::default(),
             migration: MigrationModel::default(),
+            operator_rules: OperatorRules::default(),
         }
     }
 }
@@ -219,6 +225,7 @@ impl Scenario {
         if self.hosts.types.is_empty() {
             return Err(err("hosts.types is empty".into()));
         }
+        self.operator_rules.validate().map_err(|e| err(e.to_string()))?;
         for t in &self.hosts.types {
             if t.cores == 0 || !positive(t.mips_per_core) || !positive(t.ram_mb) || !positive(t.bandwidth_mbit) {
                 return Err(err(format!(

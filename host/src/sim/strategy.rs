@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::run::{Baseline, Decider};
 use super::trace::resolve_path;
 use crate::policy::{PolicyRuntime, RuntimeConfig};
-use crate::scheduler::{Scheduler, Strategy};
+use crate::scheduler::{OperatorRules, Scheduler, Strategy};
 
 /// Per-call policy deadline in simulations.
 pub const SIM_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -43,6 +43,8 @@ impl StrategySpec {
 pub struct StrategySet {
     runtime: Option<PolicyRuntime>,
     strategies: Vec<(StrategySpec, Strategy)>,
+    /// The scenario's operator rules, added to every strategy's own.
+    scenario_rules: OperatorRules,
 }
 
 impl StrategySet {
@@ -73,7 +75,13 @@ impl StrategySet {
                 Scheduler::new(rt, s)?;
             }
         }
-        Ok(StrategySet { runtime, strategies })
+        Ok(StrategySet { runtime, strategies, scenario_rules: OperatorRules::default() })
+    }
+
+    /// Adds a scenario's operator rules to every strategy run from this set (so a rule change
+    /// can be A/B-tested offline with unchanged strategies).
+    pub fn set_scenario_rules(&mut self, rules: OperatorRules) {
+        self.scenario_rules = rules;
     }
 
     /// The display name of a spec (the strategy's own name for files).
@@ -101,6 +109,7 @@ impl StrategySet {
             .with_context(|| format!("strategy {spec:?} was not prepared"))?;
         let runtime = self.runtime.as_ref().context("policy runtime missing")?;
         let mut scheduler = Scheduler::new(runtime, strategy)?;
+        scheduler.set_extra_rules(self.scenario_rules.clone());
         Ok(Decider::Strategy {
             name: strategy.name.clone(),
             decide: Box::new(move |snap| {

@@ -566,6 +566,7 @@ impl SimCluster {
         self.snapshot = Snapshot {
             cycle: 0,
             time_s: 0.0,
+            unix_time_s: None,
             interval_s: self.interval_s as f32,
             window: self.window,
             migration_bandwidth_mbps: min_bw as f32,
