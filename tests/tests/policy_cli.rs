@@ -24,10 +24,13 @@ fn list_shows_every_builtin() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = v["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for n in ["thr", "mad", "iqr", "lr", "lrr", "mmt", "mc", "rs", "mu", "pabfd", "spread", "pack"] {
+    for n in ["thr", "mad", "iqr", "lr", "lrr", "mhod", "otf", "mmt", "mc", "rs", "mu", "pabfd", "spread", "pack"] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
-    assert!(v["strategies"].as_array().unwrap().iter().any(|s| s == "lr-mmt-1.2"));
+    let strategies = v["strategies"].as_array().unwrap();
+    for s in ["lr-mmt-1.2", "mhod-mmt-0.1", "otf-mmt-0.2"] {
+        assert!(strategies.iter().any(|x| x == s), "{s} missing");
+    }
 }
 
 #[test]
