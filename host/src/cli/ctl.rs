@@ -59,6 +59,16 @@ pub enum CtlCommand {
     },
     /// Activate a stored strategy version.
     Activate { id: i64 },
+    /// Put a host into maintenance (its VMs are live-migrated away, nothing lands on it, it
+    /// never sleeps), or take it out with `--off`.
+    Maintenance {
+        host: u32,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Show the cluster-wide operator rules, or replace them with a file's: TOML
+    /// (`[operator_rules]` table or the bare fields) or JSON (docs/operator-rules.md).
+    Rules { file: Option<PathBuf> },
     /// Pause the controller: no plans, nothing executed.
     Pause,
     /// Resume after a pause.
@@ -107,6 +117,16 @@ impl Client {
                     r = r.header("Authorization", a);
                 }
                 r.call()
+            }
+            ("PUT", body) => {
+                let mut r = self.agent.put(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                match body {
+                    Some((ct, bytes)) => r.header("Content-Type", ct).send(&bytes[..]),
+                    None => r.send_empty(),
+                }
             }
             (_, body) => {
                 let mut r = self.agent.post(&url);
@@ -180,6 +200,14 @@ pub fn run(a: CtlArgs) -> Result<ExitCode> {
             )?
         }
         CtlCommand::Activate { id } => c.post(&format!("/strategies/{id}/activate"), Value::Null)?,
+        CtlCommand::Maintenance { host, off } => {
+            c.post(&format!("/hosts/{host}/maintenance"), serde_json::json!({ "on": !off }))?
+        }
+        CtlCommand::Rules { file: None } => c.get("/rules")?,
+        CtlCommand::Rules { file: Some(path) } => {
+            let rules = read_rules(path)?;
+            c.call("PUT", "/rules", Some(("application/json", serde_json::to_vec(&rules)?)))?
+        }
         CtlCommand::Pause => c.post("/pause", Value::Null)?,
         CtlCommand::Resume => c.post("/resume", Value::Null)?,
         CtlCommand::Ab { a: sa, b, traces, no_wait } => {
@@ -199,6 +227,25 @@ pub fn run(a: CtlArgs) -> Result<ExitCode> {
     }
     print_human(&a.cmd, &out);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Operator rules from a TOML file (an `[operator_rules]` table, or the fields at top level) or
+/// a JSON file, checked here so a mistake is reported before anything is sent.
+fn read_rules(path: &std::path::Path) -> Result<crate::scheduler::OperatorRules> {
+    use crate::scheduler::OperatorRules;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let rules: OperatorRules = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{}: not operator rules", path.display()))?
+    } else {
+        let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}: not TOML", path.display()))?;
+        let inner = match table.get("operator_rules") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => table,
+        };
+        inner.try_into().with_context(|| format!("{}: not operator rules", path.display()))?
+    };
+    rules.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(rules)
 }
 
 fn watch(c: &Client, id: i64, quiet: bool) -> Result<Value> {
