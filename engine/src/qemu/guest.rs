@@ -1,0 +1,327 @@
+//! Booting the lab guest under QEMU and talking to its workload over the serial console.
+//!
+//! **Acceleration**: KVM is tried first when `/dev/kvm` can be opened; on this kind of machine a
+//! KVM guest kernel may hang at boot (nested virtualization without `vmx`), so if the guest's
+//! first line does not appear within `kvm_boot_timeout` the VM is killed and the same guest is
+//! booted under TCG. [`Guest::accel`] and [`Guest::fallback`] say which one ran and why — a
+//! missing KVM is never a failed run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The line the guest's init prints once the workload is about to start.
+const UP_MARKER: &str = "amvm-guest up:";
+
+/// How QEMU executes the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization (`-accel kvm`).
+    Kvm,
+    /// QEMU's binary translator (`-accel tcg`): slower, always available.
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// A direct-boot guest: kernel and initramfs.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl GuestImage {
+    /// The image `scripts/build-guest.sh DIR` wrote.
+    pub fn in_dir(dir: &Path) -> Result<GuestImage, GuestError> {
+        let img = GuestImage { kernel: dir.join("vmlinuz"), initrd: dir.join("initrd.img") };
+        for p in [&img.kernel, &img.initrd] {
+            if !p.is_file() {
+                return Err(GuestError::Image(format!(
+                    "{} is missing: build the guest with `scripts/build-guest.sh {}`",
+                    p.display(),
+                    dir.display()
+                )));
+            }
+        }
+        Ok(img)
+    }
+}
+
+/// How to boot it.
+#[derive(Debug, Clone)]
+pub struct GuestOptions {
+    pub memory_mb: u32,
+    /// Workload settings for the kernel command line, e.g. `amvm.mode=cpu amvm.load=50`.
+    pub workload: String,
+    /// `None`: KVM if it boots the guest, else TCG.
+    pub accel: Option<Accel>,
+    pub kvm_boot_timeout: Duration,
+    pub tcg_boot_timeout: Duration,
+    pub qemu: PathBuf,
+}
+
+impl Default for GuestOptions {
+    fn default() -> Self {
+        GuestOptions {
+            memory_mb: 256,
+            workload: String::new(),
+            accel: None,
+            kvm_boot_timeout: Duration::from_secs(20),
+            tcg_boot_timeout: Duration::from_secs(180),
+            qemu: PathBuf::from("qemu-system-x86_64"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("guest image: {0}")]
+    Image(String),
+    #[error("cannot start {qemu}: {source} (Debian package qemu-system-x86)")]
+    Spawn {
+        qemu: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guest did not boot under {accel} within {secs} s; its last console lines: {tail}")]
+    Boot { accel: &'static str, secs: u64, tail: String },
+    #[error("no console line matching {what} within {secs} s")]
+    Timeout { what: String, secs: u64 },
+    #[error("the guest's console closed (QEMU exited)")]
+    Closed,
+    #[error("cannot write to the guest's console: {0}")]
+    Console(#[source] std::io::Error),
+}
+
+/// One `amvm-heartbeat` line of the workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub seq: u64,
+    pub mode: String,
+    pub load: u32,
+    pub dirty_mbps: u32,
+    pub dirtied_mb: u64,
+    pub uptime_ms: u64,
+}
+
+impl Heartbeat {
+    /// Parses `amvm-heartbeat seq=7 mode=cpu load=80 dirty_mbps=0 dirtied_mb=0 uptime_ms=7003`
+    /// anywhere in a console line.
+    pub fn parse(line: &str) -> Option<Heartbeat> {
+        let rest = &line[line.find("amvm-heartbeat ")? + "amvm-heartbeat ".len()..];
+        let field =
+            |k: &str| rest.split_whitespace().find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+        Some(Heartbeat {
+            seq: field("seq")?.parse().ok()?,
+            mode: field("mode")?.to_string(),
+            load: field("load")?.parse().ok()?,
+            dirty_mbps: field("dirty_mbps")?.parse().ok()?,
+            dirtied_mb: field("dirtied_mb")?.parse().ok()?,
+            uptime_ms: field("uptime_ms")?.parse().ok()?,
+        })
+    }
+}
+
+/// A running guest. Dropping it kills QEMU.
+pub struct Guest {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    /// The acceleration it runs under.
+    pub accel: Accel,
+    /// Why KVM was not used, when it was not.
+    pub fallback: Option<String>,
+    /// From QEMU's start to the guest's first line.
+    pub boot_time: Duration,
+}
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest").field("accel", &self.accel).field("pid", &self.child.id()).finish_non_exhaustive()
+    }
+}
+
+/// Whether this process can open `/dev/kvm`.
+pub fn kvm_available() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm cannot be opened: {e}"))
+}
+
+impl Guest {
+    /// Boots `image`: KVM first when available and not overridden, TCG if KVM is absent or the
+    /// guest does not come up under it.
+    pub fn boot(image: &GuestImage, opts: &GuestOptions) -> Result<Guest, GuestError> {
+        match opts.accel {
+            Some(a) => Self::boot_with(image, opts, a, None),
+            None => {
+                let reason = match kvm_available() {
+                    Ok(()) => match Self::boot_with(image, opts, Accel::Kvm, None) {
+                        Ok(g) => return Ok(g),
+                        Err(e) => format!("KVM: {e}"),
+                    },
+                    Err(why) => why,
+                };
+                tracing::warn!(reason = %reason, "falling back to TCG");
+                Self::boot_with(image, opts, Accel::Tcg, Some(reason))
+            }
+        }
+    }
+
+    fn boot_with(
+        image: &GuestImage,
+        opts: &GuestOptions,
+        accel: Accel,
+        fallback: Option<String>,
+    ) -> Result<Guest, GuestError> {
+        let append = format!("console=ttyS0 quiet panic=-1 {}", opts.workload);
+        let mut cmd = Command::new(&opts.qemu);
+        cmd.args(["-accel", accel.name(), "-m", &opts.memory_mb.to_string(), "-smp", "1"])
+            .args(["-nographic", "-no-reboot", "-monitor", "none", "-nodefaults", "-serial", "stdio"])
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&image.initrd)
+            .args(["-append", &append])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if accel == Accel::Kvm {
+            cmd.args(["-cpu", "host"]);
+        }
+        let start = Instant::now();
+        let mut child =
+            cmd.spawn().map_err(|source| GuestError::Spawn { qemu: opts.qemu.display().to_string(), source })?;
+        let stdin = child.stdin.take().ok_or(GuestError::Closed)?;
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut guest = Guest { child, stdin, lines, accel, fallback, boot_time: Duration::ZERO };
+        let timeout = if accel == Accel::Kvm { opts.kvm_boot_timeout } else { opts.tcg_boot_timeout };
+        let mut tail: Vec<String> = Vec::new();
+        let deadline = start + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match guest.lines.recv_timeout(left) {
+                Ok(line) if line.contains(UP_MARKER) => break,
+                Ok(line) => {
+                    tail.push(line);
+                    if tail.len() > 5 {
+                        tail.remove(0);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return Err(GuestError::Boot {
+                        accel: accel.name(),
+                        secs: timeout.as_secs(),
+                        tail: tail.join(" | "),
+                    });
+                }
+            }
+        }
+        guest.boot_time = start.elapsed();
+        Ok(guest)
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one workload command (`load 80`, `dirty 120`, `mode memory`, `quit`).
+    pub fn send(&mut self, command: &str) -> Result<(), GuestError> {
+        writeln!(self.stdin, "{command}").and_then(|()| self.stdin.flush()).map_err(GuestError::Console)
+    }
+
+    /// The next console line satisfying `want`, skipping others.
+    pub fn wait_line(&self, what: &str, timeout: Duration, want: impl Fn(&str) -> bool) -> Result<String, GuestError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if want(&line) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(GuestError::Timeout { what: what.into(), secs: timeout.as_secs() })
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(GuestError::Closed),
+            }
+        }
+    }
+
+    /// The next heartbeat satisfying `want`.
+    pub fn heartbeat(&self, timeout: Duration, want: impl Fn(&Heartbeat) -> bool) -> Result<Heartbeat, GuestError> {
+        let line = self.wait_line("a heartbeat", timeout, |l| Heartbeat::parse(l).is_some_and(|h| want(&h)))?;
+        Heartbeat::parse(&line).ok_or(GuestError::Closed)
+    }
+
+    /// Asks the workload to stop (the guest powers off) and waits for QEMU to exit.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<std::process::ExitStatus, GuestError> {
+        self.send("quit")?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(GuestError::Timeout { what: "QEMU to exit".into(), secs: timeout.as_secs() })
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_parse_from_console_lines() {
+        let h =
+            Heartbeat::parse("\r[x] amvm-heartbeat seq=7 mode=cpu load=80 dirty_mbps=0 dirtied_mb=3 uptime_ms=7003")
+                .unwrap();
+        assert_eq!((h.seq, h.mode.as_str(), h.load, h.dirtied_mb, h.uptime_ms), (7, "cpu", 80, 3, 7003));
+        assert!(Heartbeat::parse("amvm-heartbeat seq=x mode=cpu").is_none());
+        assert!(Heartbeat::parse("random console noise").is_none());
+    }
+
+    #[test]
+    fn a_missing_image_says_how_to_build_it() {
+        let e = GuestImage::in_dir(Path::new("/nonexistent/guest")).unwrap_err().to_string();
+        assert!(e.contains("scripts/build-guest.sh"), "{e}");
+    }
+}
