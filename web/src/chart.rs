@@ -564,10 +564,16 @@ pub fn SeriesChart(
     let from = Signal::derive(move || range.with(|r| r.from));
     let to = Signal::derive(move || range.with(|r| r.to));
     let error = Signal::derive(move || loader.error.get().map(|e| e.to_string()));
-    let points = move || data.with(|d| d.as_ref().map_or(0, |s| s.series.t.len()));
-    let fetched = move || loader.data.with(|d| d.as_ref().map_or(0, |s| s.t.len()));
+    // For tests and the curious: how many fetches, and how far live values took the window.
+    let last_t = move || data.with(|d| d.as_ref().and_then(|s| s.series.t.last().copied()).unwrap_or(0.0));
+    let fetched_to = move || loader.data.with(|d| d.as_ref().map_or(0.0, |s| s.to));
     view! {
-        <div class="serieschart" data-points=points data-fetched=fetched data-loads=move || loads.get()>
+        <div
+            class="serieschart"
+            data-last-t=move || format!("{:.0}", last_t())
+            data-fetched-to=move || format!("{:.0}", fetched_to())
+            data-loads=move || loads.get()
+        >
             <ChartView title lines unit from to error/>
         </div>
     }

@@ -917,7 +917,9 @@ impl Loop {
 
 fn end_of(id: i64, o: Outcome) -> ActionEnd {
     match o {
-        Outcome::Succeeded { total_s, bytes } => ActionEnd { id, state: state::SUCCEEDED, note: None, total_s, bytes },
+        Outcome::Succeeded { total_s, bytes, downtime_ms, page_faults } => {
+            ActionEnd { id, state: state::SUCCEEDED, note: None, total_s, bytes, downtime_ms, page_faults }
+        }
         Outcome::Failed(e) => ActionEnd::new(id, state::FAILED, Some(e)),
     }
 }

@@ -171,11 +171,24 @@ impl SimWorld {
             let model = self.models.remove(&vm);
             if let Some(id) = self.running.remove(&vm) {
                 let ram = self.sim.vm_facts(vm as usize).1;
-                let (total_s, bytes) = match model {
-                    Some(m) => (m.total_s(), m.total_bytes()),
-                    None => (end - start, ram * 1_048_576.0),
+                let outcome = match model {
+                    Some(m) => {
+                        let done = m.progress(id, (vm, 0, 0), f64::INFINITY);
+                        Outcome::Succeeded {
+                            total_s: Some(m.total_s()),
+                            bytes: Some(m.total_bytes()),
+                            downtime_ms: Some(m.stop_s * 1000.0),
+                            page_faults: Some(done.page_faults as i64),
+                        }
+                    }
+                    None => Outcome::Succeeded {
+                        total_s: Some(end - start),
+                        bytes: Some(ram * 1_048_576.0),
+                        downtime_ms: None,
+                        page_faults: None,
+                    },
                 };
-                ended.push((id, Outcome::Succeeded { total_s: Some(total_s), bytes: Some(bytes) }));
+                ended.push((id, outcome));
             }
         }
         self.step_began = Instant::now();
@@ -326,12 +339,18 @@ impl World for SimWorld {
             return Reconciled::Ongoing;
         }
         match action.kind.as_str() {
-            "migrate" if self.executed.contains(&action.id) => {
-                Reconciled::Ended(Outcome::Succeeded { total_s: None, bytes: None })
-            }
-            "sleep" | "wake" if self.executed.contains(&action.id) => {
-                Reconciled::Ended(Outcome::Succeeded { total_s: None, bytes: None })
-            }
+            "migrate" if self.executed.contains(&action.id) => Reconciled::Ended(Outcome::Succeeded {
+                total_s: None,
+                bytes: None,
+                downtime_ms: None,
+                page_faults: None,
+            }),
+            "sleep" | "wake" if self.executed.contains(&action.id) => Reconciled::Ended(Outcome::Succeeded {
+                total_s: None,
+                bytes: None,
+                downtime_ms: None,
+                page_faults: None,
+            }),
             _ if action.exec_epoch != Some(self.epoch) => {
                 Reconciled::Ended(Outcome::Failed("its simulated day ended while the controller was down".into()))
             }
@@ -620,7 +639,7 @@ impl SimWorld {
         self.models.retain(|vm, _| after.contains(vm));
         done.into_iter()
             .filter_map(|vm| self.running.remove(&vm))
-            .map(|id| (id, Outcome::Succeeded { total_s: None, bytes: None }))
+            .map(|id| (id, Outcome::Succeeded { total_s: None, bytes: None, downtime_ms: None, page_faults: None }))
             .collect()
     }
 }

@@ -56,7 +56,13 @@ impl ActionReq {
 /// How an action ended in the world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded { total_s: Option<f64>, bytes: Option<f64> },
+    /// With the migration's figures where the world knows them (downtime in ms, page faults).
+    Succeeded {
+        total_s: Option<f64>,
+        bytes: Option<f64>,
+        downtime_ms: Option<f64>,
+        page_faults: Option<i64>,
+    },
     Failed(String),
 }
 
