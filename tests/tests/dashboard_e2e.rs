@@ -411,6 +411,36 @@ fn dashboard_pages_in_chromium() {
     b.wait("VM chart", "document.querySelectorAll('figure.chart').length >= 1", 30);
     b.wait("range kept", "document.querySelector('.timecontrol .seg.on').textContent === 'Hour'", 10);
     b.shot("vm-detail");
+    // The stock RRD graphs: PNGs drawn by librrd, following the time control.
+    b.goto(&format!("{base}/hosts/0?range=1d"));
+    b.click("[data-testid=view-rrd]");
+    b.wait("view in URL", "location.search.includes('view=rrd')", 10);
+    b.wait(
+        "RRD PNGs loaded",
+        "document.querySelectorAll('img[data-testid=rrd-img]').length === 3 && [...document.querySelectorAll('img[data-testid=rrd-img]')].every(i => i.complete && i.naturalWidth > 200 && i.naturalHeight > 100)",
+        60,
+    );
+    let src = b.js("return document.querySelector('img[data-testid=rrd-img]').src").as_str().unwrap().to_string();
+    assert!(src.contains("range=1d"), "{src}");
+    b.shot("host-detail-rrd");
+    b.click(".timecontrol .seg:nth-child(2)");
+    b.wait(
+        "RRD graphs follow the range",
+        "document.querySelector('img[data-testid=rrd-img]').src.includes('range=6h')",
+        10,
+    );
+    b.wait(
+        "RRD PNGs reloaded",
+        "[...document.querySelectorAll('img[data-testid=rrd-img]')].every(i => i.complete && i.naturalWidth > 200)",
+        60,
+    );
+    b.goto(&format!("{base}/vms/0?view=rrd"));
+    b.wait(
+        "VM RRD PNG",
+        "[...document.querySelectorAll('img[data-testid=rrd-img]')].some(i => i.complete && i.naturalWidth > 200)",
+        60,
+    );
+
     // Plans: approve a RECOMMENDED plan (manual mode).
     let deadline = Instant::now() + Duration::from_secs(90);
     let plan = loop {
@@ -552,6 +582,11 @@ fn dashboard_pages_in_chromium() {
     b.wait("cohorts view", "document.querySelector('[data-testid=cohorts]')", 30);
     b.wait("cohort totals", "document.querySelectorAll('[data-testid=cohort-totals] tbody tr').length === 2", 60);
     b.wait(
+        "three cohort cycles",
+        "+document.querySelector('[data-testid=cohort-totals] tbody td:nth-child(2)').textContent >= 3",
+        60,
+    );
+    b.wait(
         "cohort charts",
         "document.querySelectorAll('[data-testid=cohorts] figure.chart path[stroke]').length >= 4",
         60,
@@ -566,35 +601,6 @@ fn dashboard_pages_in_chromium() {
     b.goto(&format!("{base}/"));
     b.wait("dark overview", "document.documentElement.getAttribute('data-theme') === 'dark' && document.querySelector('[data-testid=host-grid]').getAttribute('data-drawn') === '100'", 30);
     b.shot("overview-dark");
-    // The stock RRD graphs: PNGs drawn by librrd, following the time control.
-    b.goto(&format!("{base}/hosts/0?range=1d"));
-    b.click("[data-testid=view-rrd]");
-    b.wait("view in URL", "location.search.includes('view=rrd')", 10);
-    b.wait(
-        "RRD PNGs loaded",
-        "document.querySelectorAll('img[data-testid=rrd-img]').length === 3 && [...document.querySelectorAll('img[data-testid=rrd-img]')].every(i => i.complete && i.naturalWidth > 200 && i.naturalHeight > 100)",
-        60,
-    );
-    let src = b.js("return document.querySelector('img[data-testid=rrd-img]').src").as_str().unwrap().to_string();
-    assert!(src.contains("range=1d"), "{src}");
-    b.shot("host-detail-rrd");
-    b.click(".timecontrol .seg:nth-child(2)");
-    b.wait(
-        "RRD graphs follow the range",
-        "document.querySelector('img[data-testid=rrd-img]').src.includes('range=6h')",
-        10,
-    );
-    b.wait(
-        "RRD PNGs reloaded",
-        "[...document.querySelectorAll('img[data-testid=rrd-img]')].every(i => i.complete && i.naturalWidth > 200)",
-        60,
-    );
-    b.goto(&format!("{base}/vms/0?view=rrd"));
-    b.wait(
-        "VM RRD PNG",
-        "[...document.querySelectorAll('img[data-testid=rrd-img]')].some(i => i.complete && i.naturalWidth > 200)",
-        60,
-    );
 }
 
 /// The overview at 10,000 hosts: time from navigation to the drawn host grid and live numbers.

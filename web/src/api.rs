@@ -455,6 +455,9 @@ pub struct Comparison {
     pub mean_b: f64,
     pub mean_diff: f64,
     pub ci95: Option<serde_json::Value>,
+    /// Cohorts: the interval as two numbers.
+    pub ci95_low: Option<f64>,
+    pub ci95_high: Option<f64>,
     pub relative_pct: Option<f64>,
     pub relative_ci95_pct: Option<serde_json::Value>,
     pub significant: bool,

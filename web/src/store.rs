@@ -222,6 +222,11 @@ impl Store {
         }
     }
 
+    /// Whether an event stream is open (or opening).
+    pub fn connected(&self) -> bool {
+        self.source.with_value(|s| s.is_some())
+    }
+
     pub fn disconnect(&self) {
         if let Some(es) = self.source.get_value() {
             es.close();

@@ -250,8 +250,18 @@ fn StartForm(
     }
 }
 
-fn ci_text(v: &Option<Value>) -> String {
-    match v {
+fn ci_text(c: &Comparison) -> String {
+    // Cohorts report the interval as two fields (over cycles; `null` with a single cycle).
+    if c.ci95.is_none() {
+        return match (c.ci95_low, c.ci95_high) {
+            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => {
+                format!("[{}, {}]", fmt::num(lo, 3), fmt::num(hi, 3))
+            }
+            (None, None) if c.n <= 1 => "– (one sample)".into(),
+            _ => "– (one trace)".into(),
+        };
+    }
+    match &c.ci95 {
         Some(Value::Array(a)) if a.len() == 2 => {
             format!(
                 "[{}, {}]",
@@ -335,7 +345,7 @@ fn ExperimentView(e: Experiment) -> impl IntoView {
                                                 <td class="num">{fmt::num(c.mean_a, 4)}</td>
                                                 <td class="num">{fmt::num(c.mean_b, 4)}</td>
                                                 <td class="num">{fmt::num(c.mean_diff, 4)}</td>
-                                                <td>{ci_text(&c.ci95)}</td>
+                                                <td>{ci_text(c)}</td>
                                                 <td class="num">{c.relative_pct.map(|r| format!("{r:+.1} %")).unwrap_or_else(|| "–".into())}</td>
                                                 <td>{if c.significant { "yes" } else { "no" }}</td>
                                             </tr>
