@@ -656,7 +656,17 @@ fn dashboard_watches_a_migration_in_progress() {
     );
     let base = format!("http://127.0.0.1:{port}");
     login(&b, &base);
-    b.goto(&format!("{base}/migrations"));
+    // Progress in the VM's own row first, then (client-side navigation, no reload) the
+    // Migrations page while the same migrations still run.
+    b.goto(&format!("{base}/vms?q=migrating"));
+    let row = b.wait(
+        "progress in a VM's row",
+        "document.querySelector('.vrow [data-testid=row-progress]') && document.querySelector('.vrow [data-testid=row-progress]').textContent",
+        200,
+    );
+    assert!(row.as_str().unwrap().contains('%'), "{row}");
+    b.shot("vms-migrating");
+    b.click("nav a[href='/migrations']");
     let id = b.wait(
         "a migration in its full round",
         "(document.querySelector('.mig .progress[data-phase=full-round]') || {closest: () => null}).closest('.mig') && document.querySelector('.mig .progress[data-phase=full-round]').closest('.mig').dataset.action",
@@ -712,5 +722,11 @@ fn dashboard_watches_a_migration_in_progress() {
         }
     }
     println!("non-convergence warning checked against the API for {compared} migrations on screen");
+    let warned = b.js(
+        "const w = document.querySelector('[data-testid=nonconvergent]'); if (w) { w.closest('.mig').scrollIntoView(); } return !!w",
+    );
+    if warned.as_bool() == Some(true) {
+        b.shot("migration-nonconvergent");
+    }
     b.shot("migration-progressed");
 }

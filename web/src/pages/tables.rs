@@ -67,6 +67,13 @@ fn sparkline(v: &[Option<f64>]) -> String {
         }
     }
     let last = v.iter().rev().flatten().next().copied().unwrap_or(0.0);
+    // The newest point as a dot, so a single sample still shows.
+    let dot =
+        v.iter().enumerate().rev().find_map(|(i, x)| x.filter(|x| x.is_finite()).map(|x| (i, x))).map(|(i, x)| {
+            let px = i as f64 / n as f64 * (SPARK_W - 2.0) + 1.0;
+            let py = (1.0 - x.clamp(0.0, 1.0)) * (SPARK_H - 2.0) + 1.0;
+            format!(r#"<circle cx="{px:.1}" cy="{py:.1}" r="1.6"/>"#)
+        });
     let color = if last > 0.9 {
         "#dc2626"
     } else if last > 0.7 {
@@ -75,7 +82,8 @@ fn sparkline(v: &[Option<f64>]) -> String {
         "#3b82f6"
     };
     format!(
-        r#"<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" role="img" aria-label="CPU over the last 2 hours"><path d="{d}" fill="none" stroke="{color}" stroke-width="1.4"/></svg>"#
+        r#"<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" role="img" aria-label="CPU over the last 2 hours"><path d="{d}" fill="none" stroke="{color}" stroke-width="1.4"/><g fill="{color}">{}</g></svg>"#,
+        dot.unwrap_or_default()
     )
 }
 
@@ -403,9 +411,20 @@ fn vm_cell(v: &Vm) -> AnyView {
                 let live = use_store().live.with(|m| {
                     m.values().find(|p| p.vm == id).map(|p| (p.phase.clone(), p.bytes_sent / p.bytes_total.max(1.0)))
                 });
+                let short = |phase: &str| match phase {
+                    "full-round" => "round",
+                    "stop-copy" => "stop",
+                    "demand-push" => "push",
+                    "done" => "done",
+                    _ => "…",
+                };
                 view! {
-                    <span class="badge blue">{format!("→ host {to}")}</span>
-                    {live.map(|(phase, f)| view! { <span class="mv" data-testid="row-progress">{format!(" {phase} · {:.0} %", f * 100.0)}</span> })}
+                    <span class="badge blue" title=format!("migrating to host {to}")>{format!("→ {to}")}</span>
+                    {live.map(|(phase, f)| view! {
+                        <span class="mv small" data-testid="row-progress" title=format!("{phase}: {:.0} % of the bytes sent", f * 100.0)>
+                            {format!(" {} {:.0} %", short(&phase), f * 100.0)}
+                        </span>
+                    })}
                 }
             })}
         </div>
