@@ -511,4 +511,11 @@ async fn migration_progress_reports_phases_dirty_rate_and_bandwidth() {
     let phase = m["phase"].as_str().unwrap();
     assert!(["full-round", "stop-copy", "demand-push", "done"].contains(&phase), "{m}");
     assert!(m["precopy_nonconvergent"].is_boolean(), "{m}");
+    // When it ends, the journal keeps its figures: total time, bytes, downtime, page faults.
+    let ended = || e.shared.store.migrations(None, Some("SUCCEEDED"), 5).unwrap_or_default();
+    wait_for("a migration to succeed", || !ended().is_empty()).await;
+    let a = &ended()[0];
+    assert!(a.total_s.is_some_and(|t| t > 0.0) && a.bytes.is_some_and(|b| b > 0.0), "{a:?}");
+    assert!(a.downtime_ms.is_some_and(|d| d > 0.0 && d < 1000.0), "{a:?}");
+    assert!(a.page_faults.is_some(), "{a:?}");
 }
