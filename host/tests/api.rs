@@ -467,3 +467,94 @@ async fn operator_rules_are_validated_and_maintenance_evacuates_a_host() {
     let actions = e.shared.store.actions_in("SUCCEEDED").unwrap();
     assert!(actions.iter().any(|a| a.from_host == Some(i64::from(busiest.0))), "evacuated by migrations");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparklines_batch_recent_samples_and_rrd_graphs_are_pngs() {
+    let e = env(Automation::Automatic, 30);
+    wait_for("a few cycles", || e.shared.view().last_cycle.cycle > 6).await;
+    let (s, v) =
+        call(&e.app, "GET", "/api/v1/sparklines?target=host&metric=cpu&ids=0,1,63&points=12", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let series = v["series"].as_array().unwrap();
+    assert_eq!(series.iter().map(|s| s["id"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 63]);
+    assert!(series.iter().all(|s| s["v"].as_array().unwrap().len() == 12), "{v}");
+    // Recent samples are there: the last points of an active host have values.
+    let known = series.iter().flat_map(|s| s["v"].as_array().unwrap().iter().filter(|x| x.is_number())).count();
+    assert!(known > 0, "{v}");
+    assert_eq!(v["unit"], "ratio");
+    let (s, v) = call(&e.app, "GET", "/api/v1/sparklines?target=vm&metric=cpu&ids=0,5", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for bad in [
+        "/api/v1/sparklines?target=host&metric=cpu&ids=",
+        "/api/v1/sparklines?target=host&metric=cpu&ids=1,x",
+        "/api/v1/sparklines?target=host&metric=cpu&ids=99999",
+        "/api/v1/sparklines?target=host&metric=bogus&ids=1",
+        "/api/v1/sparklines?target=cluster&metric=cpu&ids=1",
+        "/api/v1/sparklines?target=host&metric=cpu&ids=1&points=0",
+        "/api/v1/sparklines?target=host&metric=cpu&ids=1&span_s=-5",
+    ] {
+        let (s, v) = call(&e.app, "GET", bad, Some(READ), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["error"].as_str().is_some(), "{bad}: a JSON error");
+    }
+    let many = (0..501).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let (s, _) =
+        call(&e.app, "GET", &format!("/api/v1/sparklines?target=host&metric=cpu&ids={many}"), Some(READ), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // The stock RRD graph: a PNG drawn by librrd, for hosts and VMs.
+    for path in [
+        "/api/v1/hosts/0/graph.png?metric=cpu&range=1d",
+        "/api/v1/hosts/1/graph.png?metric=power&range=1h&cf=MAX",
+        "/api/v1/vms/3/graph.png",
+    ] {
+        let req = Request::builder().uri(path).header("Authorization", format!("Bearer {READ}")).body(Body::empty());
+        let resp = e.app.clone().oneshot(req.unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["content-type"], "image/png", "{path}");
+        let png = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{path}");
+        assert!(png.len() > 2000, "{path}: {} bytes", png.len());
+    }
+    let now = e.shared.view().world_time;
+    for (bad, want) in [
+        ("/api/v1/hosts/99999/graph.png".to_string(), StatusCode::NOT_FOUND),
+        ("/api/v1/vms/99999/graph.png".to_string(), StatusCode::NOT_FOUND),
+        ("/api/v1/hosts/0/graph.png?metric=bogus".to_string(), StatusCode::BAD_REQUEST),
+        ("/api/v1/hosts/0/graph.png?range=2d".to_string(), StatusCode::BAD_REQUEST),
+        ("/api/v1/hosts/0/graph.png?cf=MIN".to_string(), StatusCode::BAD_REQUEST),
+        (format!("/api/v1/hosts/0/graph.png?from={now}&to={}", now - 10.0), StatusCode::BAD_REQUEST),
+        ("/api/v1/hosts/0/graph.png?from=1e300&to=1e301".to_string(), StatusCode::BAD_REQUEST),
+        ("/api/v1/vms/0/graph.png?metric=power".to_string(), StatusCode::BAD_REQUEST),
+    ] {
+        let (s, v) = call(&e.app, "GET", &bad, Some(READ), None).await;
+        assert_eq!(s, want, "{bad}: {v}");
+        assert!(v["error"].as_str().is_some(), "{bad}: a JSON error, not {v}");
+    }
+    let (s, _) = call(&e.app, "GET", "/api/v1/hosts/0/graph.png", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_progress_reports_phases_dirty_rate_and_bandwidth() {
+    // A slow pace: migrations take a visible part of the step.
+    let e = env(Automation::Automatic, 4000);
+    wait_for("a migration in flight", || !e.shared.view().in_flight.is_empty()).await;
+    let (s, v) = call(&e.app, "GET", "/api/v1/status", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let m = &v["migrations_in_flight"][0];
+    assert_eq!(m["mode"], "hybrid", "{m}");
+    assert!(m["bandwidth_bps"].as_f64().unwrap() > 1e6, "{m}");
+    assert!(m["dirty_rate_bps"].as_f64().unwrap() >= 0.0, "{m}");
+    assert!(m["bytes_total"].as_f64().unwrap() >= m["bytes_sent"].as_f64().unwrap(), "{m}");
+    let phase = m["phase"].as_str().unwrap();
+    assert!(["full-round", "stop-copy", "demand-push", "done"].contains(&phase), "{m}");
+    assert!(m["precopy_nonconvergent"].is_boolean(), "{m}");
+    // When it ends, the journal keeps its figures: total time, bytes, downtime, page faults.
+    let ended = || e.shared.store.migrations(None, Some("SUCCEEDED"), 5).unwrap_or_default();
+    wait_for("a migration to succeed", || !ended().is_empty()).await;
+    let a = &ended()[0];
+    assert!(a.total_s.is_some_and(|t| t > 0.0) && a.bytes.is_some_and(|b| b > 0.0), "{a:?}");
+    assert!(a.downtime_ms.is_some_and(|d| d > 0.0 && d < 1000.0), "{a:?}");
+    assert!(a.page_faults.is_some(), "{a:?}");
+}

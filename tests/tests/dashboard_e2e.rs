@@ -176,6 +176,7 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": { "browser": "ALL" },
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": [
@@ -229,9 +230,13 @@ impl Browser {
                 return v;
             }
             if Instant::now() > deadline {
-                let body = self.js("return document.body.innerText.slice(0, 1500)");
+                let body = self.js("return document.body.innerText.slice(0, 1500) + '\\nrequests: ' + performance.getEntriesByType('resource').map(e => e.name.replace(location.origin, '') + ' ' + Math.round(e.duration) + 'ms').slice(-15).join(' | ')");
                 self.shot(&format!("FAILED-{}", what.replace(' ', "-")));
-                panic!("timed out waiting for {what} ({script}); page text: {body}");
+                let p = format!("/session/{}/se/log", self.session);
+                let log = http(self.port, "POST", &p, None, Some(&json!({ "type": "browser" })))
+                    .map(|r| r.1)
+                    .unwrap_or_default();
+                panic!("timed out waiting for {what} ({script}); page text: {body}\nbrowser console: {log:.3000}");
             }
             std::thread::sleep(Duration::from_millis(150));
         }
@@ -354,6 +359,16 @@ fn dashboard_pages_in_chromium() {
     let header = b.wait("cycle in header", "document.querySelector('.world').textContent", 10);
     assert!(header.as_str().unwrap().contains("cycle"), "{header}");
     assert!(api(port, "/api/v1/status")["last_cycle"]["cycle"].as_u64().unwrap() > cycle1, "the demo advances");
+    // Live updates append points to the charts: one fetch per chart, then the window moves on
+    // by the live values (several steps past what was fetched).
+    let charts = "[...document.querySelectorAll('.serieschart')].map(c => [c.dataset.loads, c.dataset.fetchedTo, c.dataset.lastT].join('/')).join(' ')";
+    std::thread::sleep(Duration::from_secs(2));
+    println!("charts (loads/fetched to/last point): {}", b.js(&format!("return {charts}")));
+    b.wait(
+        "charts growing by live points",
+        "[...document.querySelectorAll('.serieschart')].every(c => c.dataset.loads === '1' && +c.dataset.lastT > +c.dataset.fetchedTo + 900)",
+        30,
+    );
     b.shot("overview");
 
     // Hosts and VMs tables: sorted by the URL, virtualized, selection in the URL.
@@ -366,11 +381,22 @@ fn dashboard_pages_in_chromium() {
     std::thread::sleep(Duration::from_millis(1500)); // live updates
     b.wait("selection kept", "document.querySelector('.vrow.sel')", 5);
     assert!(first.is_string());
+    // CPU sparklines for the visible rows (one batch request), drawn as SVG lines.
+    b.wait(
+        "host sparklines",
+        "[...document.querySelectorAll('.vrow [data-testid=spark] svg path')].filter(p => (p.getAttribute('d') || '').includes('L')).length >= 5",
+        30,
+    );
     b.shot("hosts");
     b.goto(&format!("{base}/vms"));
     b.wait("VM rows", "document.querySelectorAll('.vrow').length > 5", 30);
     let rendered = b.js("return document.querySelectorAll('.vrow').length").as_u64().unwrap();
     assert!(rendered < 200, "only visible rows are in the DOM ({rendered})");
+    b.wait(
+        "VM sparklines",
+        "[...document.querySelectorAll('.vrow [data-testid=spark] svg path')].filter(p => (p.getAttribute('d') || '').includes('L')).length >= 5",
+        30,
+    );
     b.shot("vms");
 
     // Host detail: every chart follows the one time control.
@@ -385,6 +411,35 @@ fn dashboard_pages_in_chromium() {
     b.wait("VM chart", "document.querySelectorAll('figure.chart').length >= 1", 30);
     b.wait("range kept", "document.querySelector('.timecontrol .seg.on').textContent === 'Hour'", 10);
     b.shot("vm-detail");
+    // The stock RRD graphs: PNGs drawn by librrd, following the time control.
+    b.goto(&format!("{base}/hosts/0?range=1d"));
+    b.click("[data-testid=view-rrd]");
+    b.wait("view in URL", "location.search.includes('view=rrd')", 10);
+    b.wait(
+        "RRD PNGs loaded",
+        "document.querySelectorAll('img[data-testid=rrd-img]').length === 3 && [...document.querySelectorAll('img[data-testid=rrd-img]')].every(i => i.complete && i.naturalWidth > 200 && i.naturalHeight > 100)",
+        60,
+    );
+    let src = b.js("return document.querySelector('img[data-testid=rrd-img]').src").as_str().unwrap().to_string();
+    assert!(src.contains("range=1d"), "{src}");
+    b.shot("host-detail-rrd");
+    b.click(".timecontrol .seg:nth-child(2)");
+    b.wait(
+        "RRD graphs follow the range",
+        "document.querySelector('img[data-testid=rrd-img]').src.includes('range=6h')",
+        10,
+    );
+    b.wait(
+        "RRD PNGs reloaded",
+        "[...document.querySelectorAll('img[data-testid=rrd-img]')].every(i => i.complete && i.naturalWidth > 200)",
+        60,
+    );
+    b.goto(&format!("{base}/vms/0?view=rrd"));
+    b.wait(
+        "VM RRD PNG",
+        "[...document.querySelectorAll('img[data-testid=rrd-img]')].some(i => i.complete && i.naturalWidth > 200)",
+        60,
+    );
 
     // Plans: approve a RECOMMENDED plan (manual mode).
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -477,24 +532,69 @@ fn dashboard_pages_in_chromium() {
     b.js("document.querySelector('[data-testid=strategies]').scrollIntoView(); return true");
     b.shot("policies");
 
-    // Experiments: an offline A/B over the embedded day; its verdict in words.
+    // Experiments: an offline A/B over two days (the embedded one and a PlanetLab day directory
+    // when ../shared/data/planetlab has one); its verdict in words.
     b.goto(&format!("{base}/experiments"));
     b.wait("A/B form", "document.querySelector('[data-testid=ab-form] #x-b option')", 30);
     b.select("#x-a", "lr-mmt-1.2");
     b.select("#x-b", "thr-mmt-0.8");
     b.wait("embedded trace ticked", "document.querySelector('input[data-trace=embedded]').checked", 30);
+    let days: Vec<String> = api(port, "/api/v1/traces")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .filter(|t| t != "embedded" && !t.starts_with("synthetic"))
+        .collect();
+    // The second day: a directory day other than the embedded 20110303 (else a synthetic day).
+    let second = days.iter().find(|d| d.as_str() != "20110303").cloned();
+    match &second {
+        Some(day) => b.click(&format!("input[data-trace='{day}']")),
+        None => println!("NOTE: no PlanetLab day directory found; the A/B runs over the embedded day only"),
+    }
     b.click("[data-testid=start-ab]");
     b.wait("experiment view", "document.querySelector('[data-testid=experiment]')", 30);
     b.shot("experiment-running");
-    b.wait("verdicts", "document.querySelectorAll('[data-testid=verdicts] li').length > 0", 600);
+    b.wait("verdicts", "document.querySelectorAll('[data-testid=verdicts] li').length > 0", 1200);
     let verdict = b.js("return document.querySelector('[data-testid=verdicts]').textContent");
     assert!(verdict.as_str().unwrap().contains("thr-mmt-0.8"), "{verdict}");
+    let want_charts = if second.is_some() { 4 } else { 2 };
     b.wait(
         "per-trace charts",
-        "document.querySelectorAll('[data-testid=experiment] figure.chart path[stroke]').length >= 2",
+        &format!(
+            "document.querySelectorAll('[data-testid=experiment] figure.chart path[stroke]').length >= {want_charts}"
+        ),
         30,
     );
+    if let Some(day) = &second {
+        let exps = api(port, "/api/v1/experiments");
+        let spec = &exps[0]["spec"];
+        assert_eq!(spec["traces"], json!(["embedded", day]), "{spec}");
+        let text = b.js("return document.querySelector('[data-testid=experiment]').textContent");
+        assert!(text.as_str().unwrap().contains(day.as_str()), "a chart per day: {text:.400}");
+    }
     b.shot("experiments");
+
+    // Cohorts: odd hosts under B, even under the active strategy, compared per cycle.
+    b.select("#x-kind", "cohorts");
+    b.select("#x-b", "thr-mmt-0.8");
+    b.click("[data-testid=start-ab]");
+    b.wait("cohorts view", "document.querySelector('[data-testid=cohorts]')", 30);
+    b.wait("cohort totals", "document.querySelectorAll('[data-testid=cohort-totals] tbody tr').length === 2", 60);
+    b.wait(
+        "three cohort cycles",
+        "+document.querySelector('[data-testid=cohort-totals] tbody td:nth-child(2)').textContent >= 3",
+        60,
+    );
+    b.wait(
+        "cohort charts",
+        "document.querySelectorAll('[data-testid=cohorts] figure.chart path[stroke]').length >= 4",
+        60,
+    );
+    let cohort = api(port, "/api/v1/experiments");
+    assert_eq!(cohort[0]["kind"], "cohorts", "{}", cohort[0]);
+    b.js("document.querySelector('[data-testid=cohorts]').scrollIntoView(); return true");
+    b.shot("experiments-cohorts");
 
     // Dark theme, and an unknown page's empty state.
     b.click("header.top button[aria-label='Switch theme']");
@@ -537,4 +637,96 @@ fn dashboard_overview_10000_hosts() {
         draw.as_str().unwrap_or("?")
     );
     b.shot("overview-10000-hosts");
+}
+
+/// A migration watched while it runs: the demo replays at 5 world seconds per real second, so a
+/// 0.6–1.7 GB VM's hybrid copy takes seconds; the phase stepper only moves forward, bytes sent
+/// never run backwards, and the dirty rate is shown against the bandwidth (with the warning
+/// exactly when pre-copy would not converge).
+#[test]
+fn dashboard_watches_a_migration_in_progress() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(b) = Browser::start() else { return };
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let _demo = start_demo(
+        port,
+        data.path(),
+        &["--speed", "5", "--hosts", "80", "--trace", "synthetic:vms=100,mean=60", "--strategy", "thr-mmt-0.8"],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    login(&b, &base);
+    // Progress in the VM's own row first, then (client-side navigation, no reload) the
+    // Migrations page while the same migrations still run.
+    b.goto(&format!("{base}/vms?q=migrating"));
+    let row = b.wait(
+        "progress in a VM's row",
+        "document.querySelector('.vrow [data-testid=row-progress]') && document.querySelector('.vrow [data-testid=row-progress]').textContent",
+        200,
+    );
+    assert!(row.as_str().unwrap().contains('%'), "{row}");
+    b.shot("vms-migrating");
+    b.click("nav a[href='/migrations']");
+    let id = b.wait(
+        "a migration in its full round",
+        "(document.querySelector('.mig .progress[data-phase=full-round]') || {closest: () => null}).closest('.mig') && document.querySelector('.mig .progress[data-phase=full-round]').closest('.mig').dataset.action",
+        200,
+    );
+    let id = id.as_str().unwrap().to_string();
+    b.shot("migration-in-progress");
+    let order = ["full-round", "stop-copy", "demand-push", "done"];
+    let (mut phases, mut sent) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    let mut watched = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(60) {
+        let v = b.js(&format!(
+            "const m = document.querySelector('.mig[data-action=\"{id}\"] .progress');
+             return m ? [m.dataset.phase, +m.dataset.sent, !!m.querySelector('[data-testid=dirty-rate]'), !!m.querySelector('[data-testid=nonconvergent]')] : null"
+        ));
+        let Some(a) = v.as_array() else { break };
+        let phase = a[0].as_str().unwrap().to_string();
+        let k = order.iter().position(|p| *p == phase).expect("a known phase");
+        assert!(a[2].as_bool().unwrap(), "dirty rate against bandwidth is shown");
+        if let Some(&last) = phases.last() {
+            assert!(k >= last, "the phase went back: {phases:?} then {phase}");
+        }
+        let bytes = a[1].as_f64().unwrap();
+        if let Some(&last) = sent.last() {
+            assert!(bytes >= last, "bytes sent went back: {last} then {bytes}");
+        }
+        phases.push(k);
+        sent.push(bytes);
+        watched = started.elapsed();
+        if phase == "done" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    phases.dedup();
+    sent.dedup();
+    println!("migration {id}: phases {phases:?}, {} distinct byte counts over {watched:?}", sent.len());
+    assert!(phases.len() >= 2, "the stepper advanced: {phases:?}");
+    assert!(sent.len() >= 5, "bytes sent advanced while watched: {sent:?}");
+    assert!(watched >= Duration::from_secs(2), "in progress for seconds, not a flash: {watched:?}");
+    // The warning matches the API's numbers, and is on screen exactly for those migrations.
+    let shown = b.js(
+        "return Object.fromEntries([...document.querySelectorAll('.mig')].map(m => [m.dataset.action, !!m.querySelector('[data-testid=nonconvergent]')]))",
+    );
+    let mut compared = 0;
+    for m in api(port, "/api/v1/status")["migrations_in_flight"].as_array().unwrap() {
+        let over = m["dirty_rate_bps"].as_f64().unwrap() >= m["bandwidth_bps"].as_f64().unwrap();
+        assert_eq!(m["precopy_nonconvergent"].as_bool().unwrap(), over, "{m}");
+        if let Some(on_screen) = shown[m["action_id"].to_string()].as_bool() {
+            assert_eq!(on_screen, over, "warning shown for {m}");
+            compared += 1;
+        }
+    }
+    println!("non-convergence warning checked against the API for {compared} migrations on screen");
+    let warned = b.js(
+        "const w = document.querySelector('[data-testid=nonconvergent]'); if (w) { w.closest('.mig').scrollIntoView(); } return !!w",
+    );
+    if warned.as_bool() == Some(true) {
+        b.shot("migration-nonconvergent");
+    }
+    b.shot("migration-progressed");
 }

@@ -218,6 +218,12 @@ pub struct Progress {
     pub bytes_remaining: f64,
     pub elapsed_s: f64,
     pub expected_s: f64,
+    pub mode: String,
+    pub dirty_rate_bps: f64,
+    pub bandwidth_bps: f64,
+    pub precopy_nonconvergent: bool,
+    pub downtime_s: f64,
+    pub page_faults: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -290,6 +296,23 @@ pub struct Series {
     pub to: f64,
     pub step_s: f64,
     pub t: Vec<f64>,
+    pub v: Vec<Option<f64>>,
+}
+
+/// `GET /sparklines`: one window of recent values for many ids.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Sparklines {
+    pub unit: String,
+    pub from: f64,
+    pub to: f64,
+    pub series: Vec<Spark>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Spark {
+    pub id: u32,
     pub v: Vec<Option<f64>>,
 }
 
@@ -432,6 +455,9 @@ pub struct Comparison {
     pub mean_b: f64,
     pub mean_diff: f64,
     pub ci95: Option<serde_json::Value>,
+    /// Cohorts: the interval as two numbers.
+    pub ci95_low: Option<f64>,
+    pub ci95_high: Option<f64>,
     pub relative_pct: Option<f64>,
     pub relative_ci95_pct: Option<serde_json::Value>,
     pub significant: bool,

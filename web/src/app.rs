@@ -58,6 +58,10 @@ pub fn App() -> impl IntoView {
             store.connect();
         }
     });
+    // One event stream per visible page: closed when the tab is hidden or the page is left
+    // (a page kept in the back/forward cache would otherwise hold a connection, and HTTP/1.1
+    // gives a site only six), reopened (with a snapshot reload) when it shows again.
+    watch_visibility(store);
     view! {
         <Router>
             {move || {
@@ -276,4 +280,31 @@ fn Shell(theme: RwSignal<String>) -> impl IntoView {
             </Routes>
         </main>
     }
+}
+
+fn watch_visibility(store: Store) {
+    use wasm_bindgen::closure::Closure;
+    use wasm_bindgen::JsCast;
+    let Some(window) = web_sys::window() else { return };
+    let Some(document) = window.document() else { return };
+    let doc = document.clone();
+    let on_visibility = Closure::<dyn FnMut()>::new(move || {
+        if doc.hidden() {
+            store.disconnect();
+        } else if store.authed.get_untracked() && !store.connected() {
+            store.connect();
+        }
+    });
+    let _ = document.add_event_listener_with_callback("visibilitychange", on_visibility.as_ref().unchecked_ref());
+    on_visibility.forget();
+    let on_hide = Closure::<dyn FnMut()>::new(move || store.disconnect());
+    let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+    on_hide.forget();
+    let on_show = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if store.authed.get_untracked() && !store.connected() {
+            store.connect();
+        }
+    });
+    let _ = window.add_event_listener_with_callback("pageshow", on_show.as_ref().unchecked_ref());
+    on_show.forget();
 }

@@ -253,8 +253,9 @@ pub fn svg(lines: &[Line], from: f64, to: f64, unit: &str, stacked: bool, time_l
                 l.v.get(i).copied().flatten()
             };
             match v {
-                Some(v) if *t >= from - 1.0 && *t <= to + 1.0 => {
-                    d += &format!("{}{:.1},{:.1}", if pen { "L" } else { "M" }, x(*t), y(v.min(ymax)));
+                // A live bucket may end a little past `to`: drawn at the edge.
+                Some(v) if *t >= from - 1.0 && *t <= to + span * 0.02 + 1.0 => {
+                    d += &format!("{}{:.1},{:.1}", if pen { "L" } else { "M" }, x(t.min(to)), y(v.min(ymax)));
                     pen = true;
                 }
                 _ => pen = false,
@@ -401,7 +402,117 @@ pub fn ChartView(
     }
 }
 
-/// A chart of one server series (`/series`), following the page's range.
+/// A downsampled window from the server that then grows by live values: a value newer than
+/// the last point opens a new bucket (AVERAGE or MAX of what falls into it), points older than
+/// the window slide out. The window is fetched again only when the range changes or after a
+/// `reload` (see [`SeriesChart`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSeries {
+    pub series: Series,
+    /// The bucket opened by live values (index, values in it).
+    open: Option<(usize, u32)>,
+}
+
+impl LiveSeries {
+    pub fn new(series: Series) -> LiveSeries {
+        LiveSeries { series, open: None }
+    }
+
+    /// Adds the value `v` at world time `t`; drops points before `keep_from`.
+    pub fn push(&mut self, t: f64, v: Option<f64>, keep_from: f64) {
+        let s = &mut self.series;
+        let step = s.step_s.max(1.0);
+        let max = s.cf == "MAX";
+        let last = s.t.last().copied().unwrap_or(s.to);
+        match self.open {
+            Some((i, n)) if t <= last && i + 1 == s.t.len() => {
+                if let Some(x) = v {
+                    let old = s.v[i];
+                    s.v[i] = Some(match old {
+                        None => x,
+                        Some(o) if max => o.max(x),
+                        Some(o) => (o * f64::from(n) + x) / f64::from(n + 1),
+                    });
+                    self.open = Some((i, n + 1));
+                }
+            }
+            // Already in the server's window.
+            _ if t <= last => {}
+            _ => {
+                let k = ((t - last) / step).ceil().max(1.0) as usize;
+                for j in 1..k.min(1000) {
+                    s.t.push(last + j as f64 * step);
+                    s.v.push(None);
+                }
+                s.t.push(last + k as f64 * step);
+                s.v.push(v);
+                self.open = Some((s.t.len() - 1, u32::from(v.is_some())));
+                s.to = s.to.max(t);
+            }
+        }
+        let drop = s.t.iter().take_while(|&&x| x < keep_from - step).count();
+        if drop > 0 {
+            s.t.drain(..drop);
+            s.v.drain(..drop);
+            self.open = self.open.and_then(|(i, n)| i.checked_sub(drop).map(|i| (i, n)));
+        }
+    }
+}
+
+/// The newest live value of a series from the store's snapshot: `(world time, value)`.
+pub fn live_value(target: &str, id: Option<u32>, metric: &str) -> Option<(f64, Option<f64>)> {
+    let store = use_store();
+    match target {
+        "cluster" => store.status.with(|s| {
+            let s = s.as_ref()?;
+            let m = &s.metrics;
+            let v = match metric {
+                "cpu" => m.cpu_util_mean,
+                "power" => m.power_w,
+                "active_hosts" => (m.hosts_up + m.hosts_maintenance) as f64,
+                "energy" => m.energy_kwh_today,
+                _ => return None,
+            };
+            Some((s.world_time, Some(v)))
+        }),
+        "host" => {
+            let t = store.tables_t.get();
+            let id = id?;
+            store.hosts.with(|hs| {
+                let h = hs.iter().find(|h| h.id == id)?;
+                let v = match metric {
+                    "cpu" => Some(h.cpu_util),
+                    "mem" => Some(h.mem_util),
+                    "power" => Some(h.power_w),
+                    "net" => h.net_util,
+                    _ => return None,
+                };
+                Some((t, v))
+            })
+        }
+        "vm" if metric == "cpu" => {
+            let t = store.tables_t.get();
+            let id = id?;
+            store.vms.with(|vs| vs.iter().find(|v| v.id == id).map(|v| (t, Some(v.cpu_util))))
+        }
+        _ => None,
+    }
+}
+
+/// What a chart's window is: a preset slides with the world clock (no refetch), an absolute
+/// range is fixed; either changing, or a `reload`, refetches.
+pub fn use_range_key() -> Memo<(Option<String>, i64, i64, String, bool)> {
+    let range = use_range();
+    Memo::new(move |_| {
+        range.with(|r| {
+            let (f, t) = if r.preset.is_none() { (r.from as i64, r.to as i64) } else { (0, 0) };
+            (r.preset.clone(), f, t, r.cf.clone(), r.to > 0.0)
+        })
+    })
+}
+
+/// A chart of one server series (`/series`), following the page's range: fetched once per
+/// range, then live values are appended.
 #[component]
 pub fn SeriesChart(
     title: String,
@@ -410,24 +521,60 @@ pub fn SeriesChart(
     metric: &'static str,
 ) -> impl IntoView {
     let range = use_range();
+    let key = use_range_key();
+    let store = use_store();
     let loader = Loader::<Series>::new();
+    let data: RwSignal<Option<LiveSeries>> = RwSignal::new(None);
     Effect::new(move |_| {
-        let r = range.get();
-        if r.to <= 0.0 {
+        let (_, _, _, _, ready) = key.get();
+        let _ = store.ticks.reload.get();
+        if !ready {
             return;
         }
+        let r = range.get_untracked();
         let id = id.map(|i| format!("&id={i}")).unwrap_or_default();
         loader.load(format!(
             "/series?target={target}{id}&metric={metric}&from={:.0}&to={:.0}&cf={}&points=320",
             r.from, r.to, r.cf
         ));
     });
+    let loads = RwSignal::new(0u32);
+    Effect::new(move |_| {
+        if let Some(s) = loader.data.get() {
+            data.set(Some(LiveSeries::new(s)));
+            loads.update(|n| *n += 1);
+        }
+    });
+    Effect::new(move |_| {
+        let Some((t, v)) = live_value(target, id, metric) else { return };
+        let r = range.get_untracked();
+        if r.preset.is_none() || t <= 0.0 {
+            return;
+        }
+        data.update(|d| {
+            if let Some(d) = d {
+                d.push(t, v, r.from);
+            }
+        });
+    });
     let lines = Signal::derive(move || {
-        loader.data.with(|d| d.as_ref().map(|s| vec![Line::from_series(metric, COLORS[0], s)]).unwrap_or_default())
+        data.with(|d| d.as_ref().map(|s| vec![Line::from_series(metric, COLORS[0], &s.series)]).unwrap_or_default())
     });
     let unit = Signal::derive(move || loader.data.with(|d| d.as_ref().map(|s| s.unit.clone()).unwrap_or_default()));
     let from = Signal::derive(move || range.with(|r| r.from));
     let to = Signal::derive(move || range.with(|r| r.to));
     let error = Signal::derive(move || loader.error.get().map(|e| e.to_string()));
-    view! { <ChartView title lines unit from to error/> }
+    // For tests and the curious: how many fetches, and how far live values took the window.
+    let last_t = move || data.with(|d| d.as_ref().and_then(|s| s.series.t.last().copied()).unwrap_or(0.0));
+    let fetched_to = move || loader.data.with(|d| d.as_ref().map_or(0.0, |s| s.to));
+    view! {
+        <div
+            class="serieschart"
+            data-last-t=move || format!("{:.0}", last_t())
+            data-fetched-to=move || format!("{:.0}", fetched_to())
+            data-loads=move || loads.get()
+        >
+            <ChartView title lines unit from to error/>
+        </div>
+    }
 }

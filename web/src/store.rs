@@ -33,6 +33,8 @@ pub struct Ticks {
     pub strategy: RwSignal<u64>,
     pub cycle: RwSignal<u64>,
     pub migration_end: RwSignal<u64>,
+    /// A `reload` event or a reconnect: live appends may have missed points, charts refetch.
+    pub reload: RwSignal<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,8 @@ pub struct Store {
     pub status: RwSignal<Option<Status>>,
     pub hosts: RwSignal<Arc<Vec<Host>>>,
     pub vms: RwSignal<Arc<Vec<Vm>>>,
+    /// World time of the `hosts` and `vms` snapshot (charts append its values at that time).
+    pub tables_t: RwSignal<f64>,
     /// In-flight migrations by action id, bytes monotone.
     pub live: RwSignal<BTreeMap<i64, Progress>>,
     pub conn: RwSignal<Conn>,
@@ -64,6 +68,7 @@ impl Store {
             status: RwSignal::new(None),
             hosts: RwSignal::new(Arc::new(Vec::new())),
             vms: RwSignal::new(Arc::new(Vec::new())),
+            tables_t: RwSignal::new(0.0),
             live: RwSignal::new(BTreeMap::new()),
             conn: RwSignal::new(Conn::Connecting),
             error: RwSignal::new(None),
@@ -74,6 +79,7 @@ impl Store {
                 strategy: RwSignal::new(0),
                 cycle: RwSignal::new(0),
                 migration_end: RwSignal::new(0),
+                reload: RwSignal::new(0),
             },
             busy: StoredValue::new(false),
             pending: StoredValue::new(false),
@@ -137,7 +143,9 @@ impl Store {
             return;
         }
         self.tables_at.set_value(now_ms());
+        let t = self.status.with_untracked(|s| s.as_ref().map(|s| s.world_time).unwrap_or(0.0));
         let (h, v) = futures_join(api::get::<Vec<Host>>("/hosts"), api::get::<Vec<Vm>>("/vms")).await;
+        self.tables_t.set(t);
         match h {
             Ok(h) => self.hosts.set(Arc::new(h)),
             Err(e) => self.error.set(Some(e.to_string())),
@@ -205,12 +213,18 @@ impl Store {
             }
             "host" => self.refresh(),
             "reload" => {
+                bump(self.ticks.reload);
                 bump(self.ticks.plan);
                 bump(self.ticks.experiment);
                 self.refresh();
             }
             _ => {}
         }
+    }
+
+    /// Whether an event stream is open (or opening).
+    pub fn connected(&self) -> bool {
+        self.source.with_value(|s| s.is_some())
     }
 
     pub fn disconnect(&self) {
@@ -237,6 +251,9 @@ impl Store {
             cb.forget();
         }
         let open = Closure::<dyn FnMut()>::new(move || {
+            if self.conn.get_untracked() == Conn::Reconnecting {
+                self.ticks.reload.update(|n| *n += 1);
+            }
             self.conn.set(Conn::Live);
             self.refresh();
         });

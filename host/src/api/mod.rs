@@ -7,6 +7,7 @@
 //! [`routes::ROUTES`] is also what `/api/v1/openapi.json` is generated from.
 
 pub mod auth;
+mod charts;
 mod openapi;
 mod prometheus;
 mod routes;

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
+use super::charts::Sparklines;
 use super::routes::*;
 use crate::controller::store::{ActionRow, AuditRow, ExperimentRow, ModuleRow, PlanRow, StrategyRow};
 use crate::controller::world::{HostView, SeriesData, VmView};
@@ -39,6 +40,17 @@ pub struct RouteDoc {
 }
 
 const J: &str = "application/json";
+const GRAPH: &[(&str, &str, &str)] = &[
+    ("metric", "string", "cpu (default), mem, power"),
+    ("range", "string", "1h, 6h, 1d (default), 1w, 1m or 1y, ending now"),
+    ("from", "number", "Unix seconds, world clock (with to, instead of range)"),
+    ("to", "number", "Unix seconds, world clock"),
+    ("cf", "string", "AVERAGE or MAX"),
+];
+
+fn png(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({ "type": "string", "contentMediaType": "image/png" })
+}
 const LIST: &[(&str, &str, &str)] = &[
     ("state", "string", "only this state"),
     ("vm", "integer", "only this VM"),
@@ -98,6 +110,44 @@ pub fn routes() -> Vec<RouteDoc> {
                 "A metric series, downsampled by the server",
                 "read",
                 (200, Some(s::<SeriesData>)),
+            )
+        },
+        RouteDoc {
+            query: &[
+                ("target", "string", "host or vm (required)"),
+                ("metric", "string", "cpu, mem or power (required)"),
+                ("ids", "string", "comma-separated ids, at most 500 (required)"),
+                ("points", "integer", "points per id, 1..200 (default 24)"),
+                ("span_s", "number", "seconds back from now (default 7200, at most 604800)"),
+            ],
+            ..r(
+                "get",
+                "/api/v1/sparklines",
+                "Recent samples of many hosts or VMs at once (the tables' sparklines)",
+                "read",
+                (200, Some(s::<Sparklines>)),
+            )
+        },
+        RouteDoc {
+            query: GRAPH,
+            content: "image/png",
+            ..r(
+                "get",
+                "/api/v1/hosts/{id}/graph.png",
+                "The stock RRD graph (librrd PNG) of a host series",
+                "read",
+                (200, Some(png)),
+            )
+        },
+        RouteDoc {
+            query: GRAPH,
+            content: "image/png",
+            ..r(
+                "get",
+                "/api/v1/vms/{id}/graph.png",
+                "The stock RRD graph (librrd PNG) of a VM series",
+                "read",
+                (200, Some(png)),
             )
         },
         r("get", "/api/v1/policies", "Built-in and uploaded policy modules", "read", (200, Some(s::<Vec<PolicyInfo>>))),

@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Real milliseconds per trace step (300 s of world time on PlanetLab data).
     #[arg(long, default_value_t = 1000)]
     pub step_ms: u64,
+    /// World seconds per real second instead of --step-ms: `1` replays in real time (a 300 s
+    /// step lasts 300 s and a migration its modelled 10–60 s), `10` ten times faster.
+    #[arg(long, conflicts_with = "step_ms")]
+    pub speed: Option<f64>,
     /// Strategy to start with: a built-in name or a strategy TOML file.
     #[arg(long, default_value = "lr-mmt-1.2")]
     pub strategy: String,
@@ -101,6 +105,8 @@ pub struct WorldFile {
     pub scenario: Option<PathBuf>,
     #[serde(default = "default_step_ms")]
     pub step_ms: u64,
+    /// World seconds per real second (overrides `step_ms`; 1 = real time).
+    pub speed: Option<f64>,
     pub hosts: Option<usize>,
 }
 
@@ -151,7 +157,13 @@ fn load_strategy_arg(spec: &str) -> Result<String> {
     }
 }
 
-fn sim_world(trace: &str, scenario: Option<&Path>, hosts: Option<usize>, step_ms: u64) -> Result<SimWorldConfig> {
+fn sim_world(
+    trace: &str,
+    scenario: Option<&Path>,
+    hosts: Option<usize>,
+    step_ms: u64,
+    speed: Option<f64>,
+) -> Result<SimWorldConfig> {
     let mut scenario = match scenario {
         Some(p) => Scenario::load(p)?,
         None => Scenario::default(),
@@ -161,13 +173,17 @@ fn sim_world(trace: &str, scenario: Option<&Path>, hosts: Option<usize>, step_ms
         scenario.hosts.count = h;
     }
     let trace = Arc::new(Trace::load(trace).with_context(|| format!("load trace {trace:?}"))?);
-    anyhow::ensure!(step_ms > 0, "the step must be at least 1 ms");
-    Ok(SimWorldConfig {
-        base_unix: SimWorldConfig::base_for(&trace),
-        scenario,
-        trace,
-        pace: Duration::from_millis(step_ms),
-    })
+    let pace = match speed {
+        Some(x) => {
+            anyhow::ensure!(x.is_finite() && (0.001..=1e6).contains(&x), "--speed must be in 0.001..=1000000");
+            Duration::from_secs_f64((scenario.interval_s / x).max(0.001))
+        }
+        None => {
+            anyhow::ensure!(step_ms > 0, "the step must be at least 1 ms");
+            Duration::from_millis(step_ms)
+        }
+    };
+    Ok(SimWorldConfig { base_unix: SimWorldConfig::base_for(&trace), scenario, trace, pace })
 }
 
 fn automation(text: &str) -> Result<Automation> {
@@ -201,7 +217,7 @@ pub fn run_demo(a: DemoArgs) -> Result<ExitCode> {
         generated_token: generated,
         metrics_public: a.metrics_public,
         cfg,
-        world: sim_world(&a.trace, None, a.hosts, a.step_ms)?,
+        world: sim_world(&a.trace, None, a.hosts, a.step_ms, a.speed)?,
         upload_limit: api::DEFAULT_UPLOAD_LIMIT,
         traces_root: crate::controller::experiment::default_traces_root(),
     };
@@ -245,6 +261,7 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
             f.world.scenario.as_deref().map(rel).as_deref(),
             f.world.hosts,
             f.world.step_ms,
+            f.world.speed,
         )?,
         upload_limit: f.upload_limit_mib.max(1) << 20,
         traces_root: f.traces.as_deref().map(rel).unwrap_or_else(crate::controller::experiment::default_traces_root),

@@ -15,6 +15,7 @@
 mod cohorts;
 pub mod events;
 pub mod experiment;
+pub mod sim_migration;
 pub mod sim_world;
 pub mod store;
 pub mod world;
@@ -950,7 +951,9 @@ impl Loop {
 
 fn end_of(id: i64, o: Outcome) -> ActionEnd {
     match o {
-        Outcome::Succeeded { total_s, bytes } => ActionEnd { id, state: state::SUCCEEDED, note: None, total_s, bytes },
+        Outcome::Succeeded { total_s, bytes, downtime_ms, page_faults } => {
+            ActionEnd { id, state: state::SUCCEEDED, note: None, total_s, bytes, downtime_ms, page_faults }
+        }
         Outcome::Failed(e) => ActionEnd::new(id, state::FAILED, Some(e)),
     }
 }

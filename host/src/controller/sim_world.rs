@@ -9,8 +9,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::sim_migration::MigrationModel;
 use super::store::ActionRow;
 use super::world::{
     ActionReq, ClusterMetrics, HostAccount, HostView, Outcome, Progress, Reconciled, SeriesData, SeriesQuery,
@@ -84,6 +85,12 @@ pub struct SimWorld {
     epoch: i64,
     /// Migrations under way: VM → action id.
     running: HashMap<u32, i64>,
+    /// How each of them progresses (fixed when it starts), by VM.
+    models: HashMap<u32, MigrationModel>,
+    /// When the current step began in real time (a migration started mid-step starts at the
+    /// matching world time), and whether the journal is being replayed (then: at the step's start).
+    step_began: Instant,
+    replaying: bool,
     /// Every action id this day's world has executed (an id is never executed twice).
     executed: HashSet<i64>,
     /// Actions that ended while the world was rebuilt, reported by `reconcile`.
@@ -119,6 +126,9 @@ impl SimWorld {
             sim,
             epoch: 0,
             running: HashMap::new(),
+            models: HashMap::new(),
+            step_began: Instant::now(),
+            replaying: false,
             executed: HashSet::new(),
             ended: HashMap::new(),
             history,
@@ -140,6 +150,7 @@ impl SimWorld {
         self.epoch += 1;
         self.sim = Self::fresh(&self.cfg)?;
         self.running.clear();
+        self.models.clear();
         self.executed.clear();
         self.accounts.iter_mut().for_each(|a| *a = HostAccount::default());
         Ok(())
@@ -157,12 +168,32 @@ impl SimWorld {
             if after.contains(&vm) {
                 continue;
             }
+            let model = self.models.remove(&vm);
             if let Some(id) = self.running.remove(&vm) {
                 let ram = self.sim.vm_facts(vm as usize).1;
-                ended.push((id, Outcome::Succeeded { total_s: Some(end - start), bytes: Some(ram * 1_048_576.0) }));
+                let outcome = match model {
+                    Some(m) => {
+                        let done = m.progress(id, (vm, 0, 0), f64::INFINITY);
+                        Outcome::Succeeded {
+                            total_s: Some(m.total_s()),
+                            bytes: Some(m.total_bytes()),
+                            downtime_ms: Some(m.stop_s * 1000.0),
+                            page_faults: Some(done.page_faults as i64),
+                        }
+                    }
+                    None => Outcome::Succeeded {
+                        total_s: Some(end - start),
+                        bytes: Some(ram * 1_048_576.0),
+                        downtime_ms: None,
+                        page_faults: None,
+                    },
+                };
+                ended.push((id, outcome));
             }
         }
+        self.step_began = Instant::now();
         if !more {
+            self.models.clear();
             for (_, id) in self.running.drain() {
                 ended.push((id, Outcome::Failed("the simulated day ended before the migration completed".into())));
             }
@@ -290,42 +321,14 @@ impl World for SimWorld {
         self.epoch = epoch;
         self.sim = Self::fresh(&self.cfg)?;
         self.running.clear();
+        self.models.clear();
         self.executed.clear();
         self.ended.clear();
-        self.history.state.write().unwrap_or_else(|p| p.into_inner()).samples.clear();
-        self.accounts.iter_mut().for_each(|a| *a = HostAccount::default());
-        let mut log = executed.iter().peekable();
-        for s in 1..=step.max(0) {
-            let (before, t0) = (self.sim.in_flight(), self.sim.now());
-            if !self.sim.advance() {
-                return Err(format!("the journal says step {step}, but the trace ends at step {s}"));
-            }
-            self.account_migrations(&before, t0, self.sim.now());
-            // Ended migrations are recorded for `reconcile` (the journal may not know yet).
-            for (id, outcome) in self.collect_ended() {
-                self.ended.insert(id, outcome);
-            }
-            self.account_step();
-            let mut batch = Vec::new();
-            while let Some(a) = log.next_if(|a| a.exec_step == Some(s)) {
-                match ActionReq::from_row(a) {
-                    Some(req) => batch.push(req),
-                    None => tracing::warn!(action = a.id, "journaled action is malformed; not replayed"),
-                }
-            }
-            for (req, r) in batch.iter().zip(self.execute(&batch)) {
-                if let Err(e) = r {
-                    self.ended.insert(req.id(), Outcome::Failed(e));
-                }
-            }
-            if s < step {
-                self.end_step();
-            }
-        }
-        if let Some(a) = log.next() {
-            return Err(format!("journaled action {} has execution step {:?} past the world's", a.id, a.exec_step));
-        }
-        Ok(())
+        self.replaying = true;
+        let replayed = self.replay_journal(step, executed);
+        self.replaying = false;
+        self.step_began = Instant::now();
+        replayed
     }
 
     fn reconcile(&self, action: &ActionRow) -> Reconciled {
@@ -336,12 +339,18 @@ impl World for SimWorld {
             return Reconciled::Ongoing;
         }
         match action.kind.as_str() {
-            "migrate" if self.executed.contains(&action.id) => {
-                Reconciled::Ended(Outcome::Succeeded { total_s: None, bytes: None })
-            }
-            "sleep" | "wake" if self.executed.contains(&action.id) => {
-                Reconciled::Ended(Outcome::Succeeded { total_s: None, bytes: None })
-            }
+            "migrate" if self.executed.contains(&action.id) => Reconciled::Ended(Outcome::Succeeded {
+                total_s: None,
+                bytes: None,
+                downtime_ms: None,
+                page_faults: None,
+            }),
+            "sleep" | "wake" if self.executed.contains(&action.id) => Reconciled::Ended(Outcome::Succeeded {
+                total_s: None,
+                bytes: None,
+                downtime_ms: None,
+                page_faults: None,
+            }),
             _ if action.exec_epoch != Some(self.epoch) => {
                 Reconciled::Ended(Outcome::Failed("its simulated day ended while the controller was down".into()))
             }
@@ -378,10 +387,15 @@ impl World for SimWorld {
                 }
             }
         }
+        // A migration started mid-step (an approval) starts at the matching world time.
+        let (interval, pace) = (self.sim.timing().0, self.cfg.pace.as_secs_f64().max(1e-3));
+        let into_step = if self.replaying { 0.0 } else { (self.step_began.elapsed().as_secs_f64() / pace).min(1.0) };
+        let start = self.sim.now() + into_step * interval;
         for (k, ok) in self.sim.start_migrations(&moves).into_iter().enumerate() {
             let (vm, from, to) = moves[k];
             let i = at[k];
             if ok {
+                self.models.insert(vm, self.migration_model(vm, start));
                 self.running.insert(vm, actions[i].id());
             } else {
                 results[i] = Err(format!(
@@ -406,22 +420,10 @@ impl World for SimWorld {
         self.sim
             .in_flight()
             .into_iter()
-            .filter_map(|(vm, from, to, start, end)| {
+            .filter_map(|(vm, from, to, start, _)| {
                 let id = *self.running.get(&vm)?;
-                let total = self.sim.vm_facts(vm as usize).1 * 1_048_576.0;
-                let f = if end > start { ((t - start) / (end - start)).clamp(0.0, 1.0) } else { 1.0 };
-                Some(Progress {
-                    action_id: id,
-                    vm,
-                    from,
-                    to,
-                    phase: if f >= 1.0 { "done".into() } else { "full-round".into() },
-                    bytes_total: total,
-                    bytes_sent: total * f,
-                    bytes_remaining: total * (1.0 - f),
-                    elapsed_s: (t - start).max(0.0).min(end - start),
-                    expected_s: end - start,
-                })
+                let model = self.models.get(&vm).copied().unwrap_or_else(|| self.migration_model(vm, start));
+                Some(model.progress(id, (vm, from, to), t))
             })
             .collect()
     }
@@ -574,12 +576,65 @@ impl SeriesSource for SimSeries {
 }
 
 impl SimWorld {
+    /// Replays the journal's executed actions step by step up to `step` (see [`World::restore`]).
+    fn replay_journal(&mut self, step: i64, executed: &[ActionRow]) -> Result<(), String> {
+        self.history.state.write().unwrap_or_else(|p| p.into_inner()).samples.clear();
+        self.accounts.iter_mut().for_each(|a| *a = HostAccount::default());
+        let mut log = executed.iter().peekable();
+        for s in 1..=step.max(0) {
+            let (before, t0) = (self.sim.in_flight(), self.sim.now());
+            if !self.sim.advance() {
+                return Err(format!("the journal says step {step}, but the trace ends at step {s}"));
+            }
+            self.account_migrations(&before, t0, self.sim.now());
+            // Ended migrations are recorded for `reconcile` (the journal may not know yet).
+            for (id, outcome) in self.collect_ended() {
+                self.ended.insert(id, outcome);
+            }
+            self.account_step();
+            let mut batch = Vec::new();
+            while let Some(a) = log.next_if(|a| a.exec_step == Some(s)) {
+                match ActionReq::from_row(a) {
+                    Some(req) => batch.push(req),
+                    None => tracing::warn!(action = a.id, "journaled action is malformed; not replayed"),
+                }
+            }
+            for (req, r) in batch.iter().zip(self.execute(&batch)) {
+                if let Err(e) = r {
+                    self.ended.insert(req.id(), Outcome::Failed(e));
+                }
+            }
+            if s < step {
+                self.end_step();
+            }
+        }
+        if let Some(a) = log.next() {
+            return Err(format!("journaled action {} has execution step {:?} past the world's", a.id, a.exec_step));
+        }
+        Ok(())
+    }
+
+    /// The progress model of `vm` moving from world time `start`: its RAM, the link share the
+    /// simulator gives it (RAM ÷ its migration time) and a dirty rate from its load now.
+    fn migration_model(&self, vm: u32, start: f64) -> MigrationModel {
+        let ram = self.sim.vm_facts(vm as usize).1;
+        let bw = self
+            .sim
+            .in_flight()
+            .into_iter()
+            .find(|m| m.0 == vm)
+            .map(|(_, _, _, s, e)| if e > s { ram / (e - s) } else { ram })
+            .unwrap_or(ram);
+        MigrationModel::new(start, ram, bw, self.vm_util(vm as usize))
+    }
+
     fn collect_ended(&mut self) -> Vec<(i64, Outcome)> {
         let after: HashSet<u32> = self.sim.in_flight().iter().map(|m| m.0).collect();
         let done: Vec<u32> = self.running.keys().copied().filter(|vm| !after.contains(vm)).collect();
+        self.models.retain(|vm, _| after.contains(vm));
         done.into_iter()
             .filter_map(|vm| self.running.remove(&vm))
-            .map(|id| (id, Outcome::Succeeded { total_s: None, bytes: None }))
+            .map(|id| (id, Outcome::Succeeded { total_s: None, bytes: None, downtime_ms: None, page_faults: None }))
             .collect()
     }
 }

@@ -784,8 +784,9 @@ impl Store {
             }
             tx.execute(
                 "UPDATE actions SET state = ?2, note = COALESCE(?3, note), ended_at = ?4, updated_at = ?4, total_s = \
-                 COALESCE(?5, total_s), bytes = COALESCE(?6, bytes) WHERE id = ?1",
-                params![d.id, d.state, d.note, now, d.total_s, d.bytes],
+                 COALESCE(?5, total_s), bytes = COALESCE(?6, bytes), downtime_ms = COALESCE(?7, downtime_ms), \
+                 page_faults = COALESCE(?8, page_faults) WHERE id = ?1",
+                params![d.id, d.state, d.note, now, d.total_s, d.bytes, d.downtime_ms, d.page_faults],
             )
             .ctx("end action")?;
             tx.execute(
@@ -960,11 +961,13 @@ pub struct ActionEnd {
     pub note: Option<String>,
     pub total_s: Option<f64>,
     pub bytes: Option<f64>,
+    pub downtime_ms: Option<f64>,
+    pub page_faults: Option<i64>,
 }
 
 impl ActionEnd {
     pub fn new(id: i64, state: &'static str, note: Option<String>) -> ActionEnd {
-        ActionEnd { id, state, note, total_s: None, bytes: None }
+        ActionEnd { id, state, note, total_s: None, bytes: None, downtime_ms: None, page_faults: None }
     }
 }
 

@@ -56,7 +56,13 @@ impl ActionReq {
 /// How an action ended in the world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded { total_s: Option<f64>, bytes: Option<f64> },
+    /// With the migration's figures where the world knows them (downtime in ms, page faults).
+    Succeeded {
+        total_s: Option<f64>,
+        bytes: Option<f64>,
+        downtime_ms: Option<f64>,
+        page_faults: Option<i64>,
+    },
     Failed(String),
 }
 
@@ -83,6 +89,17 @@ pub struct Progress {
     /// World seconds since it started, and the expected total.
     pub elapsed_s: f64,
     pub expected_s: f64,
+    /// `hybrid` (one pre-copy round, then post-copy), `pre-copy` or `post-copy`.
+    pub mode: String,
+    /// Rate the VM dirties memory (bytes/s, world time) and the link's share for the move.
+    pub dirty_rate_bps: f64,
+    pub bandwidth_bps: f64,
+    /// Predicted: pre-copy alone would never converge (dirty rate ≥ bandwidth).
+    pub precopy_nonconvergent: bool,
+    /// Downtime (stop-copy, s): expected, and whether it has happened yet.
+    pub downtime_s: f64,
+    /// Demand requests (page faults at the destination) so far.
+    pub page_faults: u64,
 }
 
 /// A host as the API shows it.

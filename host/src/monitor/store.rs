@@ -183,6 +183,26 @@ static GRAPH_LOCK: Mutex<()> = Mutex::new(());
 
 /// Renders a PNG line graph of one series over `[start, end]`.
 pub fn graph_png(path: &Path, metric: Metric, title: &str, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
+    graph_file(
+        path,
+        &GraphSpec { ds: metric.name(), title, vertical_label: None, cf: ConsolidationFn::Avg },
+        start,
+        end,
+    )
+}
+
+/// What to draw from one single-source RRD file.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphSpec<'a> {
+    /// Data source name, also the legend.
+    pub ds: &'a str,
+    pub title: &'a str,
+    pub vertical_label: Option<&'a str>,
+    pub cf: ConsolidationFn,
+}
+
+/// Renders a PNG line graph of the data source `spec.ds` of `path` over `[start, end]`.
+pub fn graph_file(path: &Path, spec: &GraphSpec<'_>, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
     use graph::elements::{ColorWithLegend, Def, Legend, Line, VarName};
     let err = |e: rrd::error::RrdError| StoreError::Rrd(path.into(), e);
     let var = VarName::new("v").map_err(|e| err(e.into()))?;
@@ -192,15 +212,18 @@ pub fn graph_png(path: &Path, metric: Metric, title: &str, start: u64, end: u64)
             end: Some(UNIX_EPOCH + Duration::from_secs(end)),
             step_seconds: None,
         },
-        labels: graph::props::Labels { title: Some(title.to_string()), vertical_label: None },
+        labels: graph::props::Labels {
+            title: Some(spec.title.to_string()),
+            vertical_label: spec.vertical_label.map(str::to_string),
+        },
         ..Default::default()
     };
     let elements = [
         Def {
             var_name: var.clone(),
             rrd: path.to_path_buf(),
-            ds_name: metric.name().to_string(),
-            consolidation_fn: ConsolidationFn::Avg,
+            ds_name: spec.ds.to_string(),
+            consolidation_fn: spec.cf,
             step: None,
             start: None,
             end: None,
@@ -212,7 +235,7 @@ pub fn graph_png(path: &Path, metric: Metric, title: &str, start: u64, end: u64)
             value: var,
             color: Some(ColorWithLegend {
                 color: graph::Color { red: 0x1f, green: 0x77, blue: 0xb4, alpha: None },
-                legend: Some(Legend::new(metric.name())),
+                legend: Some(Legend::new(spec.ds)),
             }),
             stack: false,
             skip_scale: false,
@@ -223,6 +246,53 @@ pub fn graph_png(path: &Path, metric: Metric, title: &str, start: u64, end: u64)
     let _guard = GRAPH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let (png, _meta) = graph::graph(graph::props::ImageFormat::Png, &props, &elements).map_err(err)?;
     Ok(png)
+}
+
+/// Renders points `(unix seconds, value)` (sorted, one per `step`) the stock way: a temporary
+/// RRD file with AVERAGE and MAX archives of one point per step, `rrd_update` of the points,
+/// then `rrd_graph` to PNG. For series that live in memory (the simulated world's history).
+pub fn graph_points_png(
+    points: &[(u64, Option<f64>)],
+    step: u32,
+    spec: &GraphSpec<'_>,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let dir = tempfile::Builder::new()
+        .prefix("amvm-graph-")
+        .tempdir()
+        .map_err(|e| StoreError::Dir(std::env::temp_dir(), e))?;
+    let path = dir.path().join("series.rrd");
+    let step = step.max(1);
+    let ds_name = create::DataSourceName::new(spec.ds).map_err(|e| StoreError::Rrd(path.clone(), e.into()))?;
+    let ds = create::DataSource::gauge(&ds_name, step * 2, None, None);
+    let rows = u32::try_from(points.len() + 2).unwrap_or(u32::MAX).clamp(2, 200_000);
+    let mut rras = Vec::new();
+    for cf in [ConsolidationFn::Avg, ConsolidationFn::Max] {
+        rras.push(create::Archive::new(cf, 0.5, 1, rows).map_err(|e| StoreError::Rrd(path.clone(), e.into()))?);
+    }
+    let first = points.first().map_or(start, |p| p.0).min(start).saturating_sub(u64::from(step)).max(1);
+    create::create(
+        &path,
+        UNIX_EPOCH + Duration::from_secs(first),
+        Duration::from_secs(step.into()),
+        false,
+        None,
+        &[],
+        [&ds],
+        rras.iter(),
+    )
+    .map_err(|e| StoreError::Rrd(path.clone(), e))?;
+    let mut clean: Vec<(u64, Option<f64>)> = Vec::with_capacity(points.len());
+    for &(t, v) in points {
+        if t > first && clean.last().is_none_or(|l| t > l.0) {
+            clean.push((t, v.filter(|v| v.is_finite())));
+        }
+    }
+    if !clean.is_empty() {
+        update_file(&path, &clean)?;
+    }
+    graph_file(&path, spec, start, end)
 }
 
 #[cfg(test)]
@@ -259,6 +329,20 @@ mod tests {
 
         let png = graph_png(&path, Metric::CpuIdle, "cpu_idle", t0, t0 + 300).unwrap();
         assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn points_in_memory_graph_through_a_temporary_rrd() {
+        let t0 = 1_700_000_100 / 300 * 300;
+        let points: Vec<_> = (1..=48).map(|i| (t0 + 300 * i, (i % 5 != 0).then_some(f64::from(i as u32)))).collect();
+        let spec = GraphSpec { ds: "cpu", title: "cpu", vertical_label: Some("%"), cf: ConsolidationFn::Max };
+        let png = graph_points_png(&points, 300, &spec, t0, t0 + 300 * 48).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        assert!(png.len() > 1000, "{} bytes", png.len());
+        // No points at all still draws (an empty graph), bad names are refused.
+        assert_eq!(&graph_points_png(&[], 300, &spec, t0, t0 + 600).unwrap()[1..4], b"PNG");
+        let bad = GraphSpec { ds: "no spaces allowed", ..spec };
+        assert!(graph_points_png(&points, 300, &bad, t0, t0 + 600).is_err());
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Host and VM detail: charts sharing the page's one time control, the host's stacked top-10
-//! VMs, the VM's migration history.
+//! VMs, the VM's migration history, and the stock RRD graphs (PNG drawn by librrd on the
+//! server) as an alternative view (`?view=rrd`).
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
+use crate::api;
 use crate::api::{HostDetail, Series, VmDetail};
-use crate::chart::{use_range, ChartView, Line, SeriesChart, TimeControl, COLORS};
+use crate::app::use_set_query;
+use crate::chart::{use_range, use_range_key, ChartView, Line, LiveSeries, SeriesChart, TimeControl, COLORS};
 use crate::fmt;
-use crate::pages::{badge, Empty};
+use crate::pages::{badge, query, Empty};
 use crate::store::{use_store, Loader};
 
 fn param_id() -> Memo<Option<u32>> {
@@ -29,6 +32,7 @@ pub fn HostPage() -> impl IntoView {
 fn HostView(id: u32) -> impl IntoView {
     let store = use_store();
     let detail = Loader::<HostDetail>::new();
+    let rrd_view = use_rrd_view();
     Effect::new(move |_| {
         let _ = store.ticks.cycle.get();
         detail.load(format!("/hosts/{id}"));
@@ -67,13 +71,21 @@ fn HostView(id: u32) -> impl IntoView {
                 <h2>"Graphs"</h2>
                 <TimeControl/>
             </div>
-            <div class="charts">
-                <SeriesChart title="CPU".into() target="host" id=id metric="cpu"/>
-                <SeriesChart title="Memory".into() target="host" id=id metric="mem"/>
-                <SeriesChart title="Power".into() target="host" id=id metric="power"/>
-                <SeriesChart title="Network".into() target="host" id=id metric="net"/>
-                <TopVms detail/>
-            </div>
+            <ViewToggle/>
+            {move || if rrd_view.get() {
+                view! { <RrdGraphs kind="hosts" id metrics=&[("cpu", "CPU"), ("mem", "Memory"), ("power", "Power")]/> }.into_any()
+            } else {
+                view! {
+                    <div class="charts">
+                        <SeriesChart title="CPU".into() target="host" id=id metric="cpu"/>
+                        <SeriesChart title="Memory".into() target="host" id=id metric="mem"/>
+                        <SeriesChart title="Power".into() target="host" id=id metric="power"/>
+                        <SeriesChart title="Network".into() target="host" id=id metric="net"/>
+                        <TopVms detail/>
+                    </div>
+                }
+                    .into_any()
+            }}
         </section>
         <section class="card">
             <h2>"VMs on this host"</h2>
@@ -122,51 +134,153 @@ fn HostView(id: u32) -> impl IntoView {
     }
 }
 
-/// The host's ten biggest VMs (by current MIPS used) stacked, plus the rest as "other".
+/// The host's ten biggest VMs (by current MIPS used) stacked, plus the rest as "other":
+/// fetched when the range or the ten change, then grown by live values.
 #[component]
 fn TopVms(detail: Loader<HostDetail>) -> impl IntoView {
     let range = use_range();
-    let lines: RwSignal<Vec<Line>> = RwSignal::new(Vec::new());
+    let key = use_range_key();
+    let store = use_store();
+    let lines: RwSignal<Vec<(u32, LiveSeries)>> = RwSignal::new(Vec::new());
     let busy = StoredValue::new(false);
     let top = Memo::new(move |_| {
         detail.data.with(|d| {
             let mut v: Vec<(u32, f64)> =
                 d.as_ref().map(|d| d.vms.iter().map(|v| (v.id, v.mips * v.cpu_util)).collect()).unwrap_or_default();
             v.sort_by(|a, b| b.1.total_cmp(&a.1));
-            v.into_iter().take(10).map(|x| x.0).collect::<Vec<u32>>()
+            let mut ids: Vec<u32> = v.into_iter().take(10).map(|x| x.0).collect();
+            ids.sort_unstable();
+            ids
         })
     });
     Effect::new(move |_| {
         let ids = top.get();
-        let r = range.get();
-        if r.to <= 0.0 || busy.get_value() {
+        let (_, _, _, _, ready) = key.get();
+        let _ = store.ticks.reload.get();
+        let r = range.get_untracked();
+        if !ready || busy.get_value() {
             return;
         }
         busy.set_value(true);
         leptos::task::spawn_local(async move {
             let mut out = Vec::new();
-            for (i, vm) in ids.iter().enumerate() {
+            for vm in ids.iter() {
                 let path = format!(
                     "/series?target=vm&id={vm}&metric=cpu&from={:.0}&to={:.0}&cf={}&points=160",
                     r.from, r.to, r.cf
                 );
                 if let Ok(s) = crate::api::get::<Series>(&path).await {
-                    out.push(Line::from_series(format!("VM {vm}"), COLORS[i % 10], &s));
+                    out.push((*vm, LiveSeries::new(s)));
                 }
             }
             lines.try_set(out);
             busy.try_update_value(|b| *b = false);
         });
     });
+    Effect::new(move |_| {
+        let t = store.tables_t.get();
+        let r = range.get_untracked();
+        if r.preset.is_none() || t <= 0.0 {
+            return;
+        }
+        store.vms.with(|vs| {
+            lines.update(|ls| {
+                for (vm, s) in ls.iter_mut() {
+                    if let Some(v) = vs.get(*vm as usize).filter(|v| v.id == *vm) {
+                        s.push(t, Some(v.cpu_util), r.from);
+                    }
+                }
+            })
+        });
+    });
     view! {
         <ChartView
             title="Top 10 VMs (CPU share of each VM, stacked)".into()
-            lines=Signal::derive(move || lines.get())
+            lines=Signal::derive(move || {
+                lines.with(|ls| {
+                    ls.iter()
+                        .enumerate()
+                        .map(|(i, (vm, s))| Line::from_series(format!("VM {vm}"), COLORS[i % 10], &s.series))
+                        .collect()
+                })
+            })
             unit=Signal::stored("ratio".to_string())
             from=Signal::derive(move || range.with(|r| r.from))
             to=Signal::derive(move || range.with(|r| r.to))
             stacked=true
         />
+    }
+}
+
+/// `?view=rrd` shows the stock RRD graphs instead of the charts.
+fn use_rrd_view() -> Memo<bool> {
+    let q = query("view");
+    Memo::new(move |_| q.get().as_deref() == Some("rrd"))
+}
+
+/// Charts or the stock RRD graphs.
+#[component]
+fn ViewToggle() -> impl IntoView {
+    let set_query = use_set_query();
+    let sq = set_query.clone();
+    let rrd_view = use_rrd_view();
+    view! {
+        <div class="segs viewtoggle" role="group" aria-label="How to draw the graphs">
+            <button class="seg" class:on=move || !rrd_view.get() on:click=move |_| sq(&[("view", None)])>
+                "Charts"
+            </button>
+            <button class="seg" class:on=rrd_view data-testid="view-rrd" on:click=move |_| set_query(&[("view", Some("rrd"))])>
+                "RRD graphs (PNG)"
+            </button>
+        </div>
+    }
+}
+
+/// librrd's own PNGs (`GET /{kind}/{id}/graph.png`) for the page's range and AVERAGE/MAX.
+#[component]
+fn RrdGraphs(kind: &'static str, id: u32, metrics: &'static [(&'static str, &'static str)]) -> impl IntoView {
+    let range = use_range();
+    let key = use_range_key();
+    let token = api::token().unwrap_or_default();
+    let failed: RwSignal<Vec<&'static str>> = RwSignal::new(Vec::new());
+    view! {
+        <p class="muted small">
+            "Drawn by librrd on the controller (rrd_graph) from a round-robin database of the same samples; they follow the time control, not live updates."
+        </p>
+        <div class="charts rrd">
+            {metrics
+                .iter()
+                .map(|(metric, title)| {
+                    let token = token.clone();
+                    let src = move || {
+                        let _ = key.get();
+                        let r = range.get_untracked();
+                        let when = match &r.preset {
+                            Some(p) => format!("range={p}"),
+                            None => format!("from={:.0}&to={:.0}", r.from, r.to),
+                        };
+                        format!("/api/v1/{kind}/{id}/graph.png?metric={metric}&{when}&cf={}&access_token={}", r.cf, api::enc(&token))
+                    };
+                    let metric = *metric;
+                    view! {
+                        <figure class="chart">
+                            <figcaption><span class="ctitle">{*title}</span></figcaption>
+                            <img
+                                class="rrdimg"
+                                data-testid="rrd-img"
+                                data-metric=metric
+                                alt=format!("RRD graph of {title}")
+                                src=src
+                                on:error=move |_| failed.update(|f| f.push(metric))
+                            />
+                            {move || failed.with(|f| f.contains(&metric)).then(|| view! {
+                                <p class="error small">"The controller could not draw this graph; the charts view has the same data."</p>
+                            })}
+                        </figure>
+                    }
+                })
+                .collect_view()}
+        </div>
     }
 }
 
@@ -185,6 +299,7 @@ pub fn VmPage() -> impl IntoView {
 fn VmView(id: u32) -> impl IntoView {
     let store = use_store();
     let detail = Loader::<VmDetail>::new();
+    let rrd_view = use_rrd_view();
     Effect::new(move |_| {
         let _ = store.ticks.migration_end.get();
         let _ = store.ticks.plan.get();
@@ -232,9 +347,17 @@ fn VmView(id: u32) -> impl IntoView {
                 <h2>"Graphs"</h2>
                 <TimeControl/>
             </div>
-            <div class="charts">
-                <SeriesChart title="CPU".into() target="vm" id=id metric="cpu"/>
-            </div>
+            <ViewToggle/>
+            {move || if rrd_view.get() {
+                view! { <RrdGraphs kind="vms" id metrics=&[("cpu", "CPU")]/> }.into_any()
+            } else {
+                view! {
+                    <div class="charts">
+                        <SeriesChart title="CPU".into() target="vm" id=id metric="cpu"/>
+                    </div>
+                }
+                    .into_any()
+            }}
         </section>
         <section class="card">
             <h2>"Migration history"</h2>

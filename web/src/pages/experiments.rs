@@ -1,5 +1,6 @@
 //! Experiments: offline A/B over chosen traces (progress, paired differences with confidence
-//! intervals, per-trace charts, the verdict in words) and live shadow experiments.
+//! intervals, per-trace charts, the verdict in words), live shadow experiments and live cohorts
+//! (hosts split into A and B groups, each run by its strategy, compared per cycle).
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -42,7 +43,7 @@ pub fn Experiments() -> impl IntoView {
         <div class="pagehead">
             <h1>"Experiments"</h1>
             <span class="muted">
-                "Offline A/B replays traces with two strategies; shadow runs B beside the live strategy without executing it."
+                "Offline A/B replays traces with two strategies; shadow runs B beside the live strategy without executing it; cohorts split the hosts between A and B."
             </span>
         </div>
         <div class="split">
@@ -161,7 +162,7 @@ fn StartForm(
             let body = if k == "offline" {
                 serde_json::json!({ "kind": "offline", "a": a.get_untracked(), "b": b.get_untracked(), "traces": tr })
             } else {
-                serde_json::json!({ "kind": "shadow", "b": b.get_untracked() })
+                serde_json::json!({ "kind": k, "b": b.get_untracked() })
             };
             match api::post::<Experiment>("/experiments", &body).await {
                 Ok(e) => {
@@ -184,6 +185,7 @@ fn StartForm(
                 <select id="x-kind" prop:value=move || kind.get() on:change=move |ev| kind.set(event_target_value(&ev))>
                     <option value="offline">"Offline A/B over traces"</option>
                     <option value="shadow">"Shadow: B decides beside the live strategy"</option>
+                    <option value="cohorts">"Cohorts: odd hosts run B, even hosts the live strategy"</option>
                 </select>
             </div>
             <div class="row">
@@ -248,8 +250,18 @@ fn StartForm(
     }
 }
 
-fn ci_text(v: &Option<Value>) -> String {
-    match v {
+fn ci_text(c: &Comparison) -> String {
+    // Cohorts report the interval as two fields (over cycles; `null` with a single cycle).
+    if c.ci95.is_none() {
+        return match (c.ci95_low, c.ci95_high) {
+            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => {
+                format!("[{}, {}]", fmt::num(lo, 3), fmt::num(hi, 3))
+            }
+            (None, None) if c.n <= 1 => "– (one sample)".into(),
+            _ => "– (one trace)".into(),
+        };
+    }
+    match &c.ci95 {
         Some(Value::Array(a)) if a.len() == 2 => {
             format!(
                 "[{}, {}]",
@@ -333,7 +345,7 @@ fn ExperimentView(e: Experiment) -> impl IntoView {
                                                 <td class="num">{fmt::num(c.mean_a, 4)}</td>
                                                 <td class="num">{fmt::num(c.mean_b, 4)}</td>
                                                 <td class="num">{fmt::num(c.mean_diff, 4)}</td>
-                                                <td>{ci_text(&c.ci95)}</td>
+                                                <td>{ci_text(c)}</td>
                                                 <td class="num">{c.relative_pct.map(|r| format!("{r:+.1} %")).unwrap_or_else(|| "–".into())}</td>
                                                 <td>{if c.significant { "yes" } else { "no" }}</td>
                                             </tr>
@@ -389,6 +401,10 @@ fn ExperimentView(e: Experiment) -> impl IntoView {
                     }
                 })}
             {(e.kind == "shadow").then(|| view! { <ShadowView id running/> })}
+            {(e.kind == "cohorts").then(|| {
+                let split = e.result.as_ref().and_then(|r| r.get("split")).and_then(|v| v.as_str()).unwrap_or("even host ids: A (the active strategy); odd host ids: B").to_string();
+                view! { <CohortsView id running split b=bn.clone()/> }
+            })}
         </section>
     }
 }
@@ -455,5 +471,132 @@ fn ShadowView(id: i64, running: bool) -> impl IntoView {
                     .into_any()
             }
         }}
+    }
+}
+
+/// A live cohort experiment: both groups per cycle (energy, migrations, SLATAH) as charts and
+/// the running totals.
+#[component]
+fn CohortsView(id: i64, running: bool, split: String, b: String) -> impl IntoView {
+    let store = use_store();
+    let cycles = Loader::<Vec<Value>>::new();
+    Effect::new(move |_| {
+        let _ = store.ticks.cycle.get();
+        cycles.load(format!("/experiments/{id}/cycles?limit=500"));
+    });
+    let stop = move |_| {
+        spawn_local(async move {
+            let _ = api::post::<Experiment>(&format!("/experiments/{id}/stop"), &serde_json::json!({})).await;
+            store.ticks.experiment.update(|n| *n += 1);
+        });
+    };
+    let rows = Memo::new(move |_| {
+        cycles.data.with(|d| {
+            let mut v: Vec<(f64, [f64; 4], [f64; 4])> = d
+                .as_ref()
+                .map(|d| {
+                    d.iter()
+                        .map(|r| {
+                            let side = |k: &str| {
+                                let g =
+                                    |m: &str| r.get(k).and_then(|x| x.get(m)).and_then(Value::as_f64).unwrap_or(0.0);
+                                [g("energy_kwh"), g("migrations"), g("slatah"), g("pdm")]
+                            };
+                            // Cycles as world time, so the axis reads in hours.
+                            let interval =
+                                store.status.with(|s| s.as_ref().map(|s| s.world.interval_s).unwrap_or(300.0));
+                            (r.get("cycle").and_then(Value::as_f64).unwrap_or(0.0) * interval, side("a"), side("b"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort_by(|x, y| x.0.total_cmp(&y.0));
+            v
+        })
+    });
+    let chart = move |k: usize, title: &'static str, unit: &'static str, b: String| {
+        let lines = Signal::derive(move || {
+            rows.with(|r| {
+                let t: Vec<f64> = r.iter().map(|x| x.0).collect();
+                vec![
+                    Line {
+                        label: "A (active)".into(),
+                        color: COLORS[0],
+                        t: t.clone(),
+                        v: r.iter().map(|x| Some(x.1[k])).collect(),
+                    },
+                    Line {
+                        label: format!("B ({b})"),
+                        color: COLORS[1],
+                        t,
+                        v: r.iter().map(|x| Some(x.2[k])).collect(),
+                    },
+                ]
+            })
+        });
+        let from = Signal::derive(move || rows.with(|r| r.first().map(|x| x.0).unwrap_or(0.0)));
+        let to = Signal::derive(move || rows.with(|r| r.last().map(|x| x.0).unwrap_or(1.0)).max(from.get() + 1.0));
+        view! { <ChartView title=title.to_string() lines unit=Signal::stored(unit.to_string()) from to relative=true/> }
+    };
+    let totals = move || {
+        rows.with(|r| {
+            let sum = |side: usize, k: usize| r.iter().map(|x| if side == 0 { x.1[k] } else { x.2[k] }).sum::<f64>();
+            let mean = |side: usize, k: usize| if r.is_empty() { 0.0 } else { sum(side, k) / r.len() as f64 };
+            (r.len(), [sum(0, 0), sum(0, 1), mean(0, 2)], [sum(1, 0), sum(1, 1), mean(1, 2)])
+        })
+    };
+    let b2 = b.clone();
+    let b3 = b.clone();
+    let b4 = b.clone();
+    view! {
+        <div data-testid="cohorts" class="cohorts">
+            <div class="cardhead">
+                <h3>"Cohorts: A (active strategy) and B per cycle"</h3>
+                {running.then(|| view! { <button class="btn small danger" on:click=stop>"Stop"</button> })}
+            </div>
+            <p class="muted small">{format!("Split: {split}.")}</p>
+            {move || cycles.error.get().map(|e| view! { <p class="error">{e.to_string()}</p> })}
+            {move || {
+                let (n, a, bb) = totals();
+                if n == 0 {
+                    return view! { <p class="muted">"No cycle recorded yet: the first record comes after the second controller cycle."</p> }.into_any();
+                }
+                view! {
+                    <table class="tbl" data-testid="cohort-totals">
+                        <thead>
+                            <tr>
+                                <th>"Group"</th>
+                                <th class="num">"Cycles"</th>
+                                <th class="num">"Energy"</th>
+                                <th class="num">"Migrations"</th>
+                                <th class="num">"SLATAH (mean per cycle)"</th>
+                            </tr>
+                        </thead>
+                        <tbody>
+                            <tr>
+                                <td class="a">"A — active strategy (even hosts)"</td>
+                                <td class="num">{n}</td>
+                                <td class="num">{format!("{:.3} kWh", a[0])}</td>
+                                <td class="num">{format!("{:.0}", a[1])}</td>
+                                <td class="num">{fmt::pct(a[2])}</td>
+                            </tr>
+                            <tr>
+                                <td class="b">{format!("B — {} (odd hosts)", b2)}</td>
+                                <td class="num">{n}</td>
+                                <td class="num">{format!("{:.3} kWh", bb[0])}</td>
+                                <td class="num">{format!("{:.0}", bb[1])}</td>
+                                <td class="num">{fmt::pct(bb[2])}</td>
+                            </tr>
+                        </tbody>
+                    </table>
+                }
+                    .into_any()
+            }}
+            <div class="charts">
+                {chart(0, "Energy per cycle", "kWh", b3)}
+                {chart(1, "Migrations per cycle", "count", b4)}
+                {chart(2, "SLATAH per cycle", "ratio", b)}
+            </div>
+        </div>
     }
 }

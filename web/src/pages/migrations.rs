@@ -9,13 +9,13 @@ use crate::pages::{badge, query, Empty};
 use crate::store::{use_store, Loader};
 
 const PHASES: [(&str, &str); 4] =
-    [("full-round", "Full round"), ("stop-copy", "Stop-copy"), ("post-copy", "Demand / push"), ("done", "Done")];
+    [("full-round", "Full round"), ("stop-copy", "Stop-copy"), ("demand-push", "Demand / push"), ("done", "Done")];
 
 fn phase_index(p: &str) -> usize {
     match p {
         "full-round" | "pre-copy" | "iterative" => 0,
         "stop-copy" | "stop-and-copy" => 1,
-        "post-copy" | "demand" | "push" => 2,
+        "demand-push" | "post-copy" | "demand" | "push" => 2,
         "done" => 3,
         _ => 0,
     }
@@ -26,8 +26,43 @@ pub fn ProgressRow(p: Progress) -> impl IntoView {
     let k = phase_index(&p.phase);
     let frac = if p.bytes_total > 0.0 { p.bytes_sent / p.bytes_total } else { 0.0 };
     let rate = if p.elapsed_s > 0.0 { p.bytes_sent / p.elapsed_s } else { 0.0 };
+    let dirty = p.dirty_rate_bps;
+    let bw = p.bandwidth_bps;
+    let over = dirty >= bw;
+    let dirty_frac = if bw > 0.0 { (dirty / bw).min(1.5) / 1.5 } else { 0.0 };
+    let link = if bw > 0.0 {
+        view! {
+            <div class="dirty" data-testid="dirty-rate">
+                <span class="small">"Dirty rate vs bandwidth"</span>
+                <span class="dmeter" title="The mark is the link's bandwidth: a dirty rate past it never converges with pre-copy">
+                    <i class:over=over style=format!("width:{:.1}%", dirty_frac * 100.0)></i>
+                    <b style="left:66.7%"></b>
+                </span>
+                <span class="small">{format!("{}/s of {}/s", fmt::bytes(dirty), fmt::bytes(bw))}</span>
+            </div>
+        }
+        .into_any()
+    } else {
+        view! { <p class="small muted">"This world does not report dirty rate or bandwidth."</p> }.into_any()
+    };
+    let warn = p.precopy_nonconvergent.then(|| {
+        view! {
+            <p class="warn small" data-testid="nonconvergent" role="status">
+                {if p.mode == "pre-copy" {
+                    "⚠ Will not converge: the VM dirties memory at least as fast as the link sends it. Cancel, or move it with hybrid copy."
+                } else {
+                    "⚠ Pre-copy would never converge here (dirty rate ≥ bandwidth): hybrid copy switches to demand paging after the first round."
+                }}
+            </p>
+        }
+    });
+    let downtime = if k >= 2 {
+        format!("downtime {:.0} ms", p.downtime_s * 1000.0)
+    } else {
+        format!("downtime ≈ {:.0} ms expected", p.downtime_s * 1000.0)
+    };
     view! {
-        <div class="progress">
+        <div class="progress" data-phase=p.phase.clone() data-sent=format!("{:.0}", p.bytes_sent)>
             <ol class="stepper" aria-label="Phase">
                 {PHASES
                     .iter()
@@ -48,16 +83,21 @@ pub fn ProgressRow(p: Progress) -> impl IntoView {
                 <i style=format!("width:{:.1}%", frac * 100.0)></i>
             </div>
             <div class="small muted">
+                <span data-testid="bytes-sent">{format!("sent {}", fmt::bytes(p.bytes_sent))}</span>
                 {format!(
-                    "sent {} · remaining {} of {} · {} / {} · {}/s · dirty rate not reported by this world",
-                    fmt::bytes(p.bytes_sent),
+                    " · remaining {} of {} · {} / {} · {}/s · {} · {} page faults{}",
                     fmt::bytes(p.bytes_remaining),
                     fmt::bytes(p.bytes_total),
                     fmt::dur(p.elapsed_s),
                     fmt::dur(p.expected_s),
                     fmt::bytes(rate),
+                    downtime,
+                    p.page_faults,
+                    if p.mode.is_empty() { String::new() } else { format!(" · {}", p.mode) },
                 )}
             </div>
+            {link}
+            {warn}
         </div>
     }
 }
@@ -126,11 +166,13 @@ pub fn Migrations() -> impl IntoView {
         let f = if st == "all" { String::new() } else { format!("&state={st}") };
         history.load(format!("/migrations?limit=200{f}"));
     });
-    let live = move || store.live.with(|m| m.values().filter(|p| p.phase != "done").cloned().collect::<Vec<_>>());
+    // Finished ones stay (stepper on "Done") until the world's step ends.
+    let live = move || store.live.with(|m| m.values().cloned().collect::<Vec<_>>());
+    let running = move || store.live.with(|m| m.values().filter(|p| p.phase != "done").count());
     view! {
         <div class="pagehead">
             <h1>"Migrations"</h1>
-            <span class="muted">{move || format!("{} in flight", live().len())}</span>
+            <span class="muted">{move || format!("{} in flight", running())}</span>
         </div>
         <section class="card" data-testid="live-migrations">
             <h2>"In flight"</h2>
@@ -149,8 +191,9 @@ pub fn Migrations() -> impl IntoView {
                             .into_iter()
                             .take(60)
                             .map(|p| {
+                                let aid = p.action_id;
                                 view! {
-                                    <div class="mig">
+                                    <div class="mig" data-action=aid>
                                         <div>
                                             <a href=format!("/vms/{}", p.vm)>{format!("VM {}", p.vm)}</a>
                                             {format!(" host {} → host {}", p.from, p.to)}

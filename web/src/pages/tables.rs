@@ -2,17 +2,18 @@
 //! DOM), keeping scroll position and selection across live updates. Sort, filter and selection
 //! are in the URL; arrow keys move the selection, Enter opens it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 use leptos_router::NavigateOptions;
 
-use crate::api::{Host, Vm};
+use crate::api::{Host, Sparklines, Vm};
 use crate::app::use_set_query;
 use crate::fmt;
 use crate::pages::{badge, query};
-use crate::store::use_store;
+use crate::store::{use_store, Loader};
 
 const ROW_H: f64 = 30.0;
 const VIEW_H: f64 = 600.0;
@@ -20,7 +21,7 @@ const VIEW_H: f64 = 600.0;
 /// A column: key, title, numeric.
 type Col = (&'static str, &'static str, bool);
 
-const HOST_COLS: [Col; 9] = [
+const HOST_COLS: [Col; 10] = [
     ("id", "Host", false),
     ("state", "State", false),
     ("cpu", "CPU", true),
@@ -30,9 +31,10 @@ const HOST_COLS: [Col; 9] = [
     ("vms", "VMs", true),
     ("mig", "Migrating", true),
     ("cores", "Cores", true),
+    (SPARK, "CPU, 2 h", false),
 ];
 
-const VM_COLS: [Col; 7] = [
+const VM_COLS: [Col; 8] = [
     ("id", "VM", false),
     ("name", "Name", false),
     ("host", "Host", true),
@@ -40,7 +42,50 @@ const VM_COLS: [Col; 7] = [
     ("mips", "MIPS", true),
     ("ram", "RAM", true),
     ("mig", "Migration", false),
+    (SPARK, "CPU, 2 h", false),
 ];
+
+/// The sparkline column (drawn by the table frame for the visible rows only).
+const SPARK: &str = "spark";
+const SPARK_W: f64 = 96.0;
+const SPARK_H: f64 = 20.0;
+
+/// A small SVG polyline of values in 0..1 (`None` breaks the line).
+fn sparkline(v: &[Option<f64>]) -> String {
+    let n = v.len().max(2) - 1;
+    let mut d = String::new();
+    let mut pen = false;
+    for (i, x) in v.iter().enumerate() {
+        match x {
+            Some(x) if x.is_finite() => {
+                let px = i as f64 / n as f64 * (SPARK_W - 2.0) + 1.0;
+                let py = (1.0 - x.clamp(0.0, 1.0)) * (SPARK_H - 2.0) + 1.0;
+                d += &format!("{}{px:.1},{py:.1}", if pen { "L" } else { "M" });
+                pen = true;
+            }
+            _ => pen = false,
+        }
+    }
+    let last = v.iter().rev().flatten().next().copied().unwrap_or(0.0);
+    // The newest point as a dot, so a single sample still shows.
+    let dot =
+        v.iter().enumerate().rev().find_map(|(i, x)| x.filter(|x| x.is_finite()).map(|x| (i, x))).map(|(i, x)| {
+            let px = i as f64 / n as f64 * (SPARK_W - 2.0) + 1.0;
+            let py = (1.0 - x.clamp(0.0, 1.0)) * (SPARK_H - 2.0) + 1.0;
+            format!(r#"<circle cx="{px:.1}" cy="{py:.1}" r="1.6"/>"#)
+        });
+    let color = if last > 0.9 {
+        "#dc2626"
+    } else if last > 0.7 {
+        "#d97706"
+    } else {
+        "#3b82f6"
+    };
+    format!(
+        r#"<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" role="img" aria-label="CPU over the last 2 hours"><path d="{d}" fill="none" stroke="{color}" stroke-width="1.4"/><g fill="{color}">{}</g></svg>"#,
+        dot.unwrap_or_default()
+    )
+}
 
 fn bar(x: f64) -> impl IntoView {
     let w = (x.clamp(0.0, 1.0) * 100.0).round();
@@ -67,7 +112,10 @@ fn Virtual<R: Send + Sync + 'static>(
     render: fn(&R) -> AnyView,
     row_id: fn(&R) -> u32,
     base: &'static str,
+    /// `host` or `vm`: whose CPU sparklines the last column shows.
+    spark: &'static str,
 ) -> impl IntoView {
+    let store = use_store();
     let sort = query("sort");
     let dir = query("dir");
     let sel = query("sel");
@@ -80,6 +128,9 @@ fn Virtual<R: Send + Sync + 'static>(
         .iter()
         .map(|(k, title, num)| {
             let k = *k;
+            if k == SPARK {
+                return view! { <div class="th">{*title}</div> }.into_any();
+            }
             let sq = sq.clone();
             let arrow = move || {
                 if sort.get().as_deref().unwrap_or("id") == k {
@@ -107,8 +158,34 @@ fn Virtual<R: Send + Sync + 'static>(
                     </button>
                 </div>
             }
+            .into_any()
         })
         .collect_view();
+    // Sparklines of the visible rows: one batch request when they change and after each cycle
+    // (never overlapping, the last ones stay on screen meanwhile).
+    let visible = Memo::new(move |_| {
+        let rs = rows.get();
+        let first = (top.get() / ROW_H).floor() as usize;
+        let last = (first + (VIEW_H / ROW_H) as usize + 4).min(rs.len());
+        (first.min(last)..last).map(|i| row_id(&rs[i])).collect::<Vec<u32>>()
+    });
+    let sparks = Loader::<Sparklines>::new();
+    Effect::new(move |_| {
+        let _ = store.ticks.cycle.get();
+        let ids = visible.get();
+        if ids.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        sparks.load(format!("/sparklines?target={spark}&metric=cpu&points=24&span_s=7200&ids={}", ids.join(",")));
+    });
+    let spark_map = Memo::new(move |_| {
+        sparks.data.with(|d| {
+            d.as_ref()
+                .map(|d| d.series.iter().map(|s| (s.id, sparkline(&s.v))).collect::<HashMap<u32, String>>())
+                .unwrap_or_default()
+        })
+    });
     let sel_id = Memo::new(move |_| sel.get().and_then(|s| s.parse::<u32>().ok()));
     let sq2 = set_query.clone();
     let on_key = move |ev: web_sys::KeyboardEvent| {
@@ -180,6 +257,11 @@ fn Virtual<R: Send + Sync + 'static>(
                                         on:click=move |_| sq(&[("sel", Some(&id.to_string()))])
                                     >
                                         {render(r)}
+                                        <div
+                                            class="td sparkcell"
+                                            data-testid="spark"
+                                            inner_html=move || spark_map.with(|m| m.get(&id).cloned().unwrap_or_default())
+                                        ></div>
                                     </div>
                                 }
                             })
@@ -295,7 +377,7 @@ pub fn Hosts() -> impl IntoView {
                 (store.hosts.with(|h| h.is_empty()))
                     .then(|| view! { <p class="muted">"Loading hosts…"</p> })
             }}
-            <Virtual cols=&HOST_COLS rows render=host_cell row_id=|h: &Host| h.id base="hosts"/>
+            <Virtual cols=&HOST_COLS rows render=host_cell row_id=|h: &Host| h.id base="hosts" spark="host"/>
         </section>
     }
 }
@@ -326,10 +408,23 @@ fn vm_cell(v: &Vm) -> AnyView {
         <div class="td">
             {v.migrating_to.map(|to| {
                 let id = v.id;
-                let frac = use_store().live.with(|m| m.values().find(|p| p.vm == id).map(|p| p.bytes_sent / p.bytes_total.max(1.0)));
+                let live = use_store().live.with(|m| {
+                    m.values().find(|p| p.vm == id).map(|p| (p.phase.clone(), p.bytes_sent / p.bytes_total.max(1.0)))
+                });
+                let short = |phase: &str| match phase {
+                    "full-round" => "round",
+                    "stop-copy" => "stop",
+                    "demand-push" => "push",
+                    "done" => "done",
+                    _ => "…",
+                };
                 view! {
-                    <span class="badge blue">{format!("→ host {to}")}</span>
-                    {frac.map(|f| view! { <span class="mv">{format!(" {:.0} %", f * 100.0)}</span> })}
+                    <span class="badge blue" title=format!("migrating to host {to}")>{format!("→ {to}")}</span>
+                    {live.map(|(phase, f)| view! {
+                        <span class="mv small" data-testid="row-progress" title=format!("{phase}: {:.0} % of the bytes sent", f * 100.0)>
+                            {format!(" {} {:.0} %", short(&phase), f * 100.0)}
+                        </span>
+                    })}
                 }
             })}
         </div>
@@ -389,7 +484,7 @@ pub fn Vms() -> impl IntoView {
                 />
                 <span class="muted small">"↑ ↓ select · Enter opens · click a column to sort"</span>
             </div>
-            <Virtual cols=&VM_COLS rows render=vm_cell row_id=|v: &Vm| v.id base="vms"/>
+            <Virtual cols=&VM_COLS rows render=vm_cell row_id=|v: &Vm| v.id base="vms" spark="vm"/>
         </section>
     }
 }

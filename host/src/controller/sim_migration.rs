@@ -1,0 +1,150 @@
+//! How a migration of the simulated world progresses, phase by phase, for the dashboard and the
+//! `migration` events: the hybrid copy of the paper's section 4 (one full pre-copy round with
+//! dirty tracking, stop-copy of the vCPU state and the dirty bitmap, then demand requests and
+//! an active push of the pages dirtied during the round).
+//!
+//! The model is fixed when the migration starts (RAM, the link's share, a dirty rate from the
+//! VM's load), so its progress is a monotone function of world time: bytes sent never run
+//! backwards, phases only move forward. It is presentation only: the simulator's own accounting
+//! (`amvm sim`, SLA, energy) keeps CloudSim's `RAM ÷ bandwidth` and is not changed by it.
+
+use super::world::Progress;
+
+/// Share of its RAM a VM at full CPU load dirties per second. At 62.5 MB/s (half a gigabit
+/// link) a fully loaded 1.7 GB VM dirties faster than the link sends: pre-copy would not
+/// converge, which is what hybrid copy is for.
+pub const DIRTY_SHARE_PER_S: f64 = 0.04;
+/// vCPU and device state sent during stop-copy, besides the dirty bitmap (bytes).
+pub const CPU_STATE_BYTES: f64 = 2.0 * 1_048_576.0;
+/// Pause and resume of the vCPUs around stop-copy (s).
+pub const PAUSE_S: f64 = 0.05;
+const PAGE: f64 = 4096.0;
+
+/// One migration's plan of progress (world seconds from `start`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MigrationModel {
+    /// World time it started.
+    pub start: f64,
+    pub ram_b: f64,
+    pub bandwidth_bps: f64,
+    pub dirty_bps: f64,
+    /// Full round, stop-copy and push durations.
+    pub full_s: f64,
+    pub stop_s: f64,
+    pub push_s: f64,
+    /// Bytes of stop-copy (state + bitmap) and of the push (pages dirtied in the full round).
+    pub state_b: f64,
+    pub dirty_b: f64,
+}
+
+impl MigrationModel {
+    /// A VM of `ram_mb` at CPU load `util` (0..1) moving over `bandwidth_mb_s`, from `start`.
+    pub fn new(start: f64, ram_mb: f64, bandwidth_mb_s: f64, util: f64) -> MigrationModel {
+        let ram_b = ram_mb.max(0.0) * 1_048_576.0;
+        let bw = (bandwidth_mb_s * 1_048_576.0).max(1.0);
+        let dirty_bps = util.clamp(0.0, 1.0) * ram_b * DIRTY_SHARE_PER_S;
+        let full_s = ram_b / bw;
+        let state_b = CPU_STATE_BYTES + (ram_b / PAGE / 8.0).ceil();
+        let stop_s = state_b / bw + PAUSE_S;
+        let dirty_b = (dirty_bps * full_s).min(ram_b);
+        let push_s = dirty_b / bw;
+        MigrationModel { start, ram_b, bandwidth_bps: bw, dirty_bps, full_s, stop_s, push_s, state_b, dirty_b }
+    }
+
+    pub fn total_s(&self) -> f64 {
+        self.full_s + self.stop_s + self.push_s
+    }
+
+    pub fn total_bytes(&self) -> f64 {
+        self.ram_b + self.state_b + self.dirty_b
+    }
+
+    /// Pre-copy alone would never converge: the VM dirties pages at least as fast as they go.
+    pub fn precopy_nonconvergent(&self) -> bool {
+        self.dirty_bps >= self.bandwidth_bps
+    }
+
+    /// Demand requests expected over the whole push: the VM touches dirtied pages at the dirty
+    /// rate while the share still missing falls linearly to zero.
+    fn faults_total(&self) -> f64 {
+        (self.dirty_bps / PAGE * self.push_s / 2.0).min(self.dirty_b / PAGE)
+    }
+
+    /// Phase and bytes sent at world time `t`.
+    pub fn at(&self, t: f64) -> (&'static str, f64, f64) {
+        let e = (t - self.start).max(0.0);
+        let (full, stop) = (self.full_s, self.full_s + self.stop_s);
+        if e < full {
+            ("full-round", self.bandwidth_bps * e, 0.0)
+        } else if e < stop {
+            ("stop-copy", self.ram_b + self.state_b * (e - full) / self.stop_s.max(1e-9), 0.0)
+        } else if e < self.total_s() && self.push_s > 0.0 {
+            let x = ((e - stop) / self.push_s).clamp(0.0, 1.0);
+            ("demand-push", self.ram_b + self.state_b + self.dirty_b * x, self.faults_total() * (x - x * x / 2.0))
+        } else {
+            ("done", self.total_bytes(), self.faults_total() / 2.0)
+        }
+    }
+
+    /// The progress record at world time `t`.
+    pub fn progress(&self, action_id: i64, (vm, from, to): (u32, u32, u32), t: f64) -> Progress {
+        let (phase, sent, faults) = self.at(t);
+        let total = self.total_bytes();
+        let sent = sent.min(total);
+        Progress {
+            action_id,
+            vm,
+            from,
+            to,
+            phase: phase.into(),
+            bytes_total: total,
+            bytes_sent: sent,
+            bytes_remaining: (total - sent).max(0.0),
+            elapsed_s: (t - self.start).clamp(0.0, self.total_s()),
+            expected_s: self.total_s(),
+            mode: "hybrid".into(),
+            dirty_rate_bps: self.dirty_bps,
+            bandwidth_bps: self.bandwidth_bps,
+            precopy_nonconvergent: self.precopy_nonconvergent(),
+            downtime_s: self.stop_s,
+            page_faults: faults.round() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_monotone_and_walks_the_phases_in_order() {
+        let m = MigrationModel::new(1000.0, 1740.0, 62.5, 0.9);
+        let order = ["full-round", "stop-copy", "demand-push", "done"];
+        let (mut last_sent, mut last_phase, mut last_faults) = (-1.0, 0, 0.0);
+        let mut seen = [false; 4];
+        let steps = 20_000;
+        for i in 0..=steps {
+            let t = 1000.0 + m.total_s() * 1.1 * f64::from(i) / f64::from(steps);
+            let (phase, sent, faults) = m.at(t);
+            let k = order.iter().position(|p| *p == phase).unwrap();
+            assert!(k >= last_phase, "phase went back at {t}");
+            assert!(sent >= last_sent, "bytes went back at {t}");
+            assert!(faults >= last_faults);
+            (last_sent, last_phase, last_faults) = (sent, k, faults);
+            seen[k] = true;
+        }
+        assert_eq!(seen, [true; 4]);
+        assert!((last_sent - m.total_bytes()).abs() < 1.0);
+        assert!(m.precopy_nonconvergent(), "a busy 1.7 GB VM outruns half a gigabit");
+        assert!(!MigrationModel::new(0.0, 613.0, 62.5, 0.3).precopy_nonconvergent());
+    }
+
+    #[test]
+    fn an_idle_vm_has_nothing_to_push() {
+        let m = MigrationModel::new(0.0, 1024.0, 62.5, 0.0);
+        assert_eq!(m.dirty_b, 0.0);
+        assert_eq!(m.at(m.full_s + m.stop_s + 0.001).0, "done");
+        let p = m.progress(7, (1, 2, 3), 1e9);
+        assert_eq!((p.phase.as_str(), p.bytes_remaining, p.page_faults), ("done", 0.0, 0));
+    }
+}
