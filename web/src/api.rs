@@ -167,6 +167,7 @@ pub struct Metrics {
     pub host_shutdowns_today: u64,
     pub cpu_util_mean: f64,
     pub load_stddev: f64,
+    pub mem_util_mean: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -468,6 +468,7 @@ pub fn live_value(target: &str, id: Option<u32>, metric: &str) -> Option<(f64, O
             let m = &s.metrics;
             let v = match metric {
                 "cpu" => m.cpu_util_mean,
+                "mem" => m.mem_util_mean,
                 "power" => m.power_w,
                 "active_hosts" => (m.hosts_up + m.hosts_maintenance) as f64,
                 "energy" => m.energy_kwh_today,
@@ -570,6 +571,7 @@ pub fn SeriesChart(
     view! {
         <div
             class="serieschart"
+            data-metric=metric
             data-last-t=move || format!("{:.0}", last_t())
             data-fetched-to=move || format!("{:.0}", fetched_to())
             data-loads=move || loads.get()

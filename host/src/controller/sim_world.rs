@@ -75,6 +75,8 @@ struct Sample {
     power_w: f64,
     active_hosts: f64,
     cpu_mean: f64,
+    /// Mean memory utilization of the active hosts.
+    mem_mean: f64,
     energy_kwh: f64,
 }
 
@@ -225,7 +227,7 @@ impl SimWorld {
         let mut cpu = Vec::with_capacity(hosts);
         let mut mem = Vec::with_capacity(hosts);
         let mut power = Vec::with_capacity(hosts);
-        let (mut total_w, mut active, mut cpu_sum) = (0.0, 0.0, 0.0);
+        let (mut total_w, mut active, mut cpu_sum, mut mem_sum) = (0.0, 0.0, 0.0, 0.0);
         for h in 0..hosts {
             let live = self.sim.host_live(h);
             let (_, _, ram, _) = self.sim.host_facts(h);
@@ -240,6 +242,7 @@ impl SimWorld {
             if !self.sim.vms_on(h).is_empty() {
                 active += 1.0;
                 cpu_sum += live.utilization;
+                mem_sum += live.ram_used_mb / ram.max(1.0);
                 a.active_s += interval;
                 if live.violating {
                     a.violation_s += interval;
@@ -255,6 +258,7 @@ impl SimWorld {
             power_w: total_w,
             active_hosts: active,
             cpu_mean: if active > 0.0 { cpu_sum / active } else { 0.0 },
+            mem_mean: if active > 0.0 { mem_sum / active } else { 0.0 },
             energy_kwh: self.sim.running().energy_kwh,
         };
         let clock = self.clock();
@@ -485,6 +489,7 @@ impl World for SimWorld {
         let r = self.sim.running();
         let mut m = ClusterMetrics { hosts, vms, ..Default::default() };
         let mut utils = Vec::new();
+        let mut mem_sum = 0.0;
         for h in 0..hosts {
             let live = self.sim.host_live(h);
             m.power_w += live.watts;
@@ -494,10 +499,13 @@ impl World for SimWorld {
                 _ => {
                     m.hosts_up += 1;
                     utils.push(live.utilization);
+                    let (_, _, ram, _) = self.sim.host_facts(h);
+                    mem_sum += live.ram_used_mb / ram.max(1.0);
                 }
             }
         }
         let n = utils.len().max(1) as f64;
+        m.mem_util_mean = mem_sum / n;
         m.cpu_util_mean = utils.iter().sum::<f64>() / n;
         m.load_stddev = (utils.iter().map(|u| (u - m.cpu_util_mean).powi(2)).sum::<f64>() / n).sqrt();
         m.energy_kwh_today = r.energy_kwh;
@@ -564,8 +572,11 @@ impl SeriesSource for SimSeries {
             ("cluster", "active_hosts") => ("hosts", Box::new(|s: &Sample| Some(s.active_hosts))),
             ("cluster", "cpu") => ("ratio", Box::new(|s: &Sample| Some(s.cpu_mean))),
             ("cluster", "energy") => ("kWh", Box::new(|s: &Sample| Some(s.energy_kwh))),
+            ("cluster", "mem") => ("ratio", Box::new(|s: &Sample| Some(s.mem_mean))),
+            // The simulated world models no network: the series exists, without samples.
+            ("cluster", "net") => ("ratio", Box::new(|_: &Sample| None)),
             ("cluster", other) => {
-                return Err(format!("unknown cluster metric {other:?} (cpu, power, active_hosts, energy)"))
+                return Err(format!("unknown cluster metric {other:?} (cpu, mem, net, power, active_hosts, energy)"))
             }
             (other, _) => return Err(format!("unknown target {other:?} (host, vm, cluster)")),
         };

@@ -161,6 +161,9 @@ pub struct ClusterMetrics {
     /// Mean CPU utilization of active hosts, and its standard deviation (load balance).
     pub cpu_util_mean: f64,
     pub load_stddev: f64,
+    /// Mean memory utilization of active hosts.
+    #[serde(default)]
+    pub mem_util_mean: f64,
 }
 
 /// A metric series request.

@@ -181,6 +181,8 @@ pub fn Overview() -> impl IntoView {
             </div>
             <div class="charts">
                 <SeriesChart title="CPU (mean utilization of active hosts)".into() target="cluster" metric="cpu"/>
+                <SeriesChart title="Memory (mean utilization of active hosts)".into() target="cluster" metric="mem"/>
+                <SeriesChart title="Network (not modelled by the simulated world)".into() target="cluster" metric="net"/>
                 <SeriesChart title="Power".into() target="cluster" metric="power"/>
                 <SeriesChart title="Active hosts".into() target="cluster" metric="active_hosts"/>
                 <SeriesChart title="Energy today".into() target="cluster" metric="energy"/>
