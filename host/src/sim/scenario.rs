@@ -29,6 +29,34 @@ pub struct Scenario {
     pub hosts: Hosts,
     pub vms: Vms,
     pub migration: MigrationModel,
+    /// `none` (our model, the real scheduler and policies) or `cloudsim-3.0.3` (CloudSim's
+    /// program, event by event, for the stock experiments; see `sim::cloudsim`).
+    pub compat: Compat,
+    /// Seed of the `rs` selection under `compat = "cloudsim-3.0.3"` (CloudSim's is unseeded).
+    pub compat_seed: u64,
+}
+
+/// Which simulator semantics a run follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compat {
+    /// Our model: CloudSim's semantics without its quirks, the real scheduler and policies.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// CloudSim 3.0.3's PlanetLab experiments reproduced event by event.
+    #[serde(rename = "cloudsim-3.0.3")]
+    Cloudsim303,
+}
+
+impl Compat {
+    /// `none` / `cloudsim-3.0.3` (also `cloudsim`).
+    pub fn parse(text: &str) -> Option<Compat> {
+        match text.to_ascii_lowercase().as_str() {
+            "none" | "amvm" | "default" => Some(Compat::None),
+            "cloudsim-3.0.3" | "cloudsim" | "cloudsim303" => Some(Compat::Cloudsim303),
+            _ => None,
+        }
+    }
 }
 
 /// The host fleet: `count` hosts, host `i` of type `types[i % types.len()]`.
@@ -121,6 +149,8 @@ impl Default for Scenario {
             hosts: Hosts::default(),
             vms: Vms::default(),
             migration: MigrationModel::default(),
+            compat: Compat::None,
+            compat_seed: 1,
         }
     }
 }

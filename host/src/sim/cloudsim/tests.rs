@@ -1,0 +1,81 @@
+use super::*;
+
+#[test]
+fn parses_stock_names() {
+    assert_eq!(Experiment::parse("lr_mmt_1.2"), Some(Experiment::Migrating(Detector::Lr(1.2), Selection::Mmt)));
+    assert_eq!(Experiment::parse("thr-mc-0.8"), Some(Experiment::Migrating(Detector::Thr(0.8), Selection::Mc)));
+    assert_eq!(Experiment::parse("NPA"), Some(Experiment::Npa));
+    assert_eq!(Experiment::parse("lr-mmt-1.2-spread"), None);
+}
+
+const G4: [f64; 11] = [86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0];
+
+#[test]
+fn power_is_specpower_interpolation() {
+    assert_eq!(spec_power(&G4, 0.0), 86.0);
+    assert_eq!(spec_power(&G4, 1.0), 117.0);
+    assert!((spec_power(&G4, 0.05) - 87.7).abs() < 1e-9);
+    assert!((spec_power(&G4, 0.45) - 100.75).abs() < 1e-9);
+}
+
+#[test]
+fn demand_is_interpolated_at_cloudsim_event_times() {
+    // At 300.1 s a VM uses d[1] + (d[2] − d[1]) · 0.1 / 300 (steps are 0.1 s after the samples).
+    let d = [0.0, 0.3, 0.6, 0.6];
+    let u = planetlab_util(&d, 300.0, 300.1);
+    assert!((u - (0.3 + 0.3 * 0.1 / 300.0)).abs() < 1e-15);
+    assert_eq!(planetlab_util(&d, 300.0, 600.0), 0.6);
+    // The step clock accumulates: 0.1 + 300 k, and the history test (t − 0.1) % 300 == 0 holds
+    // for every step of the day (otherwise PowerVm would skip samples).
+    let mut t = T0 + 300.0;
+    let mut misses = 0;
+    while t < LIMIT_S {
+        if (t - T0) % 300.0 != 0.0 {
+            misses += 1;
+        }
+        t += 300.0;
+    }
+    assert_eq!(misses, 0, "steps whose history sample CloudSim would skip");
+}
+
+#[test]
+fn lr_is_plain_least_squares_and_lrr_equals_it() {
+    // y = 0.1 + 0.05 x exactly: intercept and slope come back; this is what LR fits (and LRR,
+    // whose tricube weights are never 0, so the weighted fit falls back to the same).
+    let y: Vec<f64> = (1..=10).map(|x| 0.1 + 0.05 * f64::from(x)).collect();
+    let (a, b) = simple_regression(&y);
+    assert!((a - 0.1).abs() < 1e-12 && (b - 0.05).abs() < 1e-12, "{a} {b}");
+}
+
+#[test]
+fn iqr_and_mad_follow_mathutil() {
+    let d = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.1, 0.2];
+    // sorted: .1 .1 .2 .2 .3 .4 .5 .6 .7 .8 .9 1; q1 = round(3.25)-1 = 2, q3 = round(9.75)-1 = 9
+    assert!((iqr(&d) - (0.8 - 0.2)).abs() < 1e-12);
+    assert!((mad(&[1.0, 2.0, 3.0, 4.0, 100.0]) - 1.0).abs() < 1e-12);
+    assert_eq!(count_non_zero_beginning(&[0.5, 0.0, 0.2, 0.0, 0.0]), 3);
+    assert_eq!(count_non_zero_beginning(&[0.0, 0.0]), 1);
+}
+
+#[test]
+fn mc_r_squared_of_an_exact_linear_relation_is_one() {
+    let x1 = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0];
+    let x2 = [2.0, 1.0, 4.0, 3.0, 6.0, 5.0];
+    let y: Vec<f64> = (0..6).map(|i| 0.5 + 2.0 * x1[i] - x2[i]).collect();
+    let r2 = ols_r_squared(&[&x1, &x2], &y).expect("full rank");
+    assert!((r2 - 1.0).abs() < 1e-9, "{r2}");
+    assert!(ols_r_squared(&[&x1, &x2], &y[..2]).is_none(), "fewer rows than parameters");
+}
+
+#[test]
+fn java_random_is_deterministic_and_bounded() {
+    let mut a = JavaRandom::new(7);
+    let mut b = JavaRandom::new(7);
+    for _ in 0..100 {
+        let x = a.next_int(5);
+        assert_eq!(x, b.next_int(5));
+        assert!((0..5).contains(&x));
+    }
+    // java.util.Random(42).nextInt(10) == 0 (a well-known first value)
+    assert_eq!(JavaRandom::new(42).next_int(10), 0);
+}
