@@ -106,11 +106,12 @@ impl Experiment {
 /// SPECpower interpolation exactly as `PowerModelSpecPower.getPower` computes it.
 fn spec_power(curve: &[f64; 11], u: f64) -> f64 {
     let u = u.clamp(0.0, 1.0);
-    if u % 0.1 == 0.0 {
-        return curve[(u * 10.0) as usize];
-    }
-    let u1 = (u * 10.0).floor() as usize;
-    let u2 = (u * 10.0).ceil() as usize;
+    // CloudSim first tests `u % 0.1 == 0` and then returns curve[u·10]; that test only holds for
+    // 0 and the exact multiples 1, 2, 4, 8 × 0.1, where floor = ceil below gives the same value.
+    // floor and ceil of a non-negative value, without the libm calls
+    let x = u * 10.0;
+    let u1 = x as usize;
+    let u2 = if u1 as f64 == x { u1 } else { u1 + 1 };
     let (p1, p2) = (curve[u1], curve[u2]);
     let delta = (p2 - p1) / 10.0;
     p1 + delta * (u - u1 as f64 / 10.0) * 100.0
@@ -130,6 +131,39 @@ fn planetlab_util(data: &[f64], interval: f64, time: f64) -> f64 {
     }
     let delta = (u2 - u1) / ((t2 - t1) as f64 * interval);
     u1 + delta * (time - t1 as f64 * interval)
+}
+
+/// The interpolation of [`planetlab_util`] at one time, shared by every VM.
+#[derive(Debug, Clone, Copy)]
+struct Interp {
+    exact: Option<usize>,
+    t1: usize,
+    t2: usize,
+    den: f64,
+    w: f64,
+}
+
+impl Interp {
+    fn at(time: f64, interval: f64, len: usize) -> Interp {
+        if time % interval == 0.0 {
+            let k = ((time as i64) / (interval as i64)) as usize;
+            return Interp { exact: Some(k), t1: k, t2: k, den: 1.0, w: 0.0 };
+        }
+        let t1 = ((time / interval).floor() as usize).min(len - 1);
+        let t2 = ((time / interval).ceil() as usize).min(len - 1);
+        if t1 == t2 {
+            return Interp { exact: Some(t1), t1, t2, den: 1.0, w: 0.0 };
+        }
+        Interp { exact: None, t1, t2, den: (t2 - t1) as f64 * interval, w: time - t1 as f64 * interval }
+    }
+    fn of(&self, data: &[f64]) -> f64 {
+        if let Some(k) = self.exact {
+            return data[k];
+        }
+        let (u1, u2) = (data[self.t1], data[self.t2]);
+        let delta = (u2 - u1) / self.den;
+        u1 + delta * self.w
+    }
 }
 
 /// Commons-math `SimpleRegression` (with intercept) fed x = 1..=n: (intercept, slope).
@@ -339,6 +373,13 @@ struct Host {
     prev_util_mips: f64,
     entry: Option<Entry>,
     prev_active: bool,
+    /// Cached `getUtilizationHistory` sums over `vms` (valid while `hsum_epoch` matches).
+    hsum: std::cell::Cell<[f64; HISTORY]>,
+    hsum_key: std::cell::Cell<(u64, u64)>,
+    /// Bumped whenever `vms` changes.
+    list_ver: u64,
+    /// `host.getPower()` at the last update.
+    p_now: f64,
 }
 
 #[derive(Debug)]
@@ -358,6 +399,8 @@ struct Vm {
     /// `PowerVm` utilization history, newest first.
     hist: Vec<f64>,
     hist_time: f64,
+    /// Utilization at the cloudlet scheduler's previous time (what `req` was computed from).
+    util: f64,
     entry: Option<Entry>,
 }
 
@@ -386,6 +429,11 @@ pub struct CloudsimRun {
     totals: Totals,
     events: Vec<(f64, u64, u32, u32)>,
     seq: u64,
+    /// Bumped whenever a VM history or a host's VM list changes (invalidates `Host::hsum`).
+    epoch: std::cell::Cell<u64>,
+    /// The interpolation at the current stop.
+    interp: Interp,
+    interp_t: f64,
     rng: JavaRandom,
     /// (time, active hosts after the step, migrations started at the step, energy so far kWh)
     pub steps: Vec<(f64, u32, u32, f64)>,
@@ -426,6 +474,10 @@ impl CloudsimRun {
                     prev_util_mips: 0.0,
                     entry: None,
                     prev_active: true,
+                    hsum: std::cell::Cell::new([0.0; HISTORY]),
+                    hsum_key: std::cell::Cell::new((u64::MAX, 0)),
+                    list_ver: 0,
+                    p_now: curves[i % n_types][0],
                 }
             })
             .collect();
@@ -450,6 +502,7 @@ impl CloudsimRun {
                     req: 0.0,
                     hist: Vec::with_capacity(HISTORY + 1),
                     hist_time: 0.0,
+                    util: 0.0,
                     entry: None,
                 }
             })
@@ -466,6 +519,9 @@ impl CloudsimRun {
             totals: Totals::default(),
             events: Vec::new(),
             seq: 0,
+            epoch: std::cell::Cell::new(0),
+            interp: Interp { exact: Some(0), t1: 0, t2: 0, den: 1.0, w: 0.0 },
+            interp_t: 0.0,
             rng: JavaRandom::new(seed),
             steps: Vec::new(),
             initial: Vec::new(),
@@ -477,7 +533,22 @@ impl CloudsimRun {
     // ---- VM facts ------------------------------------------------------------------------
 
     fn util_at(&self, v: u32, t: f64) -> f64 {
+        if t == self.interp_t {
+            return self.interp.of(&self.vms[v as usize].data);
+        }
         planetlab_util(&self.vms[v as usize].data, self.interval, t)
+    }
+
+    fn set_time(&mut self, t: f64) {
+        if t != self.interp_t {
+            let len = self.vms.first().map_or(1, |v| v.data.len());
+            self.interp = Interp::at(t, self.interval, len);
+            self.interp_t = t;
+        }
+    }
+
+    fn bump(&mut self, h: u32) {
+        self.hosts[h as usize].list_ver += 1;
     }
 
     /// `vm.getCurrentRequestedTotalMips()`.
@@ -492,15 +563,18 @@ impl CloudsimRun {
 
     /// `PowerVm.updateVmProcessing`: the cloudlet scheduler's time moves to `t`; at steps the
     /// utilization history grows.
-    fn vm_update(&mut self, v: u32, t: f64) {
+    fn vm_update(&mut self, v: u32, t: f64, step: bool) {
         let u = self.util_at(v, t);
-        let interval = self.interval;
         let vm = &mut self.vms[v as usize];
+        vm.util = u;
         vm.req = u * vm.mips;
-        if t > vm.hist_time && (t - T0) % interval == 0.0 {
+        if step && t > vm.hist_time {
             if t != 0.0 || u != 0.0 {
+                if vm.hist.len() == HISTORY {
+                    vm.hist.pop();
+                }
                 vm.hist.insert(0, u);
-                vm.hist.truncate(HISTORY);
+                self.epoch.set(self.epoch.get() + 1);
             }
             vm.hist_time = t;
         }
@@ -605,6 +679,7 @@ impl CloudsimRun {
         self.sched_allocate(h, v, r);
         self.hosts[h as usize].vms.push(v);
         self.vms[v as usize].host = Some(h);
+        self.bump(h);
     }
 
     fn vm_destroy(&mut self, h: u32, v: u32) {
@@ -617,6 +692,7 @@ impl CloudsimRun {
             host.vms.remove(i);
         }
         self.vms[v as usize].host = None;
+        self.bump(h);
     }
 
     fn utilization(&self, h: u32) -> f64 {
@@ -645,9 +721,21 @@ impl CloudsimRun {
 
     /// `HostDynamicWorkload.updateVmsProcessing`.
     fn host_update(&mut self, h: u32, t: f64) {
-        let list = self.hosts[h as usize].vms.clone();
+        if self.hosts[h as usize].vms.is_empty() && self.hosts[h as usize].req.is_empty() {
+            let host = &mut self.hosts[h as usize];
+            host.prev_util_mips = host.util_mips;
+            host.util_mips = 0.0;
+            host.available = host.total;
+            self.host_entry(h, Entry { t, alloc: 0.0, req: 0.0, flag: false });
+            let idle = self.curves[self.hosts[h as usize].curve][0];
+            self.hosts[h as usize].p_now = idle;
+            return;
+        }
+        self.set_time(t);
+        let step = (t - T0) % self.interval == 0.0;
+        let list = std::mem::take(&mut self.hosts[h as usize].vms);
         for &v in &list {
-            self.vm_update(v, t);
+            self.vm_update(v, t, step);
         }
         {
             let host = &mut self.hosts[h as usize];
@@ -675,7 +763,9 @@ impl CloudsimRun {
             host_req += r;
         }
         self.hosts[h as usize].util_mips = util;
+        self.hosts[h as usize].vms = list;
         self.host_entry(h, Entry { t, alloc: util, req: host_req, flag: util > 0.0 });
+        self.hosts[h as usize].p_now = self.power(h, self.utilization(h));
     }
 
     fn vm_entry(&mut self, v: u32, e: Entry) {
@@ -732,6 +822,9 @@ impl CloudsimRun {
         }
         if self.exp != Experiment::Npa && dt > 0.0 {
             for h in 0..n {
+                if self.hosts[h as usize].prev_util_mips == 0.0 {
+                    continue;
+                }
                 let (from, to) = (self.prev_utilization(h), self.utilization(h));
                 if from != 0.0 {
                     let (pf, pt) = (self.power(h, from), self.power(h, to));
@@ -758,10 +851,11 @@ impl CloudsimRun {
 
     fn place_initial(&mut self) -> Result<()> {
         let n = self.vms.len() as u32;
+        let all: Vec<u32> = (0..self.hosts.len() as u32).collect();
         for v in 0..n {
             let host = match self.exp {
                 Experiment::Npa | Experiment::Dvfs => (0..self.hosts.len() as u32).find(|&h| self.suitable(h, v)),
-                Experiment::Migrating(..) => self.find_host(v, &vec![false; self.hosts.len()]),
+                Experiment::Migrating(..) => self.find_host(v, &all),
             };
             let Some(h) = host else {
                 let vm = &self.vms[v as usize];
@@ -786,50 +880,76 @@ impl CloudsimRun {
 
     // ---- the allocation policy -----------------------------------------------------------
 
-    /// `PowerHostUtilizationHistory.getUtilizationHistory` (trimmed).
-    fn host_history(&self, h: u32) -> Vec<f64> {
+    /// `PowerHostUtilizationHistory.getUtilizationHistory` with `extra` appended to the VM list
+    /// (the candidate of `isHostOverUtilizedAfterAllocation`): the sums and the trimmed length.
+    fn host_history(&self, h: u32, extra: Option<u32>) -> ([f64; HISTORY], usize) {
         let host = &self.hosts[h as usize];
-        let mut hist = [0.0; HISTORY];
-        for &v in &host.vms {
+        let key = (self.epoch.get(), host.list_ver);
+        let mut hist = if host.hsum_key.get() == key {
+            host.hsum.get()
+        } else {
+            let mut sum = [0.0; HISTORY];
+            for &v in &host.vms {
+                let vm = &self.vms[v as usize];
+                for (i, u) in vm.hist.iter().enumerate() {
+                    sum[i] += u * vm.mips / host.total;
+                }
+            }
+            host.hsum.set(sum);
+            host.hsum_key.set(key);
+            sum
+        };
+        if let Some(v) = extra {
             let vm = &self.vms[v as usize];
             for (i, u) in vm.hist.iter().enumerate() {
                 hist[i] += u * vm.mips / host.total;
             }
         }
         let len = count_non_zero_beginning(&hist);
-        hist[..len].to_vec()
+        (hist, len)
     }
 
-    fn requested_utilization(&self, h: u32) -> f64 {
+    fn requested_utilization(&self, h: u32, extra: Option<u32>) -> f64 {
         let host = &self.hosts[h as usize];
         let mut total = 0.0;
         for &v in &host.vms {
             total += self.request(v);
         }
+        if let Some(v) = extra {
+            total += self.request(v);
+        }
         total / host.total
     }
 
-    fn is_over(&self, h: u32) -> bool {
+    /// `isHostOverUtilized(host)`, with `extra` as if it had been created on the host.
+    fn is_over(&self, h: u32, extra: Option<u32>) -> bool {
         let Experiment::Migrating(det, _) = self.exp else { return false };
         match det {
-            Detector::Thr(th) => self.requested_utilization(h) > th,
+            Detector::Thr(th) => self.requested_utilization(h, extra) > th,
             Detector::Iqr(s) | Detector::Mad(s) => {
-                let data = self.host_history(h);
-                if count_non_zero_beginning(&data) < ROBUST_MIN {
-                    return self.requested_utilization(h) > FALLBACK_THR;
+                let (hist, len) = self.host_history(h, extra);
+                let data = &hist[..len];
+                if count_non_zero_beginning(data) < ROBUST_MIN {
+                    return self.requested_utilization(h, extra) > FALLBACK_THR;
                 }
-                let spread = if matches!(det, Detector::Iqr(_)) { iqr(&data) } else { mad(&data) };
-                self.requested_utilization(h) > 1.0 - s * spread
+                let spread = if matches!(det, Detector::Iqr(_)) { iqr(data) } else { mad(data) };
+                self.requested_utilization(h, extra) > 1.0 - s * spread
             }
             Detector::Lr(s) | Detector::Lrr(s) => {
-                let hist = self.host_history(h);
-                if hist.len() < LR_LENGTH {
-                    return self.requested_utilization(h) > FALLBACK_THR;
+                let (hist, len) = self.host_history(h, extra);
+                if len < LR_LENGTH {
+                    return self.requested_utilization(h, extra) > FALLBACK_THR;
                 }
-                let y: Vec<f64> = (0..LR_LENGTH).map(|i| hist[LR_LENGTH - i - 1]).collect();
+                let mut y = [0.0; LR_LENGTH];
+                for (i, slot) in y.iter_mut().enumerate() {
+                    *slot = hist[LR_LENGTH - i - 1];
+                }
                 let (a, b) = simple_regression(&y);
                 let host = &self.hosts[h as usize];
-                let max_ram = host.vms.iter().map(|&v| self.vms[v as usize].ram).fold(f64::MIN, f64::max);
+                let mut max_ram = host.vms.iter().map(|&v| self.vms[v as usize].ram).fold(f64::MIN, f64::max);
+                if let Some(v) = extra {
+                    max_ram = max_ram.max(self.vms[v as usize].ram);
+                }
                 let mig_intervals = (max_ram / self.mig_mbps / self.interval).ceil();
                 let predicted = (a + b * (LR_LENGTH as f64 + mig_intervals)) * s;
                 predicted >= 1.0
@@ -841,6 +961,13 @@ impl CloudsimRun {
     fn pabfd_util_mips(&self, h: u32) -> f64 {
         let host = &self.hosts[h as usize];
         let mut m = 0.0;
+        if host.mig_in.is_empty() && host.alloc.len() == host.vms.len() {
+            // The scheduler's map is kept in VM-list order: the same sum.
+            for &(_, a) in &host.alloc {
+                m += a;
+            }
+            return m;
+        }
         for &v in &host.vms {
             let a = self.allocated(h, v);
             if host.mig_in.contains(&v) {
@@ -851,20 +978,21 @@ impl CloudsimRun {
         m
     }
 
-    fn over_after_allocation(&mut self, h: u32, v: u32) -> bool {
-        self.vm_create(h, v);
-        let over = self.is_over(h);
-        self.vm_destroy(h, v);
-        over
+    /// `isHostOverUtilizedAfterAllocation`: CloudSim creates the VM, tests, destroys it; the
+    /// allocation after that is the one before, so testing with the VM appended is the same.
+    fn over_after_allocation(&self, h: u32, v: u32) -> bool {
+        self.is_over(h, Some(v))
     }
 
     /// PABFD `findHostForVm(vm, excludedHosts)`.
-    fn find_host(&mut self, v: u32, excluded: &[bool]) -> Option<u32> {
+    /// `candidates` are the hosts not excluded, in id order (ties go to the first).
+    fn find_host(&self, v: u32, candidates: &[u32]) -> Option<u32> {
         let mut min_power = f64::MAX;
         let mut best = None;
         let r = self.request(v);
-        for h in 0..self.hosts.len() as u32 {
-            if excluded[h as usize] || !self.suitable(h, v) {
+        for &h in candidates {
+            let host = &self.hosts[h as usize];
+            if host.available < r || host.pe < r || !self.suitable(h, v) {
                 continue;
             }
             let used = self.pabfd_util_mips(h);
@@ -872,7 +1000,7 @@ impl CloudsimRun {
                 continue;
             }
             let after = (used + r) / self.hosts[h as usize].total;
-            let diff = self.power(h, after) - self.power(h, self.utilization(h));
+            let diff = self.power(h, after) - self.hosts[h as usize].p_now;
             if diff < min_power {
                 min_power = diff;
                 best = Some(h);
@@ -903,6 +1031,7 @@ impl CloudsimRun {
         match sel {
             Selection::Mmt => argmin(&|v| self.vms[v as usize].ram),
             Selection::Mu => argmin(&|v| self.util_at(v, t) * self.vms[v as usize].mips / self.vms[v as usize].mips),
+
             Selection::Rs => Some(migratable[self.rng.next_int(migratable.len() as i32) as usize]),
             Selection::Mc => {
                 let m = migratable.iter().map(|&v| self.vms[v as usize].hist.len()).min().unwrap_or(0);
@@ -932,7 +1061,7 @@ impl CloudsimRun {
     /// `optimizeAllocation`: the migration map.
     fn optimize(&mut self, t: f64) -> Vec<(u32, u32)> {
         let n = self.hosts.len();
-        let over: Vec<u32> = (0..n as u32).filter(|&h| self.is_over(h)).collect();
+        let over: Vec<u32> = (0..n as u32).filter(|&h| self.is_over(h, None)).collect();
         let mut is_over = vec![false; n];
         for &h in &over {
             is_over[h as usize] = true;
@@ -952,15 +1081,16 @@ impl CloudsimRun {
             while let Some(v) = self.select_vm(h, t) {
                 to_migrate.push(v);
                 self.vm_destroy(h, v);
-                if !self.is_over(h) {
+                if !self.is_over(h, None) {
                     break;
                 }
             }
         }
         let mut map = Vec::new();
         self.sort_by_cpu(&mut to_migrate, t);
+        let not_over: Vec<u32> = (0..n as u32).filter(|&h| !is_over[h as usize]).collect();
         for v in to_migrate {
-            if let Some(x) = self.find_host(v, &is_over) {
+            if let Some(x) = self.find_host(v, &not_over) {
                 self.vm_create(x, v);
                 map.push((v, x));
             }
@@ -968,11 +1098,13 @@ impl CloudsimRun {
         // under-loaded hosts
         let switched_off: Vec<bool> = (0..n as u32).map(|h| self.utilization(h) == 0.0).collect();
         let mut ex_under: Vec<bool> = (0..n).map(|h| is_over[h] || switched_off[h]).collect();
-        let mut ex_place = ex_under.clone();
+        let mut placeable: Vec<u32> = (0..n as u32).filter(|&h| !ex_under[h as usize]).collect();
         loop {
             let Some(u) = self.under_utilized(&ex_under) else { break };
             ex_under[u as usize] = true;
-            ex_place[u as usize] = true;
+            if let Ok(i) = placeable.binary_search(&u) {
+                placeable.remove(i);
+            }
             let mut vms: Vec<u32> =
                 self.hosts[u as usize].vms.iter().copied().filter(|&v| !self.vms[v as usize].in_migration).collect();
             if vms.is_empty() {
@@ -982,7 +1114,7 @@ impl CloudsimRun {
             let mut placed: Vec<(u32, u32)> = Vec::new();
             let mut ok = true;
             for v in vms {
-                match self.find_host(v, &ex_place) {
+                match self.find_host(v, &placeable) {
                     Some(x) => {
                         self.vm_create(x, v);
                         placed.push((v, x));
@@ -1010,11 +1142,12 @@ impl CloudsimRun {
 
     fn sort_by_cpu(&self, vms: &mut [u32], t: f64) {
         // Stable, descending by current MIPS (`PowerVmList.sortByCpuUtilization`).
-        vms.sort_by(|&a, &b| {
-            let ua = self.util_at(a, t) * self.vms[a as usize].mips;
-            let ub = self.util_at(b, t) * self.vms[b as usize].mips;
-            ub.total_cmp(&ua)
-        });
+        let mut keyed: Vec<(f64, u32)> =
+            vms.iter().map(|&v| (self.util_at(v, t) * self.vms[v as usize].mips, v)).collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (slot, (_, v)) in vms.iter_mut().zip(keyed) {
+            *slot = v;
+        }
     }
 
     fn under_utilized(&self, excluded: &[bool]) -> Option<u32> {
@@ -1048,6 +1181,9 @@ impl CloudsimRun {
 
     fn restore(&mut self, saved: &[(u32, u32)]) {
         for h in 0..self.hosts.len() as u32 {
+            self.bump(h);
+        }
+        for h in 0..self.hosts.len() as u32 {
             let list = std::mem::take(&mut self.hosts[h as usize].vms);
             for v in list {
                 self.vms[v as usize].host = None;
@@ -1077,6 +1213,7 @@ impl CloudsimRun {
             let r = self.request(v);
             self.sched_allocate(x, v, r);
             self.hosts[x as usize].vms.push(v);
+            self.bump(x);
             self.host_update(x, t);
             if let Some(src) = self.vms[v as usize].host {
                 self.host_update(src, t);
@@ -1100,6 +1237,7 @@ impl CloudsimRun {
                 host.vms.remove(i);
             }
         }
+        self.bump(x);
         self.vms[v as usize].in_migration = false;
         self.vm_create(x, v);
         self.vms[v as usize].table = Some(x);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sim::scenario::Scenario;
 
 #[test]
 fn parses_stock_names() {
@@ -78,4 +79,60 @@ fn java_random_is_deterministic_and_bounded() {
     }
     // java.util.Random(42).nextInt(10) == 0 (a well-known first value)
     assert_eq!(JavaRandom::new(42).next_int(10), 0);
+}
+
+/// CloudSim 3.0.3's own results, cached (`docs/cloudsim-3.0.3-results.jsonl`).
+fn cached(day: &str, experiment: &str) -> serde_json::Value {
+    let text = include_str!("../../../../docs/cloudsim-3.0.3-results.jsonl");
+    let want = format!("{day}_{experiment}");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .find(|j| j["experiment"] == want.as_str())
+        .unwrap_or_else(|| panic!("{want} not cached"))
+}
+
+fn assert_reproduces(experiment: &str) {
+    let trace = Arc::new(Trace::embedded().expect("embedded day"));
+    let ours = run_compat(&Scenario::default(), trace, experiment, 1, false).expect("run");
+    let cs = cached("20110303", &experiment.replace('-', "_"));
+    let f = |k: &str| cs[k].as_f64().unwrap_or(0.0);
+    let rel = |a: f64, b: f64| if b == 0.0 { a.abs() } else { ((a - b) / b).abs() };
+    // The tolerances; in practice the match is exact to ~1e-12.
+    assert!(rel(ours.energy_kwh, f("energy_kwh")) <= 0.01, "{experiment} energy {} vs {}", ours.energy_kwh, f("energy_kwh"));
+    assert!(rel(ours.migrations as f64, f("migrations")) <= 0.03, "{experiment} migrations {}", ours.migrations);
+    assert!(rel(ours.slatah, f("slatah")) <= 0.05, "{experiment} slatah {} vs {}", ours.slatah, f("slatah"));
+    assert!(rel(ours.pdm, f("pdm")) <= 0.05, "{experiment} pdm {} vs {}", ours.pdm, f("pdm"));
+    assert!(rel(ours.host_shutdowns as f64, f("host_shutdowns")) <= 0.03, "{experiment} shutdowns {}", ours.host_shutdowns);
+    assert_eq!(ours.migrations as f64, f("migrations"), "{experiment}: migrations are reproduced exactly");
+    assert_eq!(ours.host_shutdowns as f64, f("host_shutdowns"), "{experiment}: shutdowns are reproduced exactly");
+    assert!(rel(ours.energy_kwh, f("energy_kwh")) < 1e-9, "{experiment}: energy to 1e-9");
+}
+
+#[test]
+fn compat_reproduces_cloudsim_dvfs_and_npa_on_20110303() {
+    assert_reproduces("dvfs");
+    assert_reproduces("npa");
+}
+
+#[test]
+fn compat_reproduces_cloudsim_thr_mmt_on_20110303() {
+    assert_reproduces("thr-mmt-0.8");
+}
+
+#[test]
+fn npa_integrates_287_intervals_not_288() {
+    // 800 hosts × (117 + 135) / 2 W over 300.1 s + 286 × 300 s = 86 100.1 s, not 86 400 s.
+    let trace = Arc::new(Trace::embedded().expect("embedded day"));
+    let r = run_compat(&Scenario::default(), trace, "npa", 1, false).expect("run");
+    let expected = 400.0 * (117.0 + 135.0) * 86_100.1 / 3.6e6;
+    assert!((r.energy_kwh - expected).abs() < 1e-6, "{} vs {expected}", r.energy_kwh);
+    assert!((r.energy_kwh - 2419.2).abs() > 8.0);
+}
+
+#[test]
+fn non_stock_strategies_are_refused() {
+    let trace = Arc::new(Trace::embedded().expect("embedded day"));
+    let e = run_compat(&Scenario::default(), trace, "thr-mmt-0.8-spread", 1, false).expect_err("not stock");
+    assert!(e.to_string().contains("stock"), "{e}");
 }
