@@ -18,18 +18,17 @@ if [ ! -x "$cs/run.sh" ]; then echo "cloudsim-compare: skipped: no CloudSim refe
 amvm="${AMVM:-$root/target/release/amvm}"
 if [ ! -x "$amvm" ]; then (cd "$root" && cargo build --release -q -p amvm-host); fi
 csname="$(echo "$strategy" | tr '-' '_')"
-now() { date +%s.%N; }
-t0=$(now)
-cs_json="$(JAVA_OPTS="${JAVA_OPTS:--Xmx1500m}" CLOUDSIM_VM_ORDER="$data/vm-order/$day.tsv" "$cs/run.sh" "$data" "$day" "$csname")"
-t1=$(now)
-compat_json="$("$amvm" sim --trace "$data/$day" --strategy "$strategy" --compat cloudsim-3.0.3 --json)"
-t2=$(now)
-default_json="$("$amvm" sim --trace "$data/$day" --strategy "$strategy" --json)"
-t3=$(now)
-python3 - "$cs_json" "$compat_json" "$default_json" "$t0" "$t1" "$t2" "$t3" "$speed" <<'PY'
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+# wall, user and system seconds of each whole process (GNU time if present)
+timed() { local out="$1"; shift; if [ -x /usr/bin/time ]; then /usr/bin/time -f "%e %U %S" -o "$out" "$@";
+          else local a; a=$(date +%s.%N); "$@"; echo "$(echo "$(date +%s.%N) - $a" | bc) 0 0" > "$out"; fi; }
+cs_json="$(JAVA_OPTS="${JAVA_OPTS:--Xmx1500m}" CLOUDSIM_VM_ORDER="$data/vm-order/$day.tsv" timed "$tmp/cs" "$cs/run.sh" "$data" "$day" "$csname")"
+compat_json="$(timed "$tmp/compat" "$amvm" sim --trace "$data/$day" --strategy "$strategy" --compat cloudsim-3.0.3 --json)"
+default_json="$(timed "$tmp/default" "$amvm" sim --trace "$data/$day" --strategy "$strategy" --json)"
+python3 - "$cs_json" "$compat_json" "$default_json" "$(cat "$tmp/cs")" "$(cat "$tmp/compat")" "$(cat "$tmp/default")" "$speed" <<'PY'
 import json, sys
 cs, compat, dflt = (json.loads(a) for a in sys.argv[1:4])
-t0, t1, t2, t3 = (float(x) for x in sys.argv[4:8])
+tcs, tco, tde = ([float(x) for x in a.split()] for a in sys.argv[4:7])
 def rel(a, b):
     if b == 0: return "exact" if a == 0 else "n/a"
     return f"{(a - b) / b * 100:+.2f} %"
@@ -40,9 +39,13 @@ print(f"{'metric':16} {'CloudSim':>12} {'compat':>12} {'rel':>9} {'default':>12}
 for label, key, k in rows:
     c, a, d = cs[key] * k, compat[key] * k, dflt[key] * k
     print(f"{label:16} {c:12.4f} {a:12.4f} {rel(a, c):>9} {d:12.4f} {rel(d, c):>9}")
-if sys.argv[8] == "--speed":
-    cs_s, co_s, de_s = t1 - t0, t2 - t1, t3 - t2
-    print(f"wall clock (whole process): CloudSim {cs_s:.2f} s (its own wall_s {cs['wall_s']:.2f}), "
-          f"compat {co_s:.3f} s ({cs_s / co_s:.0f}x), default {de_s:.3f} s ({cs_s / de_s:.0f}x)")
-    print(f"run only: compat {compat['elapsed_ms']:.1f} ms, default {dflt['elapsed_ms']:.1f} ms")
+if sys.argv[7] == "--speed":
+    print(f"{'seconds':16} {'CloudSim':>12} {'compat':>12} {'speed-up':>9} {'default':>12} {'speed-up':>9}")
+    for i, label in enumerate(["wall (process)", "CPU user+sys"]):
+        c = tcs[0] if i == 0 else tcs[1] + tcs[2]
+        a = tco[0] if i == 0 else tco[1] + tco[2]
+        d = tde[0] if i == 0 else tde[1] + tde[2]
+        print(f"{label:16} {c:12.3f} {a:12.3f} {c / a:8.0f}x {d:12.3f} {c / d:8.0f}x")
+    print(f"CloudSim's own wall_s {cs['wall_s']:.2f}; amvm run only (elapsed_ms): compat "
+          f"{compat['elapsed_ms']:.0f} ms, default {dflt['elapsed_ms']:.0f} ms")
 PY

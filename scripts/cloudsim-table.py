@@ -122,8 +122,12 @@ def main():
     out.append("| worst relative error | " + " | ".join(m[0] for m in METRICS) + " |")
     out.append("|---|" + "---|" * len(METRICS))
     for mode in ("compat", "default"):
-        out.append(f"| {mode} | " + " | ".join(
-            f"{worst[mode][m[0]][0] * 100:+.2f} % ({worst[mode][m[0]][1]})" for m in METRICS) + " |")
+        def show(e, where):
+            if e == 0:
+                return "0 (exact everywhere)"
+            size = f"{e:+.1e} relative" if abs(e) < 1e-4 else f"{e * 100:+.2f} %"
+            return f"{size} ({where})"
+        out.append(f"| {mode} | " + " | ".join(show(*worst[mode][m[0]]) for m in METRICS) + " |")
     table = "\n".join(out)
     print(table)
     if "--write" in argv:

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::sim::ab::{run_ab, AbResult};
-use crate::sim::strategy::{StrategySet, StrategySpec};
 use crate::scheduler::Plan;
+use crate::sim::ab::{run_ab, AbResult};
 use crate::sim::scenario::Compat;
+use crate::sim::strategy::{StrategySet, StrategySpec};
 use crate::sim::{report, run, Baseline, Decider, RunOptions, RunReport, Scenario, Trace};
 
 /// Arguments of `amvm sim`.
@@ -90,7 +90,8 @@ pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
     let scenario = load_scenario(args.scenario.as_deref(), args.compat.as_deref())?;
     let compat = scenario.compat == Compat::Cloudsim303;
     let spec = StrategySpec::parse(&args.strategy);
-    let strategies = if compat { StrategySet::prepare(&[])? } else { StrategySet::prepare(std::slice::from_ref(&spec))? };
+    let strategies =
+        if compat { StrategySet::prepare(&[])? } else { StrategySet::prepare(std::slice::from_ref(&spec))? };
     let trace_spec = match &args.trace {
         Some(t) => t.clone(),
         None => {

@@ -99,11 +99,20 @@ fn assert_reproduces(experiment: &str) {
     let f = |k: &str| cs[k].as_f64().unwrap_or(0.0);
     let rel = |a: f64, b: f64| if b == 0.0 { a.abs() } else { ((a - b) / b).abs() };
     // The tolerances; in practice the match is exact to ~1e-12.
-    assert!(rel(ours.energy_kwh, f("energy_kwh")) <= 0.01, "{experiment} energy {} vs {}", ours.energy_kwh, f("energy_kwh"));
+    assert!(
+        rel(ours.energy_kwh, f("energy_kwh")) <= 0.01,
+        "{experiment} energy {} vs {}",
+        ours.energy_kwh,
+        f("energy_kwh")
+    );
     assert!(rel(ours.migrations as f64, f("migrations")) <= 0.03, "{experiment} migrations {}", ours.migrations);
     assert!(rel(ours.slatah, f("slatah")) <= 0.05, "{experiment} slatah {} vs {}", ours.slatah, f("slatah"));
     assert!(rel(ours.pdm, f("pdm")) <= 0.05, "{experiment} pdm {} vs {}", ours.pdm, f("pdm"));
-    assert!(rel(ours.host_shutdowns as f64, f("host_shutdowns")) <= 0.03, "{experiment} shutdowns {}", ours.host_shutdowns);
+    assert!(
+        rel(ours.host_shutdowns as f64, f("host_shutdowns")) <= 0.03,
+        "{experiment} shutdowns {}",
+        ours.host_shutdowns
+    );
     assert_eq!(ours.migrations as f64, f("migrations"), "{experiment}: migrations are reproduced exactly");
     assert_eq!(ours.host_shutdowns as f64, f("host_shutdowns"), "{experiment}: shutdowns are reproduced exactly");
     assert!(rel(ours.energy_kwh, f("energy_kwh")) < 1e-9, "{experiment}: energy to 1e-9");
@@ -135,4 +144,16 @@ fn non_stock_strategies_are_refused() {
     let trace = Arc::new(Trace::embedded().expect("embedded day"));
     let e = run_compat(&Scenario::default(), trace, "thr-mmt-0.8-spread", 1, false).expect_err("not stock");
     assert!(e.to_string().contains("stock"), "{e}");
+}
+
+#[test]
+fn scenario_files_select_the_compat_mode() {
+    use crate::sim::scenario::Compat;
+    let s: Scenario = toml::from_str("compat = \"cloudsim-3.0.3\"\ncompat_seed = 9\n").expect("parse");
+    assert_eq!(s.compat, Compat::Cloudsim303);
+    assert_eq!(s.compat_seed, 9);
+    assert_eq!(Scenario::default().compat, Compat::None);
+    assert!(toml::from_str::<Scenario>("compat = \"cloudsim-4\"\n").is_err());
+    assert_eq!(Compat::parse("cloudsim-3.0.3"), Some(Compat::Cloudsim303));
+    assert_eq!(Compat::parse("none"), Some(Compat::None));
 }
