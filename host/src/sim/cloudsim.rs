@@ -378,8 +378,9 @@ struct Host {
     hsum_key: std::cell::Cell<(u64, u64)>,
     /// Bumped whenever `vms` changes.
     list_ver: u64,
-    /// `host.getPower()` at the last update.
+    /// `host.getPower()` at the last update, and at the one before.
     p_now: f64,
+    p_prev: f64,
 }
 
 #[derive(Debug)]
@@ -478,6 +479,7 @@ impl CloudsimRun {
                     hsum_key: std::cell::Cell::new((u64::MAX, 0)),
                     list_ver: 0,
                     p_now: curves[i % n_types][0],
+                    p_prev: curves[i % n_types][0],
                 }
             })
             .collect();
@@ -724,6 +726,7 @@ impl CloudsimRun {
         if self.hosts[h as usize].vms.is_empty() && self.hosts[h as usize].req.is_empty() {
             let host = &mut self.hosts[h as usize];
             host.prev_util_mips = host.util_mips;
+            host.p_prev = host.p_now;
             host.util_mips = 0.0;
             host.available = host.total;
             self.host_entry(h, Entry { t, alloc: 0.0, req: 0.0, flag: false });
@@ -740,6 +743,7 @@ impl CloudsimRun {
         {
             let host = &mut self.hosts[h as usize];
             host.prev_util_mips = host.util_mips;
+            host.p_prev = host.p_now;
             host.util_mips = 0.0;
         }
         self.sched_clear(h);
@@ -825,9 +829,9 @@ impl CloudsimRun {
                 if self.hosts[h as usize].prev_util_mips == 0.0 {
                     continue;
                 }
-                let (from, to) = (self.prev_utilization(h), self.utilization(h));
-                if from != 0.0 {
-                    let (pf, pt) = (self.power(h, from), self.power(h, to));
+                if self.prev_utilization(h) != 0.0 {
+                    // P(previous utilization) and P(utilization), kept from the host updates
+                    let (pf, pt) = (self.hosts[h as usize].p_prev, self.hosts[h as usize].p_now);
                     self.totals.energy_ws += (pf + (pt - pf) / 2.0) * dt;
                 }
             }
