@@ -248,6 +248,7 @@ fn count_non_zero_beginning(data: &[f64]) -> usize {
 
 /// R² of an OLS fit (with intercept) of `y` on the columns `xs`, as commons-math's
 /// `OLSMultipleLinearRegression` (Householder QR, threshold 0). `None` where it throws.
+#[allow(clippy::needless_range_loop)] // a matrix algorithm: the indexes are the point
 pub fn ols_r_squared(xs: &[&[f64]], y: &[f64]) -> Option<f64> {
     let m = y.len();
     let k = xs.len() + 1;
@@ -1103,8 +1104,7 @@ impl CloudsimRun {
         let switched_off: Vec<bool> = (0..n as u32).map(|h| self.utilization(h) == 0.0).collect();
         let mut ex_under: Vec<bool> = (0..n).map(|h| is_over[h] || switched_off[h]).collect();
         let mut placeable: Vec<u32> = (0..n as u32).filter(|&h| !ex_under[h as usize]).collect();
-        loop {
-            let Some(u) = self.under_utilized(&ex_under) else { break };
+        while let Some(u) = self.under_utilized(&ex_under) {
             ex_under[u as usize] = true;
             if let Ok(i) = placeable.binary_search(&u) {
                 placeable.remove(i);
