@@ -8,9 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::scheduler::Plan;
 use crate::sim::ab::{run_ab, AbResult};
+use crate::sim::scenario::Compat;
 use crate::sim::strategy::{StrategySet, StrategySpec};
-use crate::sim::{report, run, RunOptions, RunReport, Scenario, Trace};
+use crate::sim::{report, run, Baseline, Decider, RunOptions, RunReport, Scenario, Trace};
 
 /// Arguments of `amvm sim`.
 #[derive(Debug, Args)]
@@ -31,6 +33,10 @@ pub struct SimArgs {
     /// Also write `report.json` (with the time series) and `series.csv` into this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Simulator semantics: `none` (default: our model with the real scheduler) or
+    /// `cloudsim-3.0.3` (CloudSim's program, stock experiments only); overrides the scenario.
+    #[arg(long)]
+    pub compat: Option<String>,
 }
 
 /// Arguments of `amvm ab`.
@@ -54,20 +60,39 @@ pub struct AbArgs {
     /// Write a self-contained HTML report with SVG charts to this file.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Simulator semantics: `none` or `cloudsim-3.0.3` (see `amvm sim --help`).
+    #[arg(long)]
+    pub compat: Option<String>,
 }
 
-fn load_scenario(path: Option<&Path>) -> Result<Scenario> {
-    match path {
-        Some(p) => Ok(Scenario::load(p)?),
-        None => Ok(Scenario::default()),
+fn load_scenario(path: Option<&Path>, compat: Option<&str>) -> Result<Scenario> {
+    let mut scenario = match path {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::default(),
+    };
+    if let Some(c) = compat {
+        scenario.compat =
+            Compat::parse(c).with_context(|| format!("--compat {c:?}: expected `none` or `cloudsim-3.0.3`"))?;
+        scenario.validate(path.unwrap_or(Path::new("--compat")))?;
+    }
+    Ok(scenario)
+}
+
+/// Under `compat = "cloudsim-3.0.3"` nothing is compiled: the run only needs the name.
+fn compat_decider(name: &str) -> Decider<'static> {
+    match Baseline::parse(name) {
+        Some(b) => Decider::Baseline(b),
+        None => Decider::Strategy { name: name.to_string(), decide: Box::new(|_| (Plan::default(), 0)) },
     }
 }
 
 /// `amvm sim`.
 pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
-    let scenario = load_scenario(args.scenario.as_deref())?;
+    let scenario = load_scenario(args.scenario.as_deref(), args.compat.as_deref())?;
+    let compat = scenario.compat == Compat::Cloudsim303;
     let spec = StrategySpec::parse(&args.strategy);
-    let mut strategies = StrategySet::prepare(std::slice::from_ref(&spec))?;
+    let mut strategies =
+        if compat { StrategySet::prepare(&[])? } else { StrategySet::prepare(std::slice::from_ref(&spec))? };
     strategies.set_scenario_rules(scenario.operator_rules.clone());
     let trace_spec = match &args.trace {
         Some(t) => t.clone(),
@@ -80,7 +105,7 @@ pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
         }
     };
     let trace = Arc::new(Trace::load(&trace_spec)?);
-    let decider = strategies.decider(&spec)?;
+    let decider = if compat { compat_decider(&args.strategy) } else { strategies.decider(&spec)? };
     let report = run(&scenario, trace, decider, RunOptions { series: args.out.is_some() })?;
     if let Some(dir) = &args.out {
         write_out_dir(dir, &report)?;
@@ -97,9 +122,11 @@ pub fn run_sim(args: SimArgs) -> Result<ExitCode> {
 
 /// `amvm ab`.
 pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
-    let scenario = load_scenario(args.scenario.as_deref())?;
+    let scenario = load_scenario(args.scenario.as_deref(), args.compat.as_deref())?;
+    let compat = scenario.compat == Compat::Cloudsim303;
     let (spec_a, spec_b) = (StrategySpec::parse(&args.a), StrategySpec::parse(&args.b));
-    let mut strategies = StrategySet::prepare(&[spec_a.clone(), spec_b.clone()])?;
+    let mut strategies =
+        if compat { StrategySet::prepare(&[])? } else { StrategySet::prepare(&[spec_a.clone(), spec_b.clone()])? };
     strategies.set_scenario_rules(scenario.operator_rules.clone());
     let traces = load_traces(&args.trace)?;
     let quiet = args.json.is_some();
@@ -116,8 +143,10 @@ pub fn run_ab_cmd(args: AbArgs) -> Result<ExitCode> {
         bar.set_prefix("amvm ab");
         bar
     };
-    let make_a = || strategies.decider(&spec_a).map_err(to_sim_error);
-    let make_b = || strategies.decider(&spec_b).map_err(to_sim_error);
+    let make_a =
+        || if compat { Ok(compat_decider(&args.a)) } else { strategies.decider(&spec_a).map_err(to_sim_error) };
+    let make_b =
+        || if compat { Ok(compat_decider(&args.b)) } else { strategies.decider(&spec_b).map_err(to_sim_error) };
     let result = run_ab(&scenario, &traces, (&args.a, &make_a), (&args.b, &make_b), &|| bar.inc(1));
     bar.finish_and_clear();
     let result = result?;

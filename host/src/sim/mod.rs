@@ -12,6 +12,7 @@
 //! **API boundary**: everything the scheduler sees goes through the `Cluster` trait.
 
 pub mod ab;
+pub mod cloudsim;
 pub mod error;
 pub mod metrics;
 pub mod power;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::error::Result;
 use super::metrics::RunReport;
-use super::scenario::{InitialPlacement, Scenario};
+use super::scenario::{Compat, InitialPlacement, Scenario};
 use super::trace::Trace;
 use super::world::{PowerAccounting, SimCluster};
 use crate::scheduler::{Cluster, Plan, Snapshot};
@@ -77,6 +77,9 @@ pub struct RunOptions {
 pub fn run(scenario: &Scenario, trace: Arc<Trace>, decider: Decider<'_>, opts: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let name = decider.name();
+    if scenario.compat == Compat::Cloudsim303 {
+        return super::cloudsim::run_compat(scenario, trace, &name, scenario.compat_seed, opts.series);
+    }
     let (placement, accounting) = match &decider {
         Decider::Baseline(b) => (
             resolve(scenario.vms.initial_placement, InitialPlacement::FirstFit),

@@ -34,6 +34,34 @@ pub struct Scenario {
     /// this scenario obeys, in addition to the strategy's own (`[operator_rules]`).
     #[serde(skip_serializing_if = "OperatorRules::is_empty")]
     pub operator_rules: OperatorRules,
+    /// `none` (our model, the real scheduler and policies) or `cloudsim-3.0.3` (CloudSim's
+    /// program, event by event, for the stock experiments; see `sim::cloudsim`).
+    pub compat: Compat,
+    /// Seed of the `rs` selection under `compat = "cloudsim-3.0.3"` (CloudSim's is unseeded).
+    pub compat_seed: u64,
+}
+
+/// Which simulator semantics a run follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compat {
+    /// Our model: CloudSim's semantics without its quirks, the real scheduler and policies.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// CloudSim 3.0.3's PlanetLab experiments reproduced event by event.
+    #[serde(rename = "cloudsim-3.0.3")]
+    Cloudsim303,
+}
+
+impl Compat {
+    /// `none` / `cloudsim-3.0.3` (also `cloudsim`).
+    pub fn parse(text: &str) -> Option<Compat> {
+        match text.to_ascii_lowercase().as_str() {
+            "none" | "amvm" | "default" => Some(Compat::None),
+            "cloudsim-3.0.3" | "cloudsim" | "cloudsim303" => Some(Compat::Cloudsim303),
+            _ => None,
+        }
+    }
 }
 
 /// The host fleet: `count` hosts, host `i` of type `types[i % types.len()]`.
@@ -127,6 +155,8 @@ impl Default for Scenario {
             vms: Vms::default(),
             migration: MigrationModel::default(),
             operator_rules: OperatorRules::default(),
+            compat: Compat::None,
+            compat_seed: 1,
         }
     }
 }
@@ -226,6 +256,13 @@ impl Scenario {
             return Err(err("hosts.types is empty".into()));
         }
         self.operator_rules.validate().map_err(|e| err(e.to_string()))?;
+        if self.compat == Compat::Cloudsim303 && !self.operator_rules.is_empty() {
+            return Err(err(
+                "operator_rules cannot be combined with compat = \"cloudsim-3.0.3\": that mode replays CloudSim's own \
+                 allocation loop, which has no rules (use the default model)"
+                    .into(),
+            ));
+        }
         for t in &self.hosts.types {
             if t.cores == 0 || !positive(t.mips_per_core) || !positive(t.ram_mb) || !positive(t.bandwidth_mbit) {
                 return Err(err(format!(
