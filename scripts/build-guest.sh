@@ -72,6 +72,7 @@ for w in $(cat /proc/cmdline); do
     amvm.mode=*) set -- "$@" --mode "${w#amvm.mode=}" ;;
     amvm.load=*) set -- "$@" --load "${w#amvm.load=}" ;;
     amvm.dirty=*) set -- "$@" --dirty-mbps "${w#amvm.dirty=}" ;;
+    amvm.hot=*) set -- "$@" --hot "${w#amvm.hot=}" ;;
     amvm.mem=*) set -- "$@" --mem-mb "${w#amvm.mem=}" ;;
     amvm.heartbeat=*) set -- "$@" --heartbeat-ms "${w#amvm.heartbeat=}" ;;
   esac

@@ -108,6 +108,45 @@ pub fn predict(mode: Mode, p: &Params) -> Prediction {
     }
 }
 
+/// The model's choice of mechanism for one move, with the three predictions behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub mode: Mode,
+    /// Pre-copy converges: its stop-copy fits the downtime target within the round limit.
+    pub pre_converges: bool,
+    pub pre: Prediction,
+    pub post: Prediction,
+    pub hybrid: Prediction,
+}
+
+/// The guest's predicted stall: downtime plus the time its faults wait on the network.
+fn stall(p: &Prediction) -> f64 {
+    p.t_down + p.faults * p.params.latency
+}
+
+/// Picks pre-copy, post-copy or hybrid-copy for one move from the predictions:
+/// - **pre-copy** when it converges (the guest never runs split across two hosts, nothing is
+///   lost if the link fails);
+/// - otherwise the one of post and hybrid with the lower cost = predicted stall (eq. 4 + eq. 6
+///   × λ) + a tenth of the total time (eq. 3: the link and both hosts are busy that long).
+///   Post-copy wins only when the faults it adds cost less than hybrid's extra full round.
+pub fn choose_mode(p: &Params) -> Choice {
+    let pre = predict(Mode::Pre, p);
+    let post = predict(Mode::Post, p);
+    let hybrid = predict(Mode::Hybrid, p);
+    let stop_copy = pre.t_down - (p.w_vcpu / p.bandwidth.max(1.0) + p.epsilon);
+    let pre_converges = stop_copy <= p.downtime_target + 1e-9;
+    let cost = |x: &Prediction| stall(x) + x.t_mig / 10.0;
+    let mode = if pre_converges {
+        Mode::Pre
+    } else if cost(&post) < cost(&hybrid) {
+        Mode::Post
+    } else {
+        Mode::Hybrid
+    };
+    Choice { mode, pre_converges, pre, post, hybrid }
+}
+
 /// Pre-copy with a general dirtying function: `dirtied(t)` bytes become dirty during a round
 /// of `t` seconds (`D·t` gives the geometric series; a hot set that saturates does not).
 /// Rounds continue until the rest fits the downtime target or the round limit; the rest goes
@@ -160,6 +199,34 @@ pub fn workload_dirty_rate(spec: &WorkloadSpec, mem_bytes: u64, write_rate: f64,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_model_picks_pre_copy_when_it_converges_and_hybrid_when_it_does_not() {
+        let base = Params {
+            v_mem: 512.0 * 1048576.0,
+            bandwidth: 125e6,
+            dirty_rate: 1e6,
+            access_rate: 250.0,
+            w_vcpu: 1048576.0,
+            latency: 0.0005,
+            epsilon: 0.005,
+            max_rounds: 30,
+            downtime_target: 0.3,
+        };
+        let idle = choose_mode(&base);
+        assert!(idle.pre_converges);
+        assert_eq!(idle.mode, Mode::Pre);
+        // Dirtying at 96 % of the link: pre-copy cannot converge; hybrid's faults (eq. 6 over
+        // V_dirty) cost far less than post-copy's over all of memory.
+        let busy = Params { dirty_rate: 120e6, access_rate: 120e6 / 4096.0, ..base };
+        let c = choose_mode(&busy);
+        assert!(!c.pre_converges);
+        assert!(c.hybrid.faults < c.post.faults);
+        assert_eq!(c.mode, Mode::Hybrid);
+        // With free faults (no network delay) post-copy's shorter time wins.
+        let c = choose_mode(&Params { latency: 0.0, ..busy });
+        assert_eq!(c.mode, Mode::Post);
+    }
+
     use super::*;
 
     fn params(d: f64) -> Params {

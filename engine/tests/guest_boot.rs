@@ -4,26 +4,12 @@
 // Integration tests are their own crate: top-level #[test] functions are the convention here.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+use common::image;
+
 use std::time::Duration;
 
-use amvm_engine::qemu::{Guest, GuestImage, GuestOptions};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Builds (or reuses) the guest image under target/guest.
-fn image() -> GuestImage {
-    let dir = repo().join("target/guest");
-    if GuestImage::in_dir(&dir).is_err() {
-        let status =
-            Command::new(repo().join("scripts/build-guest.sh")).arg(&dir).status().expect("run build-guest.sh");
-        assert!(status.success(), "scripts/build-guest.sh failed");
-    }
-    GuestImage::in_dir(&dir).unwrap()
-}
+use amvm_engine::qemu::{Guest, GuestOptions};
 
 /// User + system CPU seconds QEMU has used.
 fn cpu_s(pid: u32) -> f64 {

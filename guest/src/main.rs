@@ -9,6 +9,8 @@
 //! ```text
 //! load 80          CPU duty cycle in percent (0–100)
 //! dirty 120        dirty rate in MB/s (memory and io modes)
+//! hot 20           memory mode: 80 % of writes go to the first 20 % of the working set
+//!                  (0: one sequential sweep over all of it)
 //! mode memory      idle | cpu | memory | io
 //! quit
 //! ```
@@ -71,6 +73,8 @@ struct Control {
     mode: AtomicU32,
     load_pct: AtomicU32,
     dirty_mbps: AtomicU32,
+    /// Hot share of the working set in percent (0: sequential sweep).
+    hot_pct: AtomicU32,
     dirtied_bytes: AtomicU64,
     stop: AtomicBool,
 }
@@ -80,20 +84,22 @@ struct Args {
     mode: Mode,
     load_pct: u32,
     dirty_mbps: u32,
+    hot_pct: u32,
     mem_mb: usize,
     heartbeat_ms: u64,
     io_path: String,
 }
 
 const USAGE: &str = "usage: amvm-workload [--mode idle|cpu|memory|io] [--load PCT] [--dirty-mbps N] \
-[--mem-mb N] [--heartbeat-ms N] [--io-path FILE]\n\
-commands on stdin: load PCT | dirty MBPS | mode M | quit";
+[--hot PCT] [--mem-mb N] [--heartbeat-ms N] [--io-path FILE]\n\
+commands on stdin: load PCT | dirty MBPS | hot PCT | mode M | quit";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         mode: Mode::Idle,
         load_pct: 0,
         dirty_mbps: 0,
+        hot_pct: 0,
         mem_mb: 64,
         heartbeat_ms: 1000,
         io_path: "/tmp/amvm-io".into(),
@@ -108,6 +114,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--mode" => a.mode = Mode::parse(&value).ok_or_else(|| format!("unknown mode {value:?}\n{USAGE}"))?,
             "--load" => a.load_pct = num(&value)?.min(100) as u32,
             "--dirty-mbps" => a.dirty_mbps = num(&value)?.min(100_000) as u32,
+            "--hot" => a.hot_pct = num(&value)?.min(100) as u32,
             "--mem-mb" => a.mem_mb = num(&value)?.clamp(1, 1 << 20) as usize,
             "--heartbeat-ms" => a.heartbeat_ms = num(&value)?.max(10),
             "--io-path" => a.io_path = value,
@@ -125,12 +132,13 @@ fn command(c: &Control, line: &str) -> Result<(), String> {
     match verb {
         "load" => c.load_pct.store(num()?.min(100), Ordering::Relaxed),
         "dirty" => c.dirty_mbps.store(num()?.min(100_000), Ordering::Relaxed),
+        "hot" => c.hot_pct.store(num()?.min(100), Ordering::Relaxed),
         "mode" => {
             let m = arg.and_then(Mode::parse).ok_or("mode needs idle, cpu, memory or io")?;
             c.mode.store(m.code(), Ordering::Relaxed);
         }
         "quit" => c.stop.store(true, Ordering::Relaxed),
-        other => return Err(format!("unknown command {other:?} (load, dirty, mode, quit)")),
+        other => return Err(format!("unknown command {other:?} (load, dirty, hot, mode, quit)")),
     }
     Ok(())
 }
@@ -155,6 +163,7 @@ fn work(c: &Control, mem_mb: usize, io_path: &str) {
     let mut io: Option<std::fs::File> = None;
     let mut io_written = 0u64;
     let mut debt = 0f64; // bytes still to dirty
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64; // xorshift state for the hot-set writes
     let mut last = Instant::now();
     while !c.stop.load(Ordering::Relaxed) {
         let start = Instant::now();
@@ -170,9 +179,20 @@ fn work(c: &Control, mem_mb: usize, io_path: &str) {
                 }
                 debt = (debt + rate * dt).min(memory.len() as f64);
                 let mut dirtied = 0u64;
+                let pages = memory.len() / PAGE;
+                let hot = (pages * c.hot_pct.load(Ordering::Relaxed) as usize / 100).max(1);
                 while debt >= PAGE as f64 {
-                    memory[cursor] = memory[cursor].wrapping_add(1);
-                    cursor = (cursor + PAGE) % memory.len();
+                    if c.hot_pct.load(Ordering::Relaxed) == 0 {
+                        memory[cursor] = memory[cursor].wrapping_add(1);
+                        cursor = (cursor + PAGE) % memory.len();
+                    } else {
+                        // 80 % of the writes into the hot set, the rest anywhere.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let page = if rng % 10 < 8 { (rng >> 8) as usize % hot } else { (rng >> 8) as usize % pages };
+                        memory[page * PAGE] = memory[page * PAGE].wrapping_add(1);
+                    }
                     debt -= PAGE as f64;
                     dirtied += PAGE as u64;
                 }
@@ -232,6 +252,7 @@ fn main() {
         mode: AtomicU32::new(args.mode.code()),
         load_pct: AtomicU32::new(args.load_pct),
         dirty_mbps: AtomicU32::new(args.dirty_mbps),
+        hot_pct: AtomicU32::new(args.hot_pct),
         dirtied_bytes: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -282,6 +303,7 @@ mod tests {
             mode: AtomicU32::new(0),
             load_pct: AtomicU32::new(0),
             dirty_mbps: AtomicU32::new(0),
+            hot_pct: AtomicU32::new(0),
             dirtied_bytes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         }
@@ -293,6 +315,8 @@ mod tests {
         command(&c, "load 80").unwrap();
         command(&c, "dirty 120").unwrap();
         command(&c, "mode memory").unwrap();
+        command(&c, "hot 20").unwrap();
+        assert_eq!(c.hot_pct.load(Ordering::Relaxed), 20);
         assert_eq!(c.load_pct.load(Ordering::Relaxed), 80);
         assert_eq!(c.dirty_mbps.load(Ordering::Relaxed), 120);
         assert_eq!(Mode::from_code(c.mode.load(Ordering::Relaxed)), Mode::Memory);

@@ -12,6 +12,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use super::qmp::{Qmp, QmpError};
+
 /// The line the guest's init prints once the workload is about to start.
 const UP_MARKER: &str = "amvm-guest up:";
 
@@ -101,6 +103,14 @@ pub enum GuestError {
     Closed,
     #[error("cannot write to the guest's console: {0}")]
     Console(#[source] std::io::Error),
+    #[error("runtime directory {path}: {source}")]
+    RunDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
 }
 
 /// One `amvm-heartbeat` line of the workload.
@@ -132,11 +142,16 @@ impl Heartbeat {
     }
 }
 
-/// A running guest. Dropping it kills QEMU.
+/// A running guest. Dropping it kills QEMU and removes its runtime directory.
 pub struct Guest {
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
+    run_dir: PathBuf,
+    /// The guest's QMP session (`run_dir/qmp.sock`).
+    pub qmp: Qmp,
+    /// Memory size (MiB) it was started with.
+    pub memory_mb: u32,
     /// The acceleration it runs under.
     pub accel: Accel,
     /// Why KVM was not used, when it was not.
@@ -166,19 +181,27 @@ impl Guest {
     /// guest does not come up under it.
     pub fn boot(image: &GuestImage, opts: &GuestOptions) -> Result<Guest, GuestError> {
         match opts.accel {
-            Some(a) => Self::boot_with(image, opts, a, None),
+            Some(a) => Self::boot_with(image, opts, a, None, false),
             None => {
                 let reason = match kvm_available() {
-                    Ok(()) => match Self::boot_with(image, opts, Accel::Kvm, None) {
+                    Ok(()) => match Self::boot_with(image, opts, Accel::Kvm, None, false) {
                         Ok(g) => return Ok(g),
                         Err(e) => format!("KVM: {e}"),
                     },
                     Err(why) => why,
                 };
                 tracing::warn!(reason = %reason, "falling back to TCG");
-                Self::boot_with(image, opts, Accel::Tcg, Some(reason))
+                Self::boot_with(image, opts, Accel::Tcg, Some(reason), false)
             }
         }
+    }
+
+    /// Starts an empty QEMU waiting for an incoming migration of a guest booted from `image`
+    /// with `opts` under `accel` (which must be the source's): `-incoming defer`, so the
+    /// migration's capabilities can be set before `migrate-incoming`. The guest's console
+    /// continues on this process once the migration completes.
+    pub fn incoming(image: &GuestImage, opts: &GuestOptions, accel: Accel) -> Result<Guest, GuestError> {
+        Self::boot_with(image, opts, accel, None, true)
     }
 
     fn boot_with(
@@ -186,8 +209,25 @@ impl Guest {
         opts: &GuestOptions,
         accel: Accel,
         fallback: Option<String>,
+        incoming: bool,
     ) -> Result<Guest, GuestError> {
-        let append = format!("console=ttyS0 quiet panic=-1 {}", opts.workload);
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run_dir = std::env::temp_dir().join(format!(
+            "amvm-guest-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|source| GuestError::RunDir { path: run_dir.display().to_string(), source })?;
+        let qmp_path = run_dir.join("qmp.sock");
+        // `pti=on` under TCG: QEMU 7.2's TCG keeps a guest page writable in its TLB after a
+        // migration pass has cleared the page's dirty bit, so writes through long-lived TLB
+        // entries (the kernel's global pages: its stacks) are not seen by pre-copy and the guest
+        // crashes on the destination. Page-table isolation reloads CR3 on every return to user
+        // space, which flushes TCG's TLB and re-arms dirty tracking (docs/lab.md).
+        let tcg_fix = if accel == Accel::Tcg { " pti=on" } else { "" };
+        let append = format!("console=ttyS0 quiet panic=-1{tcg_fix} {}", opts.workload);
         let mut cmd = Command::new(&opts.qemu);
         cmd.args(["-accel", accel.name(), "-m", &opts.memory_mb.to_string(), "-smp", "1"])
             .args(["-nographic", "-no-reboot", "-monitor", "none", "-nodefaults", "-serial", "stdio"])
@@ -196,11 +236,16 @@ impl Guest {
             .arg("-initrd")
             .arg(&image.initrd)
             .args(["-append", &append])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if accel == Accel::Kvm {
             cmd.args(["-cpu", "host"]);
+        }
+        if incoming {
+            cmd.args(["-incoming", "defer"]);
         }
         let start = Instant::now();
         let mut child =
@@ -224,7 +269,44 @@ impl Guest {
                 }
             });
         }
-        let mut guest = Guest { child, stdin, lines, accel, fallback, boot_time: Duration::ZERO };
+        // QEMU creates the socket at start; if it exits first, say what it printed.
+        let qmp_deadline = Instant::now() + Duration::from_secs(10);
+        let qmp = loop {
+            match Qmp::connect(&qmp_path, Duration::from_millis(200)) {
+                Ok(q) => break q,
+                Err(e) => {
+                    let exited = !matches!(child.try_wait(), Ok(None));
+                    if exited || Instant::now() >= qmp_deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let _ = std::fs::remove_dir_all(&run_dir);
+                        let printed: Vec<String> = lines.try_iter().take(5).collect();
+                        if exited {
+                            return Err(GuestError::Boot {
+                                accel: accel.name(),
+                                secs: start.elapsed().as_secs(),
+                                tail: printed.join(" | "),
+                            });
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        let mut guest = Guest {
+            child,
+            stdin,
+            lines,
+            run_dir,
+            qmp,
+            memory_mb: opts.memory_mb,
+            accel,
+            fallback,
+            boot_time: Duration::ZERO,
+        };
+        if incoming {
+            return Ok(guest);
+        }
         let timeout = if accel == Accel::Kvm { opts.kvm_boot_timeout } else { opts.tcg_boot_timeout };
         let mut tail: Vec<String> = Vec::new();
         let deadline = start + timeout;
@@ -254,6 +336,24 @@ impl Guest {
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The guest's run state as QMP reports it (`running`, `paused`, `postmigrate`, `inmigrate`,
+    /// `finish-migrate`, …).
+    pub fn run_state(&mut self) -> Result<String, GuestError> {
+        let st = self.qmp.execute("query-status", serde_json::Value::Null)?;
+        Ok(st["status"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// Stops QEMU at once (the source after a completed migration).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends one workload command (`load 80`, `dirty 120`, `mode memory`, `quit`).
@@ -302,6 +402,7 @@ impl Drop for Guest {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
 
