@@ -12,12 +12,12 @@ if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
 
 # Debian packages: librrd (RRD store) + rrdtool (tests read our files with the stock tool),
 # libclang (bindgen for the rrd crate), libvirt (VM metrics; daemon for tests), pkg-config.
-# Installing qemu-system-x86 downgrades qemu-utils: keep them in one command.
+# QEMU comes from bookworm-backports (below).
 TESTS=0
 [[ "${1:-}" == "--tests" ]] && TESTS=1
 PKGS=(build-essential pkg-config libclang-dev librrd-dev libvirt-dev)
 if ((TESTS)); then
-  PKGS+=(rrdtool libvirt-daemon-system qemu-system-x86 qemu-utils chromium chromium-driver)
+  PKGS+=(rrdtool libvirt-daemon-system chromium chromium-driver)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,6 +27,27 @@ if ((${#missing[@]})); then
   echo "install-deps: installing Debian packages: ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# QEMU >= 9.0 from bookworm-backports for the lab tests: QEMU 7.2 (bookworm) under TCG loses
+# guest writes during pre-copy (its migration bitmap sync did not re-arm TCG's dirty tracking;
+# fixed upstream in 9.0, "physmem: Fix migration dirty bitmap coherency with TCG memory
+# access"), so a migrated guest can crash on the destination. qemu-utils comes along in the
+# same command (installing one without the other downgrades it).
+if ((TESTS)); then
+  qemu_major=$(qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')
+  if [[ -z "$qemu_major" || "$qemu_major" -lt 9 ]]; then
+    src=/etc/apt/sources.list.d/bookworm-backports.sources
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "install-deps: adding Debian bookworm-backports (QEMU >= 9.0 for the lab tests)" >&2
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        | $SUDO tee "$src" >/dev/null
+    fi
+    $SUDO apt-get update -qq
+    echo "install-deps: installing qemu-system-x86 and qemu-utils from bookworm-backports" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null
+  fi
 fi
 
 # Rust: stable toolchain (rustup) with the wasm targets policies and the dashboard build for.

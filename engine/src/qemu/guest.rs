@@ -166,6 +166,15 @@ impl std::fmt::Debug for Guest {
     }
 }
 
+/// QEMU's version (major, minor) from `QEMU --version`.
+pub fn qemu_version(qemu: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(qemu).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split("version ").nth(1)?.split_whitespace().next()?;
+    let mut it = v.split('.').map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// Whether this process can open `/dev/kvm`.
 pub fn kvm_available() -> Result<(), String> {
     std::fs::OpenOptions::new()
@@ -221,12 +230,17 @@ impl Guest {
         std::fs::create_dir_all(&run_dir)
             .map_err(|source| GuestError::RunDir { path: run_dir.display().to_string(), source })?;
         let qmp_path = run_dir.join("qmp.sock");
-        // `pti=on` under TCG: QEMU 7.2's TCG keeps a guest page writable in its TLB after a
-        // migration pass has cleared the page's dirty bit, so writes through long-lived TLB
-        // entries (the kernel's global pages: its stacks) are not seen by pre-copy and the guest
-        // crashes on the destination. Page-table isolation reloads CR3 on every return to user
-        // space, which flushes TCG's TLB and re-arms dirty tracking (docs/lab.md).
-        let tcg_fix = if accel == Accel::Tcg { " pti=on" } else { "" };
+        // `pti=on` under TCG with QEMU < 9.0: QEMU 7.2's migration bitmap sync does not re-arm
+        // TCG's dirty tracking, so writes through TLB entries that outlive a sync (the kernel's
+        // global pages: its stacks) are not seen by pre-copy and the guest crashes on the
+        // destination (fixed in QEMU 9.0: "physmem: Fix migration dirty bitmap coherency with
+        // TCG memory access"). Page-table isolation reloads CR3 on every return to user space,
+        // which flushes TCG's TLB: it narrows the window, it does not close it (docs/lab.md).
+        let old_qemu = qemu_version(&opts.qemu).is_some_and(|(major, _)| major < 9);
+        if accel == Accel::Tcg && old_qemu {
+            tracing::warn!("QEMU older than 9.0 under TCG: pre-copy can lose guest writes; use QEMU >= 9.0");
+        }
+        let tcg_fix = if accel == Accel::Tcg && old_qemu { " pti=on" } else { "" };
         let append = format!("console=ttyS0 quiet panic=-1{tcg_fix} {}", opts.workload);
         let mut cmd = Command::new(&opts.qemu);
         cmd.args(["-accel", accel.name(), "-m", &opts.memory_mb.to_string(), "-smp", "1"])

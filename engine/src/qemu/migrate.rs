@@ -15,6 +15,12 @@
 //!   the first full pass ends, which is what `virsh migrate --postcopy-after-precopy` does.
 //!   Either way QEMU may finish as plain pre-copy first if the rest fits the downtime limit.
 //!
+//! **Recovery**: when the stream breaks during post-copy both QEMUs enter `postcopy-paused`;
+//! the guest keeps running on the destination (it cannot go back: the source no longer has its
+//! newest pages) and the migration reconnects on a new port (`migrate-recover` on the
+//! destination, `migrate` with `resume` on the source) until `recovery_timeout`. Before the
+//! switch a broken stream fails the migration and the guest stays on the source.
+//!
 //! The link cap applies to both phases (`max-bandwidth` and `max-postcopy-bandwidth`): a real
 //! 1 Gbit/s link does not get faster when post-copy starts.
 
@@ -59,10 +65,20 @@ pub struct MigrateOptions {
     pub downtime_limit_ms: u64,
     /// Hybrid: switch after at most this many pre-copy passes.
     pub max_passes: u64,
+    /// Hybrid: QEMU's `downtime-limit` during the pre-copy passes (ms). Small, so that QEMU
+    /// finishes as plain pre-copy only when the rest is tiny and otherwise the switch to
+    /// post-copy (a few ms of downtime) happens: hybrid trades bytes for downtime.
+    pub hybrid_downtime_limit_ms: u64,
     /// A pre-copy phase still running after this is cancelled (the guest stays on the source).
     pub timeout: Duration,
     /// How often QEMU's statistics are read.
     pub poll: Duration,
+    /// Fault injection: cut the migration stream (`migrate-pause`, QEMU's own simulation of a
+    /// network failure) once post-copy has started, to exercise recovery.
+    pub cut_link_in_postcopy: bool,
+    /// How long a paused post-copy may take to recover before the migration gives up waiting
+    /// (the guest keeps running on the destination either way: it cannot go back).
+    pub recovery_timeout: Duration,
 }
 
 impl MigrateOptions {
@@ -73,8 +89,11 @@ impl MigrateOptions {
             bandwidth: None,
             downtime_limit_ms: 300,
             max_passes: 8,
+            hybrid_downtime_limit_ms: 5,
             timeout: Duration::from_secs(60),
             poll: Duration::from_millis(20),
+            cut_link_in_postcopy: false,
+            recovery_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -139,6 +158,8 @@ pub struct QemuReport {
     pub dirty_rate_bytes_per_s: f64,
     /// The guest's run state at the destination afterwards (`running`).
     pub destination_state: String,
+    /// Times a broken post-copy stream was re-established (`migrate-recover` + resume).
+    pub link_recoveries: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +172,8 @@ pub enum MigrateError {
     Config(String),
     #[error("QEMU reports the migration {status}: {desc}")]
     Failed { status: String, desc: String },
+    #[error("post-copy stream lost and not recovered within {secs} s; the guest runs on the destination, still fetching pages")]
+    RecoveryTimeout { secs: u64 },
     #[error(
         "pre-copy did not converge within {secs} s ({sent} bytes sent, {remaining} remaining); cancelled, the guest \
          keeps running on the source"
@@ -197,9 +220,14 @@ pub fn migrate(
     src.qmp.execute("migrate-set-capabilities", caps)?;
     // Unlimited = far above any link; QEMU's own default cap is 128 MiB/s.
     let cap = opts.bandwidth.map_or(100_000_000_000u64, |b| b.max(1.0) as u64);
+    let downtime_limit = if opts.mode == Mode::Hybrid {
+        opts.hybrid_downtime_limit_ms.min(opts.downtime_limit_ms)
+    } else {
+        opts.downtime_limit_ms
+    };
     src.qmp.execute(
         "migrate-set-parameters",
-        json!({ "max-bandwidth": cap, "max-postcopy-bandwidth": cap, "downtime-limit": opts.downtime_limit_ms }),
+        json!({ "max-bandwidth": cap, "max-postcopy-bandwidth": cap, "downtime-limit": downtime_limit }),
     )?;
     let uri = format!("tcp:127.0.0.1:{}", free_port()?);
     dst.qmp.execute("migrate-incoming", json!({ "uri": uri }))?;
@@ -216,9 +244,20 @@ pub fn migrate(
     let mut dirty_at_pass: Vec<u64> = Vec::new();
     let mut last_pass = 0u64;
     let mut dirty_rate = 0.0;
+    let mut link_recoveries = 0u32;
+    let mut cut_done = false;
     let last = loop {
         let q = src.qmp.execute("query-migrate", Value::Null)?;
         let status = q["status"].as_str().unwrap_or("none").to_string();
+        if status == "postcopy-active" && opts.cut_link_in_postcopy && !cut_done {
+            src.qmp.execute("migrate-pause", Value::Null)?;
+            cut_done = true;
+        }
+        if status == "postcopy-paused" {
+            recover(src, dst, opts)?;
+            link_recoveries += 1;
+            continue;
+        }
         let ram = &q["ram"];
         let pass = u(&ram["dirty-sync-count"]);
         let page = u(&ram["page-size"]).max(4096) as f64;
@@ -302,10 +341,17 @@ pub fn migrate(
         std::thread::sleep(opts.poll);
     };
     let ram = &last["ram"];
+    // A switch requested just as pre-copy converged changes nothing: QEMU reports how many
+    // bytes went in post-copy.
+    let in_postcopy = opts.mode == Mode::Post || u(&ram["postcopy-bytes"]) > 0 || u(&ram["postcopy-requests"]) > 0;
+    if !in_postcopy {
+        switched_at_pass = None;
+        switch_after_ms = None;
+    }
     Ok(QemuReport {
         mode: opts.mode,
         switch: (opts.mode == Mode::Hybrid).then_some(opts.switch),
-        completed_as: if switched_at_pass.is_some() { "post-copy" } else { "pre-copy" }.to_string(),
+        completed_as: if in_postcopy { "post-copy" } else { "pre-copy" }.to_string(),
         accel: src.accel.name().to_string(),
         qemu_version: src.qmp.version.clone(),
         memory_mb: src.memory_mb,
@@ -321,7 +367,46 @@ pub fn migrate(
         dirty_at_pass,
         dirty_rate_bytes_per_s: dirty_rate,
         destination_state,
+        link_recoveries,
     })
+}
+
+/// Re-establishes a broken post-copy stream: both sides are in `postcopy-paused` (the guest runs
+/// on the destination and blocks only on pages it still lacks). A new listening socket on the
+/// destination (`migrate-recover`), then the source resumes into it (`migrate` with `resume`).
+fn recover(src: &mut Guest, dst: &mut Guest, opts: &MigrateOptions) -> Result<(), MigrateError> {
+    let deadline = Instant::now() + opts.recovery_timeout;
+    // The destination's main loop may be blocked on a missing page, so only out-of-band
+    // commands reach it; it accepts `migrate-recover` once it has noticed the broken stream.
+    loop {
+        let uri = format!("tcp:127.0.0.1:{}", free_port()?);
+        match dst.qmp.execute_oob("migrate-recover", json!({ "uri": uri })) {
+            Ok(_) => match src.qmp.execute("migrate", json!({ "uri": uri, "resume": true })) {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "post-copy resume failed; retrying"),
+            },
+            Err(QmpError::Command { desc, .. }) if desc.contains("paused") => {}
+            Err(e) => tracing::warn!(error = %e, "migrate-recover failed; retrying"),
+        }
+        // Resumed when the source leaves the paused/recover states.
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(2) {
+            let st = src.qmp.execute("query-migrate", Value::Null)?;
+            match st["status"].as_str().unwrap_or("") {
+                "postcopy-active" | "completed" => return Ok(()),
+                "failed" => {
+                    return Err(MigrateError::Failed {
+                        status: "failed".into(),
+                        desc: st["error-desc"].as_str().unwrap_or("recovery failed").to_string(),
+                    })
+                }
+                _ => std::thread::sleep(opts.poll),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(MigrateError::RecoveryTimeout { secs: opts.recovery_timeout.as_secs() });
+        }
+    }
 }
 
 /// Measures the guest's dirty rate with QEMU's own sampler (`calc-dirty-rate`, page sampling

@@ -45,6 +45,10 @@ pub struct Qmp {
     events: Vec<Event>,
     /// QEMU's version from the greeting, e.g. `7.2.22`.
     pub version: String,
+    /// Out-of-band execution was offered and enabled (commands that must run while QEMU's main
+    /// loop is blocked, e.g. `migrate-recover` on a destination waiting for a page).
+    pub oob: bool,
+    next_id: u64,
 }
 
 impl std::fmt::Debug for Qmp {
@@ -70,11 +74,18 @@ impl Qmp {
         };
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let reader = BufReader::new(stream.try_clone()?);
-        let mut qmp = Qmp { writer: stream, reader, events: Vec::new(), version: String::new() };
+        let mut qmp =
+            Qmp { writer: stream, reader, events: Vec::new(), version: String::new(), oob: false, next_id: 0 };
         let greeting = qmp.read_message()?;
         let v = &greeting["QMP"]["version"]["qemu"];
         qmp.version = format!("{}.{}.{}", v["major"], v["minor"], v["micro"]);
-        qmp.execute("qmp_capabilities", Value::Null)?;
+        let offered = greeting["QMP"]["capabilities"].as_array().is_some_and(|c| c.iter().any(|x| x == "oob"));
+        if offered {
+            qmp.execute("qmp_capabilities", json!({ "enable": ["oob"] }))?;
+            qmp.oob = true;
+        } else {
+            qmp.execute("qmp_capabilities", Value::Null)?;
+        }
         Ok(qmp)
     }
 
@@ -97,6 +108,25 @@ impl Qmp {
         if !arguments.is_null() {
             msg["arguments"] = arguments;
         }
+        self.send(command, msg)
+    }
+
+    /// Runs `command` out of band when QEMU offered it (in band otherwise): it is answered even
+    /// while QEMU's main loop is blocked, which a post-copy destination's can be, on a missing
+    /// page.
+    pub fn execute_oob(&mut self, command: &str, arguments: Value) -> Result<Value, QmpError> {
+        if !self.oob {
+            return self.execute(command, arguments);
+        }
+        self.next_id += 1;
+        let mut msg = json!({ "exec-oob": command, "id": self.next_id });
+        if !arguments.is_null() {
+            msg["arguments"] = arguments;
+        }
+        self.send(command, msg)
+    }
+
+    fn send(&mut self, command: &str, msg: Value) -> Result<Value, QmpError> {
         let mut text = msg.to_string();
         text.push('\n');
         self.writer.write_all(text.as_bytes())?;

@@ -20,6 +20,9 @@ pub enum BenchCommand {
     /// Live migration: the paper's grid (workloads × memory sizes × modes at a bandwidth cap),
     /// plus an unthrottled loopback run.
     Migration(super::migrate::BenchArgs),
+    /// Live migration of real QEMU guests over QMP: pre, post, our hybrid and QEMU's own
+    /// post-copy-after-pre-copy per memory size, beside the memory engine and the model.
+    Qemu(super::bench_qemu::BenchQemuArgs),
     /// Controller API at scale: `GET /hosts`, a one-day series, SSE fan-out (JSON).
     Api(super::bench_api::BenchApiArgs),
 }
@@ -62,6 +65,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Ingest(args) => super::bench_ingest::run(args),
         BenchCommand::Migration(args) => super::migrate::run_bench(args),
         BenchCommand::Api(args) => super::bench_api::run(args),
+        BenchCommand::Qemu(args) => super::bench_qemu::run(args),
     }
 }
 

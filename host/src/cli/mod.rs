@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod bench_api;
 pub mod bench_ingest;
+pub mod bench_qemu;
 pub mod controller;
 pub mod ctl;
 pub mod migrate;
