@@ -60,7 +60,15 @@ fn same_plans(strategy: &str, lower: Option<f64>, mut snap: Snapshot, cycles: u3
             return Err(format!("failures: {:?} {:?}", a.failures, b.failures));
         }
         if a.plan != b.plan {
-            return Err(format!("cycle {c}: indexed plan {:?}\nfull scan plan {:?}", a.plan, b.plan));
+            let (ma, mb) = (&a.plan.migrations, &b.plan.migrations);
+            let i = ma.iter().zip(mb).position(|(x, y)| x != y).unwrap_or(ma.len().min(mb.len()));
+            return Err(format!(
+                "cycle {c}: plans differ at migration {i}: indexed {:?}, full scan {:?} ({} and {} migrations)",
+                ma.get(i),
+                mb.get(i),
+                ma.len(),
+                mb.len()
+            ));
         }
         if a.stats.placement_calls == 0 && b.stats.placement_calls > 0 {
             return Err("the indexed scheduler made no placement call".into());
@@ -153,4 +161,54 @@ proptest! {
             }
         }
     }
+}
+
+/// PABFD as built against `amvm:policy@0.1.0` before `indexed-placement` existed (the
+/// `placement` world only), kept as a fixture: a third party's module of that contract.
+fn old_pabfd() -> String {
+    format!("{}/tests/fixtures/pabfd-placement-0.1.0.wasm", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn a_placement_module_of_the_older_contract_loads_and_decides_the_same() {
+    let rt = runtime();
+    let old = rt.load_file(std::path::Path::new(&old_pabfd())).unwrap();
+    assert_eq!(old.kind(), amvm_host::policy::PolicyKind::Placement);
+    let mut inst = rt.instantiate(&old, &ParamValues::new()).unwrap();
+    assert!(!inst.has_weigh_bound());
+    // Asking it for bounds is an error, never a panic.
+    let ctx =
+        types::Context { cycle: 0, interval_s: 300.0, seed: 0, migration_mbps: 62.5, power_curves: POWER_G4.to_vec() };
+    let groups = types::HostGroups {
+        n: 0,
+        cpu_used_min: vec![],
+        cpu_used_max: vec![],
+        cpu_capacity: vec![],
+        mem_capacity: vec![],
+        power_model: vec![],
+        asleep: vec![],
+    };
+    assert!(inst.weigh_bound(&ctx, types::VmDemand { cpu_mips: 1.0, ram_mb: 1.0 }, &groups).is_err());
+    for name in ["spread", "pack"] {
+        let m = rt.builtin(name).unwrap();
+        assert!(!rt.instantiate(&m, &ParamValues::new()).unwrap().has_weigh_bound(), "{name}");
+    }
+
+    // The strategy with the old module (weighed over every candidate) and the built-in (over
+    // the index) make the same plans.
+    let mut with_old = Strategy::resolve("lr-mmt-1.2").unwrap();
+    with_old.placement.module = old_pabfd();
+    let mut a = Scheduler::new(rt, &with_old).unwrap();
+    let mut b = Scheduler::new(rt, &Strategy::resolve("lr-mmt-1.2").unwrap()).unwrap();
+    let mut snap = cluster(200, 2000, 3, 3, 4);
+    let mut moved = 0;
+    for _ in 0..3 {
+        let (pa, pb) = (a.cycle(&snap), b.cycle(&snap));
+        assert!(pa.failures.is_empty() && pb.failures.is_empty());
+        assert_eq!(pa.plan, pb.plan);
+        moved += pa.plan.migrations.len();
+        apply_instantly(&mut snap, &pa.plan);
+        advance(&mut snap, 3);
+    }
+    assert!(moved > 0);
 }

@@ -13,7 +13,8 @@
 //! of the cycle and is recorded; if the fallback fails too, the cycle returns an empty plan.
 //! Never a half-made plan.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,31 @@ const MIN_WEIGH: usize = 32;
 
 /// A weighed candidate: (should-rules broken, policy weight, host index).
 type Ranked = (u32, f32, usize);
+
+/// A weighed candidate without should-rules, ordered as the full scan ranks them: weight, then
+/// host index.
+#[derive(Debug, Clone, Copy)]
+struct ByWeight(f32, usize);
+
+impl PartialEq for ByWeight {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for ByWeight {}
+
+impl PartialOrd for ByWeight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByWeight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
 
 /// Why a scheduler could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -1135,20 +1161,20 @@ impl Cycle<'_> {
                 }
             }
         }
-        let by_weight = |a: &Ranked, b: &Ranked| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2));
         let add = self.work.vm_batch(&[vm]);
-        let mut pending: Vec<Ranked> = Vec::new();
+        // Weighed hosts that rank before every unweighed one (a min-heap in the full scan's
+        // order), and the others.
+        let mut safe: BinaryHeap<Reverse<ByWeight>> = BinaryHeap::new();
+        let mut later: Vec<ByWeight> = Vec::new();
         let mut next = 0;
         let mut chunk = SHORTLIST;
         loop {
             // Weigh groups until `chunk` weighed hosts rank before every unweighed one.
-            loop {
-                let t = order.get(next).map_or(f32::INFINITY, |o| o.0);
-                let safe = pending.iter().filter(|e| e.1 < t).count();
-                if safe >= chunk || (next == order.len() && fresh.is_empty()) {
-                    break;
-                }
-                while next < order.len() && fresh.len() < MIN_WEIGH {
+            while safe.len() < chunk && !(next == order.len() && fresh.is_empty()) {
+                // At least as many as the veto will check next: a VM vetoed everywhere costs a
+                // few calls, not one per group.
+                let want = MIN_WEIGH.max(chunk - safe.len());
+                while next < order.len() && fresh.len() < want {
                     for &h in ix.members(order[next].1) {
                         if self.admissible(h, from, demand, ram, room) {
                             fresh.push(h);
@@ -1156,26 +1182,33 @@ impl Cycle<'_> {
                     }
                     next += 1;
                 }
-                if fresh.is_empty() {
-                    continue;
+                if !fresh.is_empty() {
+                    let cand = self.gather(&fresh);
+                    let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
+                    self.scratch = Some(cand);
+                    let weights = weights?;
+                    if s.placement.degraded != degraded {
+                        return Ok(None);
+                    }
+                    later.extend(fresh.iter().zip(&weights).filter_map(|(&h, w)| w.map(|w| ByWeight(w, h))));
+                    fresh.clear();
                 }
-                let cand = self.gather(&fresh);
-                let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
-                self.scratch = Some(cand);
-                let weights = weights?;
-                if s.placement.degraded != degraded {
-                    return Ok(None);
+                let t = order.get(next).map_or(f32::INFINITY, |o| o.0);
+                let mut i = 0;
+                while i < later.len() {
+                    if later[i].0 < t {
+                        safe.push(Reverse(later.swap_remove(i)));
+                    } else {
+                        i += 1;
+                    }
                 }
-                pending.extend(fresh.iter().zip(&weights).filter_map(|(&h, w)| w.map(|w| (0, w, h))));
-                fresh.clear();
             }
-            let t = order.get(next).map_or(f32::INFINITY, |o| o.0);
-            pending.sort_unstable_by(by_weight);
-            let take = pending.partition_point(|e| e.1 < t).min(chunk);
+            let take = safe.len().min(chunk);
             if take == 0 {
                 return Ok(Some(None));
             }
-            let batch: Vec<Ranked> = pending.drain(..take).collect();
+            let batch: Vec<Ranked> =
+                (0..take).filter_map(|_| safe.pop()).map(|Reverse(ByWeight(w, h))| (0, w, h)).collect();
             if let Some(h) = self.first_acceptable(s, &batch, &add)? {
                 return Ok(Some(Some(h)));
             }

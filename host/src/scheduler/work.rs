@@ -202,7 +202,11 @@ impl<'a> Work<'a> {
             if col.is_empty() {
                 return Vec::new();
             }
-            idx.iter().flat_map(|&h| col[h * w..(h + 1) * w].iter().copied()).collect()
+            let mut out = Vec::with_capacity(idx.len() * w);
+            for &h in idx {
+                out.extend_from_slice(&col[h * w..(h + 1) * w]);
+            }
+            out
         };
         types::Hosts {
             n: idx.len() as u32,
