@@ -51,6 +51,7 @@ fn same_plans(strategy: &str, lower: Option<f64>, mut snap: Snapshot, cycles: u3
         st.set(&format!("threshold.lower={l}")).map_err(|e| e.to_string())?;
     }
     let mut indexed = Scheduler::new(runtime(), &st).map_err(|e| e.to_string())?;
+    indexed.set_candidate_index_min_hosts(0);
     let mut full = Scheduler::new(runtime(), &st).map_err(|e| e.to_string())?;
     full.set_candidate_index(false);
     for c in 0..cycles {
@@ -200,6 +201,7 @@ fn a_placement_module_of_the_older_contract_loads_and_decides_the_same() {
     with_old.placement.module = old_pabfd();
     let mut a = Scheduler::new(rt, &with_old).unwrap();
     let mut b = Scheduler::new(rt, &Strategy::resolve("lr-mmt-1.2").unwrap()).unwrap();
+    b.set_candidate_index_min_hosts(0);
     let mut snap = cluster(200, 2000, 3, 3, 4);
     let mut moved = 0;
     for _ in 0..3 {
