@@ -1,8 +1,8 @@
 //! Glue between the generated bindings and the plain traits. Used by [`crate::export!`].
 
 use crate::describe::{Descriptor, Params, PolicyKind, Value};
-use crate::views::{Candidates, Context, Hosts, VmDemand, Vms};
-use crate::{PlacementPolicy, SelectionPolicy, ThresholdPolicy};
+use crate::views::{Candidates, Context, HostGroups, Hosts, VmDemand, Vms};
+use crate::{IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy};
 
 pub use crate::bindings::amvm::policy::types;
 
@@ -174,4 +174,23 @@ pub fn weigh<P: PlacementPolicy>(
 ) -> Vec<Option<f32>> {
     let p = configured(slot, P::describe, P::configure);
     p.weigh(&context(ctx), &VmDemand { cpu_mips: vm.cpu_mips, ram_mb: vm.ram_mb }, &candidates(c))
+}
+
+pub fn weigh_bound<P: IndexedPlacementPolicy>(
+    slot: &mut Option<P>,
+    ctx: types::Context,
+    vm: types::VmDemand,
+    g: types::HostGroups,
+) -> Vec<Option<f32>> {
+    let p = configured(slot, P::describe, P::configure);
+    let groups = HostGroups {
+        n: g.n,
+        cpu_used_min: g.cpu_used_min,
+        cpu_used_max: g.cpu_used_max,
+        cpu_capacity: g.cpu_capacity,
+        mem_capacity: g.mem_capacity,
+        power_model: g.power_model,
+        asleep: g.asleep,
+    };
+    p.weigh_bound(&context(ctx), &VmDemand { cpu_mips: vm.cpu_mips, ram_mb: vm.ram_mb }, &groups)
 }

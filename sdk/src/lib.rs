@@ -52,7 +52,7 @@ pub mod stats;
 pub mod views;
 
 pub use describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
-pub use views::{Candidates, Context, HostClass, Hosts, VmDemand, Vms};
+pub use views::{Candidates, Context, HostClass, HostGroups, Hosts, VmDemand, Vms};
 
 /// The generated component bindings. Policy authors do not need these.
 #[doc(hidden)]
@@ -94,6 +94,21 @@ pub mod bindings {
         });
     }
 
+    pub mod indexed_placement {
+        wit_bindgen::generate!({
+            world: "indexed-placement",
+            path: "wit",
+            with: {
+                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_indexed_placement_world",
+            default_bindings_module: "amvm_sdk::bindings::indexed_placement",
+            runtime_path: "amvm_sdk::__wit_bindgen::rt",
+        });
+    }
+
     pub mod placement {
         wit_bindgen::generate!({
             world: "placement",
@@ -117,8 +132,8 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod prelude {
     pub use crate::describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
     pub use crate::stats;
-    pub use crate::views::{Candidates, Context, HostClass, Hosts, VmDemand, Vms};
-    pub use crate::{PlacementPolicy, SelectionPolicy, ThresholdPolicy};
+    pub use crate::views::{Candidates, Context, HostClass, HostGroups, Hosts, VmDemand, Vms};
+    pub use crate::{IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy};
 }
 
 /// Overload detection (the `threshold` world).
@@ -156,10 +171,25 @@ pub trait PlacementPolicy: Sized + 'static {
     fn weigh(&mut self, ctx: &Context, vm: &VmDemand, candidates: &Candidates) -> Vec<Option<f32>>;
 }
 
+/// Placement with a candidate index (the `indexed-placement` world): the host groups candidate
+/// hosts (by capacity, power model, sleep state and a range of CPU in use), asks for a lower
+/// bound of the weight per group, and weighs only the hosts of groups that can still win, so a
+/// placement call does not grow with the cluster. Implement it only when
+/// [`weigh`](PlacementPolicy::weigh) is **row-local** (a candidate's weight depends only on the
+/// context, the VM and that candidate's row, never on the other candidates) and the bound is a
+/// true lower bound for every row a group stands for; otherwise the host would pick a different
+/// host than the full scan. Export with `amvm_sdk::export!(indexed_placement: MyType)`.
+pub trait IndexedPlacementPolicy: PlacementPolicy {
+    /// One entry per group: a lower bound of the weight of any row of the group, or `None` when
+    /// [`weigh`](PlacementPolicy::weigh) filters out every such row.
+    fn weigh_bound(&mut self, ctx: &Context, vm: &VmDemand, groups: &HostGroups) -> Vec<Option<f32>>;
+}
+
 /// Exports a policy type as the component's world.
 ///
-/// `amvm_sdk::export!(threshold: MyType);`, `export!(selection: MyType)` or
-/// `export!(placement: MyType)`. Use it once per crate.
+/// `amvm_sdk::export!(threshold: MyType);`, `export!(selection: MyType)`,
+/// `export!(placement: MyType)` or `export!(indexed_placement: MyType)` (a
+/// [`IndexedPlacementPolicy`]). Use it once per crate.
 #[macro_export]
 macro_rules! export {
     (threshold: $policy:ty) => {
@@ -250,5 +280,39 @@ macro_rules! export {
             }
         }
         $crate::bindings::placement::__export_placement_world!(__AmvmExport with_types_in $crate::bindings::placement);
+    };
+    (indexed_placement: $policy:ty) => {
+        struct __AmvmExport;
+        thread_local! {
+            static __AMVM_POLICY: ::core::cell::RefCell<Option<$policy>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+        impl $crate::bindings::indexed_placement::Guest for __AmvmExport {
+            fn describe() -> $crate::glue::types::Descriptor {
+                $crate::glue::describe::<$policy>(<$policy as $crate::PlacementPolicy>::describe())
+            }
+            fn configure(
+                params: ::std::vec::Vec<$crate::glue::types::Param>,
+            ) -> Result<(), ::std::string::String> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::configure_placement::<$policy>(&mut p.borrow_mut(), params)
+                })
+            }
+            fn weigh(
+                ctx: $crate::glue::types::Context,
+                vm: $crate::glue::types::VmDemand,
+                candidates: $crate::glue::types::Candidates,
+            ) -> ::std::vec::Vec<Option<f32>> {
+                __AMVM_POLICY.with(|p| $crate::glue::weigh::<$policy>(&mut p.borrow_mut(), ctx, vm, candidates))
+            }
+            fn weigh_bound(
+                ctx: $crate::glue::types::Context,
+                vm: $crate::glue::types::VmDemand,
+                groups: $crate::glue::types::HostGroups,
+            ) -> ::std::vec::Vec<Option<f32>> {
+                __AMVM_POLICY.with(|p| $crate::glue::weigh_bound::<$policy>(&mut p.borrow_mut(), ctx, vm, groups))
+            }
+        }
+        $crate::bindings::indexed_placement::__export_indexed_placement_world!(__AmvmExport with_types_in $crate::bindings::indexed_placement);
     };
 }

@@ -283,6 +283,57 @@ impl Candidates {
     }
 }
 
+/// Groups of candidate hosts for [`IndexedPlacementPolicy::weigh_bound`](crate::IndexedPlacementPolicy::weigh_bound):
+/// group `i` stands for every candidate row whose CPU in use lies in
+/// `cpu_used_min(i)..=cpu_used_max(i)` and whose CPU capacity, memory capacity, power model and
+/// sleep state are the group's, with any memory in use and VM count.
+#[derive(Debug, Clone, Default)]
+pub struct HostGroups {
+    pub n: u32,
+    pub cpu_used_min: Vec<f32>,
+    pub cpu_used_max: Vec<f32>,
+    pub cpu_capacity: Vec<f32>,
+    pub mem_capacity: Vec<f32>,
+    pub power_model: Vec<u32>,
+    pub asleep: Vec<u8>,
+}
+
+impl HostGroups {
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Least CPU in use (MIPS) of a row of group `i`.
+    pub fn cpu_used_min(&self, i: usize) -> f32 {
+        self.cpu_used_min.get(i).copied().unwrap_or(0.0)
+    }
+
+    /// Most CPU in use (MIPS) of a row of group `i`.
+    pub fn cpu_used_max(&self, i: usize) -> f32 {
+        self.cpu_used_max.get(i).copied().unwrap_or(0.0)
+    }
+
+    pub fn cpu_capacity(&self, i: usize) -> f32 {
+        self.cpu_capacity.get(i).copied().unwrap_or(0.0)
+    }
+
+    pub fn mem_capacity(&self, i: usize) -> f32 {
+        self.mem_capacity.get(i).copied().unwrap_or(0.0)
+    }
+
+    pub fn power_model(&self, i: usize) -> u32 {
+        self.power_model.get(i).copied().unwrap_or(0)
+    }
+
+    pub fn asleep(&self, i: usize) -> bool {
+        self.asleep.get(i).is_some_and(|&a| a != 0)
+    }
+}
+
 impl Hosts {
     /// Classifies every host with one rule applied to each monitored resource (CPU, memory,
     /// network; paper 3.3.1): a host is overloaded when `overloaded(host, history)` holds for any

@@ -49,6 +49,10 @@ pub struct BenchPolicyArgs {
     /// (repeatable).
     #[arg(long = "set", value_name = "KIND.NAME=VALUE")]
     pub set: Vec<String>,
+    /// Weigh every fitting candidate in each placement call (no candidate index): same plans,
+    /// for comparison.
+    #[arg(long)]
+    pub full_scan: bool,
     /// Seed of the synthetic cluster.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -89,6 +93,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     }
     let t0 = std::time::Instant::now();
     let mut scheduler = Scheduler::new(&runtime, &strategy)?;
+    scheduler.set_candidate_index(!args.full_scan);
     let load_ms = ms(t0.elapsed());
     let mut snap = SyntheticSpec::new(args.hosts, args.vms, args.seed).build();
     let active_before = snap.hosts.state.iter().filter(|&&s| s == HostState::Active).count();
@@ -107,11 +112,21 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let mut policy_ms = Vec::new();
     let mut last = None;
     let mut migrations = Vec::new();
+    // Timed cycles that ran out of policy-time budget (fallbacks used) or skipped a module
+    // disabled by its circuit breaker: those did not run the strategy as configured.
+    let mut over_budget = 0u32;
+    let mut disabled: Vec<String> = Vec::new();
     for c in 0..u64::from(args.cycles.max(1)) {
         snap.cycle = first_timed + c;
         advance(&mut snap, args.seed);
         let out = scheduler.cycle(&snap);
         migrations.push(out.plan.migrations.len() as f64);
+        over_budget += u32::from(out.budget_overrun.is_some());
+        for m in &out.disabled {
+            if !disabled.contains(m) {
+                disabled.push(m.clone());
+            }
+        }
         apply_instantly(&mut snap, &out.plan);
         cycle_ms.push(ms(out.stats.elapsed));
         classify_all_ms.push(ms(out.stats.classify_all_time));
@@ -141,6 +156,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         "bench": "policy",
         "strategy": strategy.name,
         "overrides": args.set,
+        "candidate_index": !args.full_scan,
         "hosts": args.hosts,
         "vms": args.vms,
         "cycles": args.cycles,
@@ -148,6 +164,8 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         "settle": settle,
         "active_hosts_before_settle": active_before,
         "active_hosts_timed": active_after,
+        "cycles_over_budget": over_budget,
+        "modules_disabled": disabled,
         "cycle_ms_median": percentile(&cycle_ms, 50.0),
         "cycle_ms_p95": percentile(&cycle_ms, 95.0),
         "classify_all_ms_median": percentile(&classify_all_ms, 50.0),

@@ -30,5 +30,16 @@ pub mod placement {
     });
 }
 
+pub mod indexed_placement {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "indexed-placement",
+        with: {
+            "amvm:policy/types": super::threshold::amvm::policy::types,
+            "amvm:policy/host": super::threshold::amvm::policy::host,
+        },
+    });
+}
+
 pub use threshold::amvm::policy::host::{Host as HostImports, Level};
 pub use threshold::amvm::policy::types;

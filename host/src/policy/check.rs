@@ -177,6 +177,68 @@ fn first_host(h: &types::Hosts) -> types::Hosts {
     }
 }
 
+/// An `indexed-placement` module keeps its two promises on the probe: a subset of the candidates
+/// weighs as in the whole list (row-local weights), and each candidate's own one-row group is
+/// bounded by its weight. A broken promise would make the candidate index pick other hosts than
+/// the full scan, so it is refused at load.
+fn check_bounds(
+    inst: &mut PolicyInstance,
+    c: &Cluster,
+    vm: types::VmDemand,
+    weights: &[Option<f32>],
+) -> Result<(), PolicyError> {
+    let cand = &c.candidates;
+    let n = (cand.n as usize).min(64);
+    let take = |col: &Vec<f32>| col[..n].to_vec();
+    let subset = types::Candidates {
+        n: n as u32,
+        cpu_used: take(&cand.cpu_used),
+        cpu_capacity: take(&cand.cpu_capacity),
+        mem_used: take(&cand.mem_used),
+        mem_capacity: take(&cand.mem_capacity),
+        power_model: cand.power_model[..n].to_vec(),
+        vm_count: cand.vm_count[..n].to_vec(),
+        asleep: cand.asleep[..n].to_vec(),
+    };
+    let part = inst.weigh(&c.ctx, vm, &subset)?;
+    if let Some(i) = (0..n).find(|&i| part[i].map(f32::to_bits) != weights[i].map(f32::to_bits)) {
+        return Err(PolicyError::InvalidOutput {
+            function: "weigh",
+            reason: format!(
+                "candidate {i} weighs {:?} among {n} candidates but {:?} among all; an indexed-placement \
+                 module must weigh each row on its own",
+                part[i], weights[i]
+            ),
+        });
+    }
+    let groups = types::HostGroups {
+        n: n as u32,
+        cpu_used_min: take(&cand.cpu_used),
+        cpu_used_max: take(&cand.cpu_used),
+        cpu_capacity: take(&cand.cpu_capacity),
+        mem_capacity: take(&cand.mem_capacity),
+        power_model: cand.power_model[..n].to_vec(),
+        asleep: cand.asleep[..n].to_vec(),
+    };
+    let bounds = inst.weigh_bound(&c.ctx, vm, &groups)?;
+    for i in 0..n {
+        let fits = cand.cpu_used[i] + vm.cpu_mips <= cand.cpu_capacity[i]
+            && cand.mem_used[i] + vm.ram_mb <= cand.mem_capacity[i];
+        let broken = match (bounds[i], weights[i]) {
+            (_, None) => false,
+            (None, Some(_)) => fits,
+            (Some(b), Some(w)) => fits && b > w,
+        };
+        if broken {
+            return Err(PolicyError::InvalidOutput {
+                function: "weigh-bound",
+                reason: format!("bound {:?} for the group of candidate {i}, which weighs {:?}", bounds[i], weights[i]),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs the main decision call three times; returns what it said (for the OK line) and its cost.
 fn probe(inst: &mut PolicyInstance, c: &Cluster) -> Result<(String, Probe), PolicyError> {
     let n = c.hosts.n as usize;
@@ -195,8 +257,15 @@ fn probe(inst: &mut PolicyInstance, c: &Cluster) -> Result<(String, Probe), Poli
                 format!("select({} VMs): {} named", c.host0_vms.n, order.len())
             }
             PolicyKind::Placement => {
-                let weights = inst.weigh(&c.ctx, types::VmDemand { cpu_mips: 500.0, ram_mb: 613.0 }, &c.candidates)?;
+                let vm = types::VmDemand { cpu_mips: 500.0, ram_mb: 613.0 };
+                let weights = inst.weigh(&c.ctx, vm, &c.candidates)?;
                 let kept = weights.iter().filter(|w| w.is_some()).count();
+                if inst.has_weigh_bound() {
+                    // The cost reported is the weigh call's.
+                    let cost = inst.last_call;
+                    check_bounds(inst, c, vm, &weights)?;
+                    inst.last_call = cost;
+                }
                 format!("weigh({n} candidates): {kept} kept")
             }
         };

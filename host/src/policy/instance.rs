@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
-use super::bindings::{placement::Placement, selection::Selection, threshold::Threshold, types, HostImports, Level};
+use super::bindings::{
+    indexed_placement::IndexedPlacement, placement::Placement, selection::Selection, threshold::Threshold, types,
+    HostImports, Level,
+};
 use super::bounded::TooLong;
 use super::descriptor::{to_raw_value, ParamValues, PolicyKind};
 use super::module::{DeniedCall, PolicyModule, WorldPre};
@@ -103,6 +106,7 @@ enum Bindings {
     Threshold(Threshold),
     Selection(Selection),
     Placement(Placement),
+    IndexedPlacement(IndexedPlacement),
 }
 
 struct Live {
@@ -200,11 +204,13 @@ impl PolicyInstance {
             WorldPre::Threshold(p) => p.instantiate(&mut *store).map(Bindings::Threshold),
             WorldPre::Selection(p) => p.instantiate(&mut *store).map(Bindings::Selection),
             WorldPre::Placement(p) => p.instantiate(&mut *store).map(Bindings::Placement),
+            WorldPre::IndexedPlacement(p) => p.instantiate(&mut *store).map(Bindings::IndexedPlacement),
         })?;
         let configured = self.guarded(&mut store, "configure", |store, _| match &bindings {
             Bindings::Threshold(b) => b.call_configure(&mut *store, &params),
             Bindings::Selection(b) => b.call_configure(&mut *store, &params),
             Bindings::Placement(b) => b.call_configure(&mut *store, &params),
+            Bindings::IndexedPlacement(b) => b.call_configure(&mut *store, &params),
         })?;
         configured.map_err(|msg| PolicyError::Rejected(sanitize(&msg, super::sanitize::MESSAGE_CHARS)))?;
         self.live = Some(Live { store, bindings });
@@ -353,6 +359,7 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Placement)?;
         let out = self.call("weigh", |store, b| match b {
             Bindings::Placement(p) => p.call_weigh(store, ctx, vm, candidates),
+            Bindings::IndexedPlacement(p) => p.call_weigh(store, ctx, vm, candidates),
             _ => Err(kind_lost()),
         })?;
         check_len("weigh", out.len(), candidates.n as usize)?;
@@ -361,6 +368,33 @@ impl PolicyInstance {
                 "weigh",
                 format!("weight {w} for candidate {i}; weights must be finite (use none to filter)"),
             ));
+        }
+        Ok(out)
+    }
+
+    /// Whether the module exports `weigh-bound` (world `indexed-placement`): its weights are
+    /// row-local and bounded per group of hosts.
+    pub fn has_weigh_bound(&self) -> bool {
+        matches!(self.module.pre, WorldPre::IndexedPlacement(_))
+    }
+
+    /// Placement (`indexed-placement` only): a lower bound of the weight per group of hosts, or
+    /// none when every row of the group is filtered out; validated (not NaN; an infinite bound
+    /// is no bound).
+    pub fn weigh_bound(
+        &mut self,
+        ctx: &types::Context,
+        vm: types::VmDemand,
+        groups: &types::HostGroups,
+    ) -> Result<Vec<Option<f32>>, PolicyError> {
+        self.expect_kind(PolicyKind::Placement)?;
+        let out = self.call("weigh-bound", |store, b| match b {
+            Bindings::IndexedPlacement(p) => p.call_weigh_bound(store, ctx, vm, groups),
+            _ => Err(wasmtime::Error::msg("the module does not export weigh-bound")),
+        })?;
+        check_len("weigh-bound", out.len(), groups.n as usize)?;
+        if let Some(i) = out.iter().position(|b| b.is_some_and(f32::is_nan)) {
+            return Err(invalid("weigh-bound", format!("bound NaN for group {i}")));
         }
         Ok(out)
     }

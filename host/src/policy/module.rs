@@ -8,7 +8,9 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType};
 use wasmtime::Engine;
 
-use super::bindings::{placement::PlacementPre, selection::SelectionPre, threshold::ThresholdPre};
+use super::bindings::{
+    indexed_placement::IndexedPlacementPre, placement::PlacementPre, selection::SelectionPre, threshold::ThresholdPre,
+};
 use super::descriptor::{Descriptor, PolicyKind};
 use super::instance::StoreState;
 use super::PolicyError;
@@ -18,6 +20,8 @@ pub(crate) enum WorldPre {
     Threshold(ThresholdPre<StoreState>),
     Selection(SelectionPre<StoreState>),
     Placement(PlacementPre<StoreState>),
+    /// A placement module that also exports `weigh-bound` (world `indexed-placement`).
+    IndexedPlacement(IndexedPlacementPre<StoreState>),
 }
 
 impl WorldPre {
@@ -26,7 +30,7 @@ impl WorldPre {
         match self {
             WorldPre::Threshold(_) => PolicyKind::Threshold,
             WorldPre::Selection(_) => PolicyKind::Selection,
-            WorldPre::Placement(_) => PolicyKind::Placement,
+            WorldPre::Placement(_) | WorldPre::IndexedPlacement(_) => PolicyKind::Placement,
         }
     }
 
@@ -35,6 +39,7 @@ impl WorldPre {
             WorldPre::Threshold(p) => p.instance_pre(),
             WorldPre::Selection(p) => p.instance_pre(),
             WorldPre::Placement(p) => p.instance_pre(),
+            WorldPre::IndexedPlacement(p) => p.instance_pre(),
         }
     }
 }
@@ -94,11 +99,12 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(), PolicyError> {
     }
 }
 
-/// The functions each world exports besides `describe` and `configure`.
+/// The functions each world exports besides `describe` and `configure` (placement: `weigh`, and
+/// `weigh-bound` in the optional `indexed-placement` world).
 const WORLDS: [(PolicyKind, &[&str]); 3] = [
     (PolicyKind::Threshold, &["classify", "would-overload"]),
     (PolicyKind::Selection, &["select"]),
-    (PolicyKind::Placement, &["weigh"]),
+    (PolicyKind::Placement, &["weigh", "weigh-bound"]),
 ];
 const COMMON: [&str; 2] = ["describe", "configure"];
 
@@ -212,6 +218,8 @@ fn deny_item(
 /// the imports that are denied.
 pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPre, Vec<String>), PolicyError> {
     let kind = detect_world(engine, component)?;
+    let indexed = kind == PolicyKind::Placement
+        && component.component_type().exports(engine).any(|(name, _)| name == "weigh-bound");
     let mut linker: Linker<StoreState> = Linker::new(engine);
     let internal = |e: wasmtime::Error| PolicyError::Internal(format!("{e:#}"));
     let host_import = "amvm:policy/host@0.1.0";
@@ -228,6 +236,9 @@ pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPr
     let pre = match kind {
         PolicyKind::Threshold => WorldPre::Threshold(ThresholdPre::new(pre).map_err(mismatch("threshold"))?),
         PolicyKind::Selection => WorldPre::Selection(SelectionPre::new(pre).map_err(mismatch("selection"))?),
+        PolicyKind::Placement if indexed => {
+            WorldPre::IndexedPlacement(IndexedPlacementPre::new(pre).map_err(mismatch("indexed-placement"))?)
+        }
         PolicyKind::Placement => WorldPre::Placement(PlacementPre::new(pre).map_err(mismatch("placement"))?),
     };
     Ok((pre, denied))

@@ -13,7 +13,8 @@
 //! of the cycle and is recorded; if the fallback fails too, the cycle returns an empty plan.
 //! Never a half-made plan.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use crate::policy::{types, Breaker, PolicyError, PolicyInstance, PolicyKind, Pol
 use super::budget::{BudgetOverrun, CycleBudget, Guard};
 
 use super::idmap::{IdMap, IdSet};
+use super::index::CandIndex;
 use super::rules::{OperatorRules, Refusal, RuleIndex};
 use super::snapshot::{HostId, HostState, Migration, MigrationReason, Plan, Snapshot, VmId};
 use super::strategy::{PolicyChoice, Strategy};
@@ -37,8 +39,42 @@ use super::work::Work;
 /// checks four times as many (8, 32, 128, …), so a long run of vetoed hosts costs few calls.
 const SHORTLIST: usize = 8;
 
+/// Fewest candidates weighed per `weigh` call on the candidate index (groups are taken whole,
+/// best bound first, until at least this many fitting hosts are gathered).
+const MIN_WEIGH: usize = 32;
+
+/// Fewest destinations for which a placement step uses the candidate index: below this a full
+/// scan is cheaper than the extra bound call and the smaller weigh calls (the PlanetLab data
+/// centre's 800 hosts ran 1.7× slower indexed). Either way the plans are the same.
+const INDEX_MIN_HOSTS: usize = 2000;
+
 /// A weighed candidate: (should-rules broken, policy weight, host index).
 type Ranked = (u32, f32, usize);
+
+/// A weighed candidate without should-rules, ordered as the full scan ranks them: weight, then
+/// host index.
+#[derive(Debug, Clone, Copy)]
+struct ByWeight(f32, usize);
+
+impl PartialEq for ByWeight {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for ByWeight {}
+
+impl PartialOrd for ByWeight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByWeight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
 
 /// Why a scheduler could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +163,10 @@ pub struct Scheduler {
     under_streak: IdMap<HostId, u32>,
     moved_at: IdMap<VmId, u64>,
     tracing: bool,
+    /// Placement over the candidate index when the module can bound its weights (`index.rs`).
+    candidate_index: bool,
+    /// Fewest destinations a placement step indexes (`INDEX_MIN_HOSTS`).
+    index_min_hosts: usize,
     /// Cycle budget and circuit breaker (`budget.rs`).
     guard: Guard,
     /// Operator rules added by the world or the operator (e.g. maintenance set through the
@@ -184,6 +224,8 @@ impl Scheduler {
             under_streak: IdMap::default(),
             moved_at: IdMap::default(),
             tracing: false,
+            candidate_index: true,
+            index_min_hosts: INDEX_MIN_HOSTS,
             extra_rules: OperatorRules::default(),
             guard: Guard::new(
                 Arc::new(Breaker::default()),
@@ -210,6 +252,19 @@ impl Scheduler {
     /// not pay for it).
     pub fn set_tracing(&mut self, on: bool) {
         self.tracing = on;
+    }
+
+    /// Off: weigh every fitting candidate in every placement call, even when the placement
+    /// module exports `weigh-bound` (on by default; the plans are the same, only slower — for
+    /// comparisons and benchmarks).
+    pub fn set_candidate_index(&mut self, on: bool) {
+        self.candidate_index = on;
+    }
+
+    /// Index placement steps with at least `hosts` destinations (default 2000; below that a
+    /// full scan is cheaper). Tests set 0 to index small clusters too.
+    pub fn set_candidate_index_min_hosts(&mut self, hosts: usize) {
+        self.index_min_hosts = hosts;
     }
 
     /// Adds operator rules to the strategy's own (replacing those set before).
@@ -243,13 +298,16 @@ impl Scheduler {
             migrations: Vec::new(),
             scratch: None,
             host_class: Vec::new(),
+            class_rep: Vec::new(),
             n_classes: 0,
+            index: None,
             trace: self.tracing.then(DecisionTrace::default),
             last_place: None,
             veto_log: Vec::new(),
             budget: CycleBudget::new(self.guard.budget),
         };
-        (cycle.host_class, cycle.n_classes) = host_classes(snap);
+        (cycle.host_class, cycle.class_rep) = host_classes(snap);
+        cycle.n_classes = cycle.class_rep.len();
         let result = cycle.run(self);
         let budget_overrun = cycle.budget.into_overrun();
         self.guard.end(
@@ -287,9 +345,10 @@ fn refill<T>(v: &mut Vec<T>, items: impl Iterator<Item = T>) {
 }
 
 /// Groups hosts by everything a candidate row says about an empty host: the class of each host
-/// and the number of classes.
-fn host_classes(snap: &Snapshot) -> (Vec<usize>, usize) {
+/// and the first host of each class.
+fn host_classes(snap: &Snapshot) -> (Vec<usize>, Vec<usize>) {
     let mut keys: HashMap<(u32, u32, u32, u32), usize> = HashMap::new();
+    let mut rep = Vec::new();
     let class = (0..snap.hosts.len())
         .map(|h| {
             let key = (
@@ -299,10 +358,23 @@ fn host_classes(snap: &Snapshot) -> (Vec<usize>, usize) {
                 snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY).to_bits(),
             );
             let next = keys.len();
-            *keys.entry(key).or_insert(next)
+            let c = *keys.entry(key).or_insert(next);
+            if c == rep.len() {
+                rep.push(h);
+            }
+            c
         })
         .collect();
-    (class, keys.len())
+    (class, rep)
+}
+
+/// The placement instance the next call goes to.
+fn placement_now(s: &Scheduler) -> &PolicyInstance {
+    if s.placement.degraded {
+        &s.placement.fallback
+    } else {
+        &s.placement.primary
+    }
 }
 
 struct Cycle<'a> {
@@ -316,9 +388,14 @@ struct Cycle<'a> {
     migrations: Vec<(usize, usize, usize, MigrationReason)>,
     /// Candidate columns of the last placement call, kept so the next one reuses their memory.
     scratch: Option<types::Candidates>,
-    /// Host type per host (capacity, memory, power model, core speed), and how many types.
+    /// Host type per host (capacity, memory, power model, core speed), the first host of each
+    /// type, and how many types.
     host_class: Vec<usize>,
+    class_rep: Vec<usize>,
     n_classes: usize,
+    /// The destinations of the current placement step grouped for `weigh-bound` (only with an
+    /// `indexed-placement` module and tracing off), kept in step with `work` by [`Self::sync_index`].
+    index: Option<CandIndex>,
     trace: Option<DecisionTrace>,
     /// The last placement call's candidates, filter counts and ranked top (tracing only).
     last_place: Option<(u32, FilterCounts, Vec<Candidate>)>,
@@ -557,13 +634,17 @@ impl Cycle<'_> {
         // Hosts with VMs are offered one by one; empty sleeping hosts one per type.
         let (mut pool, sleeping): (Vec<usize>, Vec<usize>) =
             (0..n).filter(|&h| !excluded_dest[h]).partition(|&h| self.work.state[h] != HostState::Asleep);
+        if !to_place.is_empty() {
+            self.build_index(s, pool.iter().copied());
+        }
         for &(vm, from) in &to_place {
             self.work.migrations[from] -= 1; // the reservation becomes the real count in place()
             let emptying = self.rules.must_empty(from);
-            match self.find_host(s, vm, from, (&pool, &sleeping), &room, emptying)? {
+            match self.find_host(s, vm, from, (Some(&pool), &sleeping), &room, emptying)? {
                 Some(to) => {
                     if self.work.state[to] == HostState::Asleep && self.work.vms_on[to].is_empty() {
                         pool.push(to); // woken by this plan: from now on a host like any other
+                        self.index_insert(to);
                     }
                     let reason = if emptying { MigrationReason::Maintenance } else { MigrationReason::Overload };
                     self.work.place(vm, from, to);
@@ -598,11 +679,22 @@ impl Cycle<'_> {
         // hosts with migrations in flight are skipped (as Beloglazov & Buyya).
         underloaded.retain(|&h| self.work.util(h) > 0.0 && snap.hosts.migrations_in_flight[h] == 0);
         underloaded.sort_by(|&a, &b| self.work.util(a).total_cmp(&self.work.util(b)).then(a.cmp(&b)));
+        // Evacuation destinations: active hosts only (no waking to empty another host), indexed
+        // once and shrunk as sources are tried.
+        self.index = None;
+        if !underloaded.is_empty() {
+            let dest: Vec<usize> =
+                (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect();
+            self.build_index(s, dest.into_iter());
+        }
         for h in underloaded {
             if involved.contains(&h) || self.rules.keeps_awake(h) {
                 continue;
             }
             excluded_dest[h] = true;
+            if let Some(ix) = self.index.as_mut() {
+                ix.remove(h);
+            }
             let mut vms: Vec<usize> = self.work.vms_on[h].clone();
             if vms.is_empty() {
                 continue;
@@ -639,12 +731,14 @@ impl Cycle<'_> {
             vms.sort_by(|&a, &b| self.work.demand(b).total_cmp(&self.work.demand(a)));
             let mut placed: Vec<(usize, usize)> = Vec::new();
             let mut complete = true;
-            // Evacuation destinations: active hosts only (no waking to empty another host).
-            let pool: Vec<usize> =
-                (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect();
+            // Without the index, the destinations are listed for each source.
+            let pool: Option<Vec<usize>> = self
+                .index
+                .is_none()
+                .then(|| (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect());
             for &vm in &vms {
                 self.work.detach(vm);
-                match self.find_host(s, vm, h, (&pool, &[]), &room, true)? {
+                match self.find_host(s, vm, h, (pool.as_deref(), &[]), &room, true)? {
                     Some(to) => {
                         self.work.place(vm, h, to);
                         placed.push((vm, to));
@@ -698,15 +792,33 @@ impl Cycle<'_> {
     /// forbids, those breaking the fewest should-rules, then the lowest weight, that the
     /// threshold policy would not call overloaded with the VM added. `evacuating`: `from` is
     /// being emptied entirely (its keep-together mates follow the VM).
+    /// `pool: None`: the hosts of the candidate index.
     fn find_host(
         &mut self,
         s: &mut Scheduler,
         vm: usize,
         from: usize,
-        (pool, sleeping): (&[usize], &[usize]),
+        (pool, sleeping): (Option<&[usize]>, &[usize]),
         room: &impl Fn(&Work, usize) -> bool,
         evacuating: bool,
     ) -> Result<Option<usize>, Abort> {
+        if self.index.is_some()
+            && self.trace.is_none()
+            && !(self.rules.active && self.rules.has_vm_rules(vm))
+            && placement_now(s).has_weigh_bound()
+        {
+            if let Some(found) = self.find_host_indexed(s, vm, from, sleeping, room)? {
+                return Ok(found);
+            }
+        }
+        let listed;
+        let pool = match pool {
+            Some(p) => p,
+            None => {
+                listed = self.index.as_ref().map(CandIndex::hosts).unwrap_or_default();
+                &listed
+            }
+        };
         let snap = self.work.snap;
         let demand = self.work.demand(vm);
         let ram = snap.vms.ram_mb[vm];
@@ -889,6 +1001,237 @@ impl Cycle<'_> {
             size *= 4;
         }
         Ok(None)
+    }
+
+    /// Indexes `dest` as the destinations of a placement step, when the placement module can
+    /// bound its weights and tracing is off (the trace lists every candidate).
+    fn build_index(&mut self, s: &Scheduler, dest: impl Iterator<Item = usize>) {
+        self.index = None;
+        if !s.candidate_index || self.trace.is_some() || !placement_now(s).has_weigh_bound() {
+            return;
+        }
+        let dest: Vec<usize> = dest.collect();
+        if dest.len() < s.index_min_hosts {
+            return;
+        }
+        self.work.dirty.clear();
+        self.index = Some(CandIndex::new(self.work.snap.hosts.len(), self.n_classes));
+        for h in dest {
+            self.index_insert(h);
+        }
+    }
+
+    fn index_key(&self, h: usize) -> usize {
+        let w = &self.work;
+        CandIndex::key(self.host_class[h], w.state[h] == HostState::Asleep, w.cpu_used[h], w.hosts.cpu_capacity[h])
+    }
+
+    fn index_insert(&mut self, h: usize) {
+        let key = self.index_key(h);
+        if let Some(ix) = self.index.as_mut() {
+            ix.insert(h, key);
+        }
+    }
+
+    /// Moves the hosts whose load changed to their groups.
+    fn sync_index(&mut self) {
+        let dirty = std::mem::take(&mut self.work.dirty);
+        for &h in &dirty {
+            let key = self.index_key(h);
+            if let Some(ix) = self.index.as_mut() {
+                ix.update(h, key);
+            }
+        }
+        self.work.dirty = dirty;
+        self.work.dirty.clear();
+    }
+
+    /// Whether `vm` (detached from `from`) may go to `h` on the host side: capacity, migration
+    /// slots, operator host rules (the indexed path runs only for VMs without VM rules).
+    fn admissible(&self, h: usize, from: usize, demand: f32, ram: f32, room: &impl Fn(&Work, usize) -> bool) -> bool {
+        let work = &self.work;
+        let core_limit = work.snap.hosts.core_mips.get(h).copied().unwrap_or(f32::INFINITY);
+        h != from
+            && work.state[h] != HostState::Down
+            && room(work, h)
+            && work.cpu_used[h] + demand <= work.hosts.cpu_capacity[h]
+            && work.mem_used[h] + ram <= work.hosts.mem_capacity[h]
+            && demand <= core_limit
+            && (!self.rules.active
+                || self
+                    .rules
+                    .host_refusal(h, work.cpu_used[h] + demand, work.mem_used[h] + ram, work.inflow[h])
+                    .is_none())
+    }
+
+    /// Candidate rows of `idx`, into the previous call's buffers.
+    fn gather(&mut self, idx: &[usize]) -> types::Candidates {
+        let work = &self.work;
+        let mut cand = self.scratch.take().unwrap_or_else(|| types::Candidates {
+            n: 0,
+            cpu_used: Vec::new(),
+            cpu_capacity: Vec::new(),
+            mem_used: Vec::new(),
+            mem_capacity: Vec::new(),
+            power_model: Vec::new(),
+            vm_count: Vec::new(),
+            asleep: Vec::new(),
+        });
+        cand.n = idx.len() as u32;
+        refill(&mut cand.cpu_used, idx.iter().map(|&h| work.cpu_used[h]));
+        refill(&mut cand.cpu_capacity, idx.iter().map(|&h| work.hosts.cpu_capacity[h]));
+        refill(&mut cand.mem_used, idx.iter().map(|&h| work.mem_used[h]));
+        refill(&mut cand.mem_capacity, idx.iter().map(|&h| work.hosts.mem_capacity[h]));
+        refill(&mut cand.power_model, idx.iter().map(|&h| work.snap.hosts.power_model[h]));
+        refill(&mut cand.vm_count, idx.iter().map(|&h| work.vms_on[h].len() as u32));
+        refill(&mut cand.asleep, idx.iter().map(|&h| u8::from(work.state[h] == HostState::Asleep)));
+        cand
+    }
+
+    /// [`Self::find_host`] over the candidate index, for a module exporting `weigh-bound` and a
+    /// VM without VM rules: the same host as the full scan, weighing only the groups whose
+    /// bound can still beat the best weights found. Groups are weighed best bound first; a
+    /// weighed host is checked for overload once its weight is below every unweighed group's
+    /// bound (so it ranks before every unweighed host), in the full scan's order (weight, then
+    /// host index), in chunks of 8, 32, 128, … `None`: the placement module changed mid-way (it
+    /// failed or the budget ran out), so the caller scans instead.
+    fn find_host_indexed(
+        &mut self,
+        s: &mut Scheduler,
+        vm: usize,
+        from: usize,
+        sleeping: &[usize],
+        room: &impl Fn(&Work, usize) -> bool,
+    ) -> Result<Option<Option<usize>>, Abort> {
+        let degraded = s.placement.degraded;
+        self.sync_index();
+        let snap = self.work.snap;
+        let demand = self.work.demand(vm);
+        let ram = snap.vms.ram_mb[vm];
+        let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
+        let Some(ix) = self.index.take() else { return Ok(None) };
+        let groups: Vec<usize> = ix.nonempty().collect();
+        let mut hg = types::HostGroups {
+            n: groups.len() as u32,
+            cpu_used_min: Vec::with_capacity(groups.len()),
+            cpu_used_max: Vec::with_capacity(groups.len()),
+            cpu_capacity: Vec::with_capacity(groups.len()),
+            mem_capacity: Vec::with_capacity(groups.len()),
+            power_model: Vec::with_capacity(groups.len()),
+            asleep: Vec::with_capacity(groups.len()),
+        };
+        for &g in &groups {
+            let (class, asleep) = CandIndex::group_class(g);
+            let rep = self.class_rep[class];
+            let cap = self.work.hosts.cpu_capacity[rep];
+            let (lo, hi) = CandIndex::range(g, cap);
+            hg.cpu_used_min.push(lo);
+            hg.cpu_used_max.push(hi);
+            hg.cpu_capacity.push(cap);
+            hg.mem_capacity.push(self.work.hosts.mem_capacity[rep]);
+            hg.power_model.push(snap.hosts.power_model[rep]);
+            hg.asleep.push(u8::from(asleep));
+        }
+        let result = self.indexed_search(s, &ix, (vm, from, demand_rec), (&groups, &hg), sleeping, room, degraded);
+        self.index = Some(ix);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn indexed_search(
+        &mut self,
+        s: &mut Scheduler,
+        ix: &CandIndex,
+        (vm, from, demand_rec): (usize, usize, types::VmDemand),
+        (groups, hg): (&[usize], &types::HostGroups),
+        sleeping: &[usize],
+        room: &impl Fn(&Work, usize) -> bool,
+        degraded: bool,
+    ) -> Result<Option<Option<usize>>, Abort> {
+        let (demand, ram) = (demand_rec.cpu_mips, demand_rec.ram_mb);
+        let bounds = self.call(&mut s.placement, |p, ctx| p.weigh_bound(ctx, demand_rec, hg))?;
+        if s.placement.degraded != degraded {
+            return Ok(None);
+        }
+        let mut order: Vec<(f32, usize)> = groups.iter().zip(&bounds).filter_map(|(&g, b)| b.map(|b| (b, g))).collect();
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // One empty sleeping host per type, as in the full scan; weighed with the first groups.
+        let mut fresh: Vec<usize> = Vec::new();
+        let mut seen: Vec<usize> = Vec::new();
+        for &h in sleeping {
+            if seen.len() == self.n_classes {
+                break;
+            }
+            if !self.work.vms_on[h].is_empty() {
+                continue;
+            }
+            if self.rules.active {
+                let w = &self.work;
+                if self.rules.host_refusal(h, w.cpu_used[h] + demand, w.mem_used[h] + ram, w.inflow[h]).is_some() {
+                    continue;
+                }
+            }
+            let class = self.host_class[h];
+            if !seen.contains(&class) {
+                seen.push(class);
+                if self.admissible(h, from, demand, ram, room) {
+                    fresh.push(h);
+                }
+            }
+        }
+        let add = self.work.vm_batch(&[vm]);
+        // Weighed hosts that rank before every unweighed one (a min-heap in the full scan's
+        // order), and the others.
+        let mut safe: BinaryHeap<Reverse<ByWeight>> = BinaryHeap::new();
+        let mut later: Vec<ByWeight> = Vec::new();
+        let mut next = 0;
+        let mut chunk = SHORTLIST;
+        loop {
+            // Weigh groups until `chunk` weighed hosts rank before every unweighed one.
+            while safe.len() < chunk && !(next == order.len() && fresh.is_empty()) {
+                // At least as many as the veto will check next: a VM vetoed everywhere costs a
+                // few calls, not one per group.
+                let want = MIN_WEIGH.max(chunk - safe.len());
+                while next < order.len() && fresh.len() < want {
+                    for &h in ix.members(order[next].1) {
+                        if self.admissible(h, from, demand, ram, room) {
+                            fresh.push(h);
+                        }
+                    }
+                    next += 1;
+                }
+                if !fresh.is_empty() {
+                    let cand = self.gather(&fresh);
+                    let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
+                    self.scratch = Some(cand);
+                    let weights = weights?;
+                    if s.placement.degraded != degraded {
+                        return Ok(None);
+                    }
+                    later.extend(fresh.iter().zip(&weights).filter_map(|(&h, w)| w.map(|w| ByWeight(w, h))));
+                    fresh.clear();
+                }
+                let t = order.get(next).map_or(f32::INFINITY, |o| o.0);
+                let mut i = 0;
+                while i < later.len() {
+                    if later[i].0 < t {
+                        safe.push(Reverse(later.swap_remove(i)));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            let take = safe.len().min(chunk);
+            if take == 0 {
+                return Ok(Some(None));
+            }
+            let batch: Vec<Ranked> =
+                (0..take).filter_map(|_| safe.pop()).map(|Reverse(ByWeight(w, h))| (0, w, h)).collect();
+            if let Some(h) = self.first_acceptable(s, &batch, &add)? {
+                return Ok(Some(Some(h)));
+            }
+            chunk *= 4;
+        }
     }
 
     /// The first host of `chunk` (ranked best first) that the threshold policy would not call

@@ -5,6 +5,7 @@
 mod budget;
 mod cycle;
 mod idmap;
+mod index;
 pub mod rules;
 pub mod snapshot;
 pub mod strategy;

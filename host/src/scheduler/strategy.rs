@@ -239,9 +239,11 @@ impl Strategy {
                     "max_migrations_per_host" => self.rules.max_migrations_per_host = small?,
                     "vm_cooldown_cycles" => self.rules.vm_cooldown_cycles = small?,
                     "seed" => self.rules.seed = n,
+                    "cycle_budget_ms" => self.rules.cycle_budget_ms = Some(n),
                     _ => {
                         return Err(format!(
-                            "unknown rule {name:?} (persistence, max_migrations_per_host, vm_cooldown_cycles, seed)"
+                            "unknown rule {name:?} (persistence, max_migrations_per_host, vm_cooldown_cycles, seed, \
+                             cycle_budget_ms)"
                         ))
                     }
                 }

@@ -25,6 +25,8 @@ pub(crate) struct Work<'a> {
     /// Planned migrations into each host (operator rules' inflow limit).
     pub inflow: Vec<u32>,
     pub state: Vec<HostState>,
+    /// Hosts whose `cpu_used` changed since the candidate index last looked (`index.rs`).
+    pub dirty: Vec<usize>,
 }
 
 impl<'a> Work<'a> {
@@ -53,6 +55,7 @@ impl<'a> Work<'a> {
             migrations: snap.hosts.migrations_in_flight.clone(),
             inflow: vec![0; n],
             state: snap.hosts.state.clone(),
+            dirty: Vec::new(),
         };
         let mut per_host = vec![0usize; n];
         for &h in &snap.vms.host {
@@ -72,6 +75,7 @@ impl<'a> Work<'a> {
         for h in 0..n {
             work.refresh_migration_time(h);
         }
+        work.dirty.clear();
         work
     }
 
@@ -123,6 +127,7 @@ impl<'a> Work<'a> {
         }
         let ram = self.snap.vms.ram_mb[vm];
         self.cpu_used[h] += sign * self.demand(vm);
+        self.dirty.push(h);
         self.mem_used[h] += sign * ram;
         if adjust_mem_history && !self.hosts.mem.is_empty() {
             let mem_cap = self.hosts.mem_capacity[h];
@@ -197,7 +202,11 @@ impl<'a> Work<'a> {
             if col.is_empty() {
                 return Vec::new();
             }
-            idx.iter().flat_map(|&h| col[h * w..(h + 1) * w].iter().copied()).collect()
+            let mut out = Vec::with_capacity(idx.len() * w);
+            for &h in idx {
+                out.extend_from_slice(&col[h * w..(h + 1) * w]);
+            }
+            out
         };
         types::Hosts {
             n: idx.len() as u32,
