@@ -297,7 +297,12 @@ pub fn migrate(
             "completed" => Phase::Completed,
             _ => Phase::PreCopy,
         };
-        let link = opts.bandwidth.unwrap_or(throughput).min(if throughput > 0.0 { throughput } else { f64::MAX });
+        // What the link carries now: the cap, or less when QEMU measures less.
+        let link = match opts.bandwidth {
+            Some(cap) if throughput > 0.0 => cap.min(throughput),
+            Some(cap) => cap,
+            None => throughput,
+        };
         let progress = Progress {
             phase,
             pass,
@@ -441,7 +446,7 @@ pub fn measure_dirty_rate(guest: &mut Guest, secs: u64) -> Result<f64, MigrateEr
 
 /// The mode the paper's model picks for this guest on a link of `bandwidth` bytes/s, from its
 /// memory size and a measured dirty rate (see [`model::choose_mode`]).
-pub fn model_mode(guest: &mut Guest, bandwidth: f64) -> Result<(Mode, model::Choice), MigrateError> {
+pub fn model_mode(guest: &mut Guest, bandwidth: f64) -> Result<model::Choice, MigrateError> {
     let dirty = measure_dirty_rate(guest, 1)?;
     let p = model::Params {
         v_mem: f64::from(guest.memory_mb) * 1024.0 * 1024.0,
@@ -454,6 +459,5 @@ pub fn model_mode(guest: &mut Guest, bandwidth: f64) -> Result<(Mode, model::Cho
         max_rounds: 30,
         downtime_target: 0.3,
     };
-    let c = model::choose_mode(&p);
-    Ok((c.mode, c))
+    Ok(model::choose_mode(&p))
 }

@@ -65,10 +65,7 @@ impl Qmp {
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 Err(source) => return Err(QmpError::Connect { path: path.display().to_string(), source }),
             }
         };

@@ -99,9 +99,13 @@ pub fn run(a: BenchQemuArgs) -> Result<ExitCode> {
         g.heartbeat(Duration::from_secs(120), |h| h.dirtied_mb > u64::from(mem_mb / 2))
             .context("the workload did not start writing")?;
         let measured = measure_dirty_rate(&mut g, 2)?;
-        let (pick, choice) = model_mode(&mut g, bandwidth)?;
-        *picks.entry(pick.name().to_string()).or_default() += 1;
-        eprintln!("  dirty rate {:.1} MB/s (QEMU calc-dirty-rate); the model picks {}", measured / 1e6, pick.name());
+        let choice = model_mode(&mut g, bandwidth)?;
+        *picks.entry(choice.mode.name().to_string()).or_default() += 1;
+        eprintln!(
+            "  dirty rate {:.1} MB/s (QEMU calc-dirty-rate); the model picks {}",
+            measured / 1e6,
+            choice.mode.name()
+        );
         let mut seq = alive(&g, 0).unwrap_or(0);
         for (name, mode, switch) in &variants {
             let opts = MigrateOptions {
@@ -149,12 +153,7 @@ pub fn run(a: BenchQemuArgs) -> Result<ExitCode> {
                 }
                 Err(e) => return Err(e).context(format!("{name} migration of the {mem_mb} MiB guest")),
             }
-            let p = |m: Mode| model::predict(m, &choice.pre.params);
-            let pred = match mode {
-                Mode::Pre => p(Mode::Pre),
-                Mode::Post => p(Mode::Post),
-                Mode::Hybrid => p(Mode::Hybrid),
-            };
+            let pred = model::predict(*mode, &choice.pre.params);
             row["model"] = json!({
                 "t_mig_ms": pred.t_mig * 1e3, "t_down_ms": pred.t_down * 1e3,
                 "v_mig_bytes": pred.v_mig, "faults": pred.faults, "rounds": pred.rounds,
@@ -165,19 +164,13 @@ pub fn run(a: BenchQemuArgs) -> Result<ExitCode> {
                     mem: format!("{mem_mb}M"),
                     workload: "custom".into(),
                     bandwidth: Some(a.bandwidth.clone()),
-                    streams: 1,
-                    prefetch: 8,
-                    push_delay_ms: 0,
-                    max_rounds: 20,
                     downtime_ms: 300.0,
                     write_rate: Some(f64::from(a.dirty_mbps) * 1e6 / 4096.0),
                     read_rate: Some(f64::from(a.dirty_mbps) * 1e6 / 4096.0),
                     hot_fraction: Some(if a.hot == 0 { 0.5 } else { f64::from(a.hot.min(100)) / 200.0 }),
                     hot_prob: Some(if a.hot == 0 { 1.0 } else { 0.8 }),
-                    sync_wp: false,
-                    warmup_ms: 300,
-                    recovery_timeout_ms: 30_000,
                     json: true,
+                    ..MigrateArgs::defaults()
                 };
                 match migrate_two_processes(&args) {
                     Ok(m) => {

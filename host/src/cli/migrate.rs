@@ -69,6 +69,18 @@ pub struct MigrateArgs {
     pub json: bool,
 }
 
+impl MigrateArgs {
+    /// The command line's defaults (the `#[arg]` attributes above are their one source).
+    pub fn defaults() -> MigrateArgs {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: MigrateArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["amvm"]).args
+    }
+}
+
 /// `amvm engine …`: one half of a migration (usable across two machines).
 #[derive(Debug, Subcommand)]
 pub enum EngineCommand {
@@ -359,25 +371,7 @@ pub fn loopback_throughput(bytes: u64) -> Result<f64> {
 
 /// Runs `amvm bench …`.
 pub fn run_bench(b: BenchArgs) -> Result<ExitCode> {
-    let base = MigrateArgs {
-        mode: String::new(),
-        mem: String::new(),
-        workload: String::new(),
-        bandwidth: Some(b.bandwidth.clone()),
-        streams: 1,
-        prefetch: 8,
-        push_delay_ms: 0,
-        max_rounds: 20,
-        downtime_ms: 5.0,
-        write_rate: None,
-        read_rate: None,
-        hot_fraction: None,
-        hot_prob: None,
-        sync_wp: false,
-        warmup_ms: 300,
-        recovery_timeout_ms: 30_000,
-        json: true,
-    };
+    let base = MigrateArgs { bandwidth: Some(b.bandwidth.clone()), json: true, ..MigrateArgs::defaults() };
     parse_rate(&b.bandwidth)?;
     let mut runs = Vec::new();
     let one = |args: MigrateArgs, runs: &mut Vec<serde_json::Value>| -> Result<()> {
@@ -480,6 +474,14 @@ fn markdown(result: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_command_lines() {
+        let d = MigrateArgs::defaults();
+        assert_eq!((d.mode.as_str(), d.mem.as_str(), d.workload.as_str()), ("hybrid", "256M", "memory"));
+        assert_eq!((d.streams, d.prefetch, d.max_rounds, d.warmup_ms), (1, 8, 20, 300));
+        assert_eq!((d.downtime_ms, d.recovery_timeout_ms, d.bandwidth, d.json), (5.0, 30_000, None, false));
+    }
 
     #[test]
     fn sizes_and_rates_parse() {

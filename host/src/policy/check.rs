@@ -211,14 +211,15 @@ fn check_bounds(
             ),
         });
     }
+    // One group per candidate row: its own CPU in use as both ends of the band.
     let groups = types::HostGroups {
         n: n as u32,
-        cpu_used_min: take(&cand.cpu_used),
-        cpu_used_max: take(&cand.cpu_used),
-        cpu_capacity: take(&cand.cpu_capacity),
-        mem_capacity: take(&cand.mem_capacity),
-        power_model: cand.power_model[..n].to_vec(),
-        asleep: cand.asleep[..n].to_vec(),
+        cpu_used_min: subset.cpu_used.clone(),
+        cpu_used_max: subset.cpu_used,
+        cpu_capacity: subset.cpu_capacity,
+        mem_capacity: subset.mem_capacity,
+        power_model: subset.power_model,
+        asleep: subset.asleep,
     };
     let bounds = inst.weigh_bound(&c.ctx, vm, &groups)?;
     for i in 0..n {

@@ -923,26 +923,8 @@ impl Cycle<'_> {
             }
             return Ok(None);
         }
-        // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates), into
-        // the previous call's buffers.
-        let mut cand = self.scratch.take().unwrap_or_else(|| types::Candidates {
-            n: 0,
-            cpu_used: Vec::new(),
-            cpu_capacity: Vec::new(),
-            mem_used: Vec::new(),
-            mem_capacity: Vec::new(),
-            power_model: Vec::new(),
-            vm_count: Vec::new(),
-            asleep: Vec::new(),
-        });
-        cand.n = idx.len() as u32;
-        refill(&mut cand.cpu_used, idx.iter().map(|&h| work.cpu_used[h]));
-        refill(&mut cand.cpu_capacity, idx.iter().map(|&h| work.hosts.cpu_capacity[h]));
-        refill(&mut cand.mem_used, idx.iter().map(|&h| work.mem_used[h]));
-        refill(&mut cand.mem_capacity, idx.iter().map(|&h| work.hosts.mem_capacity[h]));
-        refill(&mut cand.power_model, idx.iter().map(|&h| snap.hosts.power_model[h]));
-        refill(&mut cand.vm_count, idx.iter().map(|&h| work.vms_on[h].len() as u32));
-        refill(&mut cand.asleep, idx.iter().map(|&h| u8::from(work.state[h] == HostState::Asleep)));
+        // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates).
+        let cand = self.gather(&idx);
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
         self.scratch = Some(cand);
