@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod lab;
 pub mod monitor;
 pub mod policy;
 pub mod scheduler;

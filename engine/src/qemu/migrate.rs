@@ -173,6 +173,8 @@ pub enum MigrateError {
     Qmp(#[from] QmpError),
     #[error(transparent)]
     Guest(#[from] GuestError),
+    #[error("{0}")]
+    Libvirt(String),
     #[error("invalid migration: {0}")]
     Config(String),
     #[error("QEMU reports the migration {status}: {desc}")]
@@ -355,9 +357,7 @@ pub fn migrate(
     // bytes went in post-copy.
     let in_postcopy = opts.mode == Mode::Post || u(&ram["postcopy-bytes"]) > 0 || u(&ram["postcopy-requests"]) > 0;
     let qemu_downtime = f(&last["downtime"]);
-    let postcopy_phase = f(&last["total-time"]) - switch_after_ms.unwrap_or(0.0);
-    let downtime =
-        if in_postcopy && qemu_downtime > 20.0 && qemu_downtime >= 0.9 * postcopy_phase { 0.0 } else { qemu_downtime };
+    let downtime = corrected_downtime(in_postcopy, qemu_downtime, f(&last["total-time"]), switch_after_ms);
     if !in_postcopy {
         switched_at_pass = None;
         switch_after_ms = None;
@@ -384,6 +384,23 @@ pub fn migrate(
         destination_state,
         link_recoveries,
     })
+}
+
+/// The downtime of a migration from QEMU's figure: QEMU (10.0) keeps a post-copy switch's
+/// downtime in whole milliseconds and treats 0 as "not recorded yet", so a switch under 1 ms is
+/// reported as the whole post-copy phase; that figure becomes 0 (under 1 ms).
+pub(crate) fn corrected_downtime(
+    in_postcopy: bool,
+    qemu_downtime: f64,
+    total_ms: f64,
+    switch_after_ms: Option<f64>,
+) -> f64 {
+    let postcopy_phase = total_ms - switch_after_ms.unwrap_or(0.0);
+    if in_postcopy && qemu_downtime > 20.0 && qemu_downtime >= 0.9 * postcopy_phase {
+        0.0
+    } else {
+        qemu_downtime
+    }
 }
 
 /// Re-establishes a broken post-copy stream: both sides are in `postcopy-paused` (the guest runs

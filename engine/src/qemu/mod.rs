@@ -1,9 +1,11 @@
 //! The QEMU side of AMVM (issue #10): the lab guest booted directly from Debian's kernel and a
 //! busybox initramfs (`scripts/build-guest.sh`), KVM when it boots a guest and TCG otherwise,
 //! its QMP session, and live migration between two QEMU processes driven over QMP
-//! ([`migrate`]: pre-copy, post-copy and hybrid-copy). The libvirt backend will live here beside it.
+//! ([`migrate`]: pre-copy, post-copy and hybrid-copy), and the same migration through a libvirt
+//! daemon ([`libvirt::migrate_domain`]).
 
 pub mod guest;
+pub mod libvirt;
 pub mod migrate;
 pub mod qmp;
 

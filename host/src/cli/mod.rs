@@ -14,6 +14,7 @@ pub mod bench_ingest;
 pub mod bench_qemu;
 pub mod controller;
 pub mod ctl;
+pub mod lab;
 pub mod migrate;
 pub mod monitor;
 pub mod policy;
@@ -59,6 +60,8 @@ pub enum Command {
     Ab(sim::AbArgs),
     /// Live-migrate a guest memory region between two local processes (pre/post/hybrid-copy).
     Migrate(migrate::MigrateArgs),
+    /// Several libvirt nodes on this machine with lab guests: up, status, load, migrate, down.
+    Lab(lab::LabArgs),
     /// One half of a memory migration (`source` / `dest`), usable across two machines.
     Engine {
         #[command(subcommand)]
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => sim::run_sim(args),
         Command::Ab(args) => sim::run_ab_cmd(args),
         Command::Migrate(args) => migrate::run_migrate(&args),
+        Command::Lab(a) => lab::run(a),
         Command::Engine { cmd } => migrate::run_engine(cmd),
     };
     match result {

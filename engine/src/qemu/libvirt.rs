@@ -1,0 +1,364 @@
+//! Live migration through libvirt (the `virt` crate; `virt::sys` where its safe API lacks a
+//! call): the same [`Mode`]s, options, progress samples and [`QemuReport`] as the QMP backend
+//! ([`super::migrate`]), for nodes that run a libvirt daemon.
+//!
+//! - **pre**: `VIR_MIGRATE_LIVE`; libvirt drives QEMU's pre-copy. Not converging by `timeout`
+//!   aborts the job (`virDomainAbortJob`): the guest keeps running on the source.
+//! - **post**: `VIR_MIGRATE_POSTCOPY`, then `virDomainMigrateStartPostCopy` as soon as the job
+//!   runs.
+//! - **hybrid**: `VIR_MIGRATE_POSTCOPY` and the switch requested by us, by the same rule as the
+//!   QMP backend ([`HybridSwitch`]): libvirt's own `--postcopy-after-precopy` is client-side and
+//!   racy (pre-copy may converge first on a fast link), so the pass count is watched here.
+//! - **Recovery**: a post-copy whose stream broke leaves the guest paused-for-recovery on the
+//!   destination (it cannot go back: the source lacks its newest writes); the migration is
+//!   resumed with `VIR_MIGRATE_POSTCOPY_RESUME` until `recovery_timeout`. Not yet verified
+//!   (docs/lab.md): fault injection is refused here; the QMP backend's recovery is tested.
+//!
+//! The source domain is persistent and is not undefined by libvirt (`VIR_MIGRATE_PERSIST_DEST`
+//! without `VIR_MIGRATE_UNDEFINE_SOURCE`): after a post-copy only the source still holds the
+//! completed job's statistics (the destination reports `Job type: None`). The report is read
+//! from them, then the source's definition is removed, so the guest is defined on exactly one
+//! node.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use virt::connect::Connect;
+use virt::domain::{Domain, JobStats, MigrateParameters};
+use virt::sys;
+
+use super::migrate::{corrected_downtime, HybridSwitch, MigrateError, MigrateOptions, Phase, Progress, QemuReport};
+use crate::memory::Mode;
+
+/// A libvirt error as a migration error naming what was being done.
+fn lv(what: &str, e: virt::error::Error) -> MigrateError {
+    MigrateError::Libvirt(format!("{what}: {}", e.message()))
+}
+
+/// `major.minor.micro` from libvirt's `major * 1_000_000 + minor * 1000 + micro`.
+fn version(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000)
+}
+
+/// The accelerator a domain runs under, from its XML (`type='kvm'` or `type='qemu'` = TCG).
+pub fn domain_accel(xml: &str) -> &'static str {
+    if xml.contains("<domain type='kvm'") || xml.contains("<domain type=\"kvm\"") {
+        "kvm"
+    } else {
+        "tcg"
+    }
+}
+
+/// Whether the domain is paused for post-copy (the source during post-copy) or running in
+/// post-copy (the destination).
+fn in_postcopy(dom: &Domain) -> bool {
+    match dom.get_state() {
+        Ok((state, reason)) => {
+            (state == sys::VIR_DOMAIN_PAUSED
+                && (reason == sys::VIR_DOMAIN_PAUSED_POSTCOPY as i32
+                    || reason == sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED as i32))
+                || (state == sys::VIR_DOMAIN_RUNNING && reason == sys::VIR_DOMAIN_RUNNING_POSTCOPY as i32)
+        }
+        Err(_) => false,
+    }
+}
+
+fn state_name(dom: &Domain) -> String {
+    match dom.get_state() {
+        Ok((sys::VIR_DOMAIN_RUNNING, _)) => "running".into(),
+        Ok((sys::VIR_DOMAIN_PAUSED, r)) if r == sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED as i32 => {
+            "paused (post-copy failed)".into()
+        }
+        Ok((sys::VIR_DOMAIN_PAUSED, _)) => "paused".into(),
+        Ok((sys::VIR_DOMAIN_SHUTOFF, _)) => "shut off".into(),
+        Ok((s, r)) => format!("state {s} reason {r}"),
+        Err(e) => format!("unknown ({})", e.message()),
+    }
+}
+
+/// Starts post-copy on an outgoing migration (`virDomainMigrateStartPostCopy`).
+fn start_postcopy(dom: &Domain) -> Result<(), String> {
+    // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+    let rc = unsafe { sys::virDomainMigrateStartPostCopy(dom.as_ptr(), 0) };
+    if rc < 0 {
+        Err(virt::error::Error::last_error().message().to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// Breaks the stream of a post-copy migration (`virDomainAbortJobFlags(POSTCOPY)`), libvirt's
+/// way of pausing it for recovery.
+fn pause_postcopy(dom: &Domain) -> Result<(), String> {
+    // SAFETY: as above.
+    let rc = unsafe { sys::virDomainAbortJobFlags(dom.as_ptr(), sys::VIR_DOMAIN_ABORT_JOB_POSTCOPY) };
+    if rc < 0 {
+        Err(virt::error::Error::last_error().message().to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `virDomainMigrate3` on its own connections in a thread (the call blocks until the
+/// migration ends); the result arrives on the returned channel.
+fn spawn_migrate(
+    src_uri: &str,
+    dst_uri: &str,
+    name: &str,
+    params: MigrateParameters,
+    flags: u32,
+) -> mpsc::Receiver<Result<(), String>> {
+    let (tx, rx) = mpsc::channel();
+    let (src_uri, dst_uri, name) = (src_uri.to_string(), dst_uri.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        let run = || -> Result<(), String> {
+            let src =
+                Connect::open(Some(&src_uri)).map_err(|e| format!("cannot connect to {src_uri}: {}", e.message()))?;
+            let dst =
+                Connect::open(Some(&dst_uri)).map_err(|e| format!("cannot connect to {dst_uri}: {}", e.message()))?;
+            let dom = Domain::lookup_by_name(&src, &name).map_err(|e| e.message().to_string())?;
+            dom.migrate3(&dst, params, flags).map(drop).map_err(|e| e.message().to_string())
+        };
+        let _ = tx.send(run());
+    });
+    rx
+}
+
+fn params(opts: &MigrateOptions, uri: Option<&str>) -> MigrateParameters {
+    MigrateParameters {
+        // libvirt's pre-copy cap is in MiB/s, the post-copy cap in bytes/s.
+        bandwidth: opts.bandwidth.map(|b| ((b / 1_048_576.0).ceil() as u64).max(1)),
+        bandwidth_postcopy: opts.bandwidth.map(|b| b.max(1.0) as u64),
+        uri: uri.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+/// Live-migrates domain `name` from the libvirt daemon at `src_uri` to the one at `dst_uri`
+/// (`migrate_uri`: where the migration stream goes, e.g. `tcp://node2`; `None` = the
+/// destination's host name). On success the guest runs on the destination, defined there only;
+/// on a cancelled pre-copy it keeps running on the source.
+pub fn migrate_domain(
+    src_uri: &str,
+    dst_uri: &str,
+    name: &str,
+    migrate_uri: Option<&str>,
+    opts: &MigrateOptions,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<QemuReport, MigrateError> {
+    // Errors come back as values; libvirt's default handler would also print each to stderr
+    // (including the expected ones while polling a domain that just left).
+    virt::error::clear_error_callback();
+    let src = Connect::open(Some(src_uri)).map_err(|e| lv(&format!("cannot connect to {src_uri}"), e))?;
+    let dst = Connect::open(Some(dst_uri)).map_err(|e| lv(&format!("cannot connect to {dst_uri}"), e))?;
+    let dom = Domain::lookup_by_name(&src, name).map_err(|e| lv(&format!("no domain {name:?} at {src_uri}"), e))?;
+    if !dom.is_active().unwrap_or(false) {
+        return Err(MigrateError::Config(format!("domain {name:?} is not running at {src_uri}")));
+    }
+    if opts.cut_link_in_postcopy {
+        return Err(MigrateError::Config(
+            "breaking the stream on purpose is not supported through libvirt yet (the QMP backend does it)".into(),
+        ));
+    }
+    if src_uri == dst_uri {
+        return Err(MigrateError::Config("source and destination are the same node".into()));
+    }
+    let info = dom.get_info().map_err(|e| lv("domain info", e))?;
+    let xml = dom.get_xml_desc(0).map_err(|e| lv("domain XML", e))?;
+    let accel = domain_accel(&xml).to_string();
+    let qemu_version = src.get_hyp_version().map(version).unwrap_or_default();
+    let postcopy = opts.mode != Mode::Pre;
+    let mut flags = sys::VIR_MIGRATE_LIVE | sys::VIR_MIGRATE_PERSIST_DEST;
+    if postcopy {
+        flags |= sys::VIR_MIGRATE_POSTCOPY;
+    }
+    let downtime_limit = if opts.mode == Mode::Hybrid {
+        opts.hybrid_downtime_limit_ms.min(opts.downtime_limit_ms)
+    } else {
+        opts.downtime_limit_ms
+    };
+
+    // QEMU's `downtime-limit` holds for the next migration (libvirt sets only the parameters its
+    // migration API names); set again once the job runs, in case it was reset.
+    let mut downtime_set = dom.migrate_set_max_downtime(downtime_limit, 0).is_ok();
+    let start = Instant::now();
+    let mut done = spawn_migrate(src_uri, dst_uri, name, params(opts, migrate_uri), flags);
+    let mut switched_at_pass = None;
+    let mut switch_after_ms = None;
+    let mut dirty_at_pass: Vec<u64> = Vec::new();
+    let mut last_pass = 0u64;
+    let mut dirty_rate = 0.0;
+    let mut seen_active = false;
+    let mut cut_done = false;
+    let mut link_recoveries = 0u32;
+    let mut paused_since: Option<Instant> = None;
+    loop {
+        let finished = match done.try_recv() {
+            Ok(r) => Some(r),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err("the migration thread ended without a result".into())),
+        };
+        let post = in_postcopy(&dom);
+        match finished {
+            Some(Ok(())) => break,
+            Some(Err(e)) if post || switched_at_pass.is_some() && state_name(&dom).contains("post-copy failed") => {
+                // The stream broke in post-copy: the guest lives on the destination, paused
+                // where it lacks pages. Resume into it until the recovery timeout.
+                let since = *paused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > opts.recovery_timeout {
+                    return Err(MigrateError::RecoveryTimeout { secs: opts.recovery_timeout.as_secs() });
+                }
+                tracing::info!(error = %e, "post-copy stream broken; resuming");
+                std::thread::sleep(opts.poll);
+                done = spawn_migrate(
+                    src_uri,
+                    dst_uri,
+                    name,
+                    params(opts, migrate_uri),
+                    flags | sys::VIR_MIGRATE_POSTCOPY_RESUME,
+                );
+                link_recoveries += 1;
+                continue;
+            }
+            Some(Err(e)) => {
+                if start.elapsed() > opts.timeout && switched_at_pass.is_none() {
+                    let st = dom.get_job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED).unwrap_or_default();
+                    return Err(MigrateError::NotConverged {
+                        secs: opts.timeout.as_secs(),
+                        sent: st.mem_processed.unwrap_or(0),
+                        remaining: st.mem_remaining.unwrap_or(0),
+                    });
+                }
+                return Err(MigrateError::Failed { status: "failed".into(), desc: e });
+            }
+            None => {}
+        }
+        let job = dom.get_job_stats(0).unwrap_or_default();
+        let active = job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32;
+        seen_active |= active;
+        if active && !downtime_set {
+            downtime_set = dom.migrate_set_max_downtime(downtime_limit, 0).is_ok();
+        }
+        if active && post && opts.cut_link_in_postcopy && !cut_done {
+            if let Err(e) = pause_postcopy(&dom) {
+                tracing::warn!(error = %e, "could not break the post-copy stream");
+            }
+            cut_done = true;
+        }
+        let pass = job.mem_iteration.unwrap_or(0);
+        let remaining = job.mem_remaining.unwrap_or(0);
+        let rate = job.mem_dirty_rate.unwrap_or(0) as f64 * job.mem_page_size.unwrap_or(4096).max(1) as f64;
+        if rate > 0.0 {
+            dirty_rate = rate;
+        }
+        if active && opts.mode == Mode::Post && switched_at_pass.is_none() && start_postcopy(&dom).is_ok() {
+            switched_at_pass = Some(0);
+            switch_after_ms = Some(start.elapsed().as_secs_f64() * 1e3);
+        }
+        if pass > last_pass {
+            if pass >= 2 {
+                dirty_at_pass.push(remaining);
+            }
+            last_pass = pass;
+            if opts.mode == Mode::Hybrid && switched_at_pass.is_none() && !post {
+                let n = dirty_at_pass.len();
+                let stalled = n >= 2 && dirty_at_pass[n - 1] as f64 >= 0.8 * dirty_at_pass[n - 2] as f64;
+                let switch = match opts.switch {
+                    HybridSwitch::AfterFirstPass => pass >= 2,
+                    HybridSwitch::AtStall => stalled || pass > opts.max_passes,
+                };
+                if switch {
+                    match start_postcopy(&dom) {
+                        Ok(()) => {
+                            switched_at_pass = Some(pass);
+                            switch_after_ms = Some(start.elapsed().as_secs_f64() * 1e3);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "post-copy switch refused"),
+                    }
+                }
+            }
+        }
+        let phase = if post {
+            Phase::PostCopy
+        } else if !active && seen_active {
+            Phase::Completed
+        } else if !active {
+            Phase::Setup
+        } else {
+            Phase::PreCopy
+        };
+        let throughput = job.mem_bps.unwrap_or(0) as f64;
+        let link = match opts.bandwidth {
+            Some(cap) if throughput > 0.0 => cap.min(throughput),
+            Some(cap) => cap,
+            None => throughput,
+        };
+        let progress = Progress {
+            phase,
+            pass,
+            elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+            bytes_sent: job.mem_processed.unwrap_or(0),
+            bytes_remaining: remaining,
+            dirty_rate_bytes_per_s: rate,
+            throughput_bytes_per_s: throughput,
+            non_convergence: phase == Phase::PreCopy && pass >= 2 && link > 0.0 && rate >= link,
+        };
+        on_progress(&progress);
+        if phase != Phase::PostCopy && switched_at_pass.is_none() && start.elapsed() > opts.timeout {
+            // Pre-copy that does not converge: abort; the migration thread then returns the
+            // job's error and the branch above reports non-convergence.
+            // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+            if unsafe { sys::virDomainAbortJob(dom.as_ptr()) } < 0 {
+                let e = virt::error::Error::last_error();
+                tracing::warn!(error = %e.message(), "could not abort the migration job");
+            }
+        }
+        std::thread::sleep(opts.poll);
+    }
+    let stats: JobStats =
+        dom.get_job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED).map_err(|e| lv("completed job statistics", e))?;
+    let dst_dom = Domain::lookup_by_name(&dst, name).map_err(|e| lv("the migrated domain at the destination", e))?;
+    // The guest now runs on the destination: the stale definition on the source goes.
+    if let Err(e) = dom.undefine() {
+        tracing::warn!(error = %e.message(), "cannot remove the source's definition");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let destination_state = loop {
+        let st = state_name(&dst_dom);
+        if st == "running" && !in_postcopy(&dst_dom) || Instant::now() >= deadline {
+            break st;
+        }
+        std::thread::sleep(opts.poll);
+    };
+    let page_faults = stats.mem_postcopy_reqs.unwrap_or(0);
+    let total = stats.time_elapsed.unwrap_or(0) as f64;
+    let completed_post =
+        opts.mode == Mode::Post || page_faults > 0 || switched_at_pass.is_some() && link_recoveries > 0;
+    let qemu_downtime = stats.downtime.unwrap_or(0) as f64;
+    if !completed_post {
+        switched_at_pass = None;
+        switch_after_ms = None;
+    }
+    Ok(QemuReport {
+        mode: opts.mode,
+        switch: (opts.mode == Mode::Hybrid).then_some(opts.switch),
+        completed_as: if completed_post { "post-copy" } else { "pre-copy" }.to_string(),
+        accel,
+        qemu_version,
+        memory_mb: (info.max_mem / 1024) as u32,
+        bandwidth_bytes_per_s: opts.bandwidth,
+        total_time_ms: total,
+        downtime_ms: corrected_downtime(completed_post, qemu_downtime, total, switch_after_ms),
+        qemu_downtime_ms: qemu_downtime,
+        setup_time_ms: stats.setup_time.unwrap_or(0) as f64,
+        bytes_transferred: stats.mem_processed.or(stats.data_processed).unwrap_or(0),
+        page_faults,
+        passes: stats.mem_iteration.unwrap_or(0),
+        switched_at_pass,
+        switch_after_ms,
+        dirty_at_pass,
+        dirty_rate_bytes_per_s: dirty_rate,
+        destination_state,
+        link_recoveries,
+    })
+}

@@ -1,0 +1,187 @@
+//! `amvm lab`: several libvirt nodes on this machine, their guests, and live migration between
+//! them (the work is in `crate::lab`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use amvm_engine::qemu::{HybridSwitch, MigrateOptions};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::migrate::parse_rate;
+use crate::lab::{self, LabConfig, LabState};
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Lab directory: its state file, each node's private libvirt directories and consoles.
+    #[arg(long, global = true, default_value = lab::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Start N libvirt nodes (one namespace set each, joined by a bridge) with K guests each.
+    /// Cleans up a previous lab in the same directory first. Needs root.
+    #[command(after_help = "Example: amvm lab up --nodes 3 --vms-per-node 1\n\
+        The guest comes from scripts/build-guest.sh (default target/guest). KVM is used when it boots a \
+        guest here, else TCG (said so).")]
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1)]
+        vms_per_node: usize,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u32,
+        /// The guests' workload as kernel command-line settings (docs/lab.md lists them).
+        #[arg(long, default_value = "amvm.mode=memory amvm.mem=64 amvm.dirty=8 amvm.hot=20 amvm.load=10")]
+        workload: String,
+        /// Directory with the guest's vmlinuz and initrd.img.
+        #[arg(long, default_value = "target/guest")]
+        image: PathBuf,
+        /// First three octets of the lab network: bridge .1, node i at .(10+i).
+        #[arg(long, default_value = "10.77.0")]
+        subnet: String,
+        /// Prefix of the lab's interface names (bridge PREFIXbr, veths PREFIX1…).
+        #[arg(long, default_value = "amvm")]
+        ifprefix: String,
+        /// Do not try KVM; boot the guests under TCG.
+        #[arg(long)]
+        tcg: bool,
+    },
+    /// Nodes by name, each with its guests (state, memory, last heartbeat).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a guest's CPU load (percent of its vCPU), e.g. to overload its node on purpose.
+    Load { vm: String, level: u32 },
+    /// Live-migrate a guest to another node through libvirt and print the migration report.
+    Migrate {
+        vm: String,
+        /// Destination node (e.g. node2).
+        #[arg(long)]
+        to: String,
+        /// pre | post | hybrid (pre-copy passes, then post-copy when the dirty set stops shrinking).
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Link cap for both phases, e.g. 1gbit, 400mbit, 50MB (default: uncapped).
+        #[arg(long)]
+        bandwidth: Option<String>,
+        /// Hybrid switch rule: at-stall (ours) or after-first-pass (virsh --postcopy-after-precopy).
+        #[arg(long, default_value = "at-stall")]
+        switch: String,
+        /// Pre-copy still running after this many seconds is cancelled (the guest stays put).
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every process of the lab and remove its namespaces, interfaces and directory.
+    Down,
+}
+
+pub fn run(a: LabArgs) -> Result<ExitCode> {
+    match a.command {
+        LabCommand::Up { nodes, vms_per_node, memory_mib, workload, image, subnet, ifprefix, tcg } => {
+            let cfg = LabConfig {
+                dir: a.dir,
+                nodes,
+                vms_per_node,
+                memory_mib,
+                workload,
+                image,
+                subnet,
+                ifprefix,
+                try_kvm: !tcg,
+            };
+            let state = lab::up(&cfg, &mut |line| eprintln!("lab: {line}"))?;
+            println!(
+                "lab up: {} nodes, {} guests, accelerator {}{}",
+                state.nodes.len(),
+                state.vms.len(),
+                state.accel,
+                if state.accel_note.is_empty() { String::new() } else { format!(" ({})", state.accel_note) }
+            );
+            println!("  amvm lab status            nodes and guests");
+            println!("  amvm lab migrate vm1 --to node2 --mode hybrid");
+            println!("  amvm lab down              remove everything");
+        }
+        LabCommand::Status { json } => {
+            let state = LabState::load(&a.dir)?;
+            let st = lab::status(&state);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("lab {} (accelerator {})", st.dir.display(), st.accel);
+                for n in &st.nodes {
+                    println!("{} {} {} — {} guests", n.name, n.ip, n.state, n.vms.len());
+                    for v in &n.vms {
+                        let hb = v.heartbeat.as_ref().map_or("no heartbeat".to_string(), |h| {
+                            format!("heartbeat {} ({} load {} %, {} MB/s dirtied)", h.seq, h.mode, h.load, h.dirty_mbps)
+                        });
+                        println!("  {} {} {} MiB, {hb}", v.name, v.state, v.memory_mib);
+                    }
+                }
+            }
+        }
+        LabCommand::Load { vm, level } => {
+            let state = LabState::load(&a.dir)?;
+            let n = lab::set_load(&state, &vm, level)?;
+            println!("{vm} on {}: load {level} %", n.name);
+        }
+        LabCommand::Migrate { vm, to, mode, bandwidth, switch, timeout_s, json } => {
+            let state = LabState::load(&a.dir)?;
+            let mut opts = MigrateOptions::new(lab::parse_mode(&mode)?);
+            opts.bandwidth = bandwidth.as_deref().map(parse_rate).transpose()?;
+            opts.switch = match switch.as_str() {
+                "at-stall" => HybridSwitch::AtStall,
+                "after-first-pass" => HybridSwitch::AfterFirstPass,
+                other => anyhow::bail!("unknown switch rule {other:?}: at-stall or after-first-pass"),
+            };
+            opts.timeout = Duration::from_secs(timeout_s);
+            let mut last_phase = None;
+            let (report, from) = lab::migrate(&state, &vm, &to, &opts, &mut |p| {
+                if !json && last_phase != Some(p.phase) {
+                    eprintln!(
+                        "lab: {vm}: {:?} at {:.0} ms (pass {}, {} MB sent)",
+                        p.phase,
+                        p.elapsed_ms,
+                        p.pass,
+                        p.bytes_sent / 1_000_000
+                    );
+                    last_phase = Some(p.phase);
+                }
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{vm}: {from} → {to}, {} (completed as {}): {:.0} ms total, {:.1} ms downtime, {:.1} MB sent, {} page \
+                     faults, {} passes{}",
+                    mode,
+                    report.completed_as,
+                    report.total_time_ms,
+                    report.downtime_ms,
+                    report.bytes_transferred as f64 / 1e6,
+                    report.page_faults,
+                    report.passes,
+                    if report.link_recoveries > 0 {
+                        format!(", stream recovered {}×", report.link_recoveries)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        LabCommand::Down => {
+            for line in lab::down(&a.dir)? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

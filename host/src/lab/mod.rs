@@ -1,0 +1,495 @@
+//! `amvm lab`: several libvirt nodes on one machine (issue #10), each a root libvirtd in its own
+//! namespaces ([`node`]), joined by a bridge, with direct-boot lab guests
+//! (`scripts/build-guest.sh`) whose heartbeat and load are reachable from outside.
+//!
+//! **Invariant**: the state file (`DIR/state.json`) names every namespace (by inode), interface
+//! and directory the lab created, and is written before each is created, so `down` — or an `up`
+//! after a crash — removes all of it.
+
+pub mod node;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use amvm_engine::memory::Mode;
+use amvm_engine::qemu::{libvirt, Heartbeat, MigrateOptions, Progress, QemuReport};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+use node::NodeSpec;
+
+/// The default lab directory.
+pub const DEFAULT_DIR: &str = "/run/amvm-lab";
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub dir: PathBuf,
+    pub nodes: usize,
+    pub vms_per_node: usize,
+    /// Guest memory (MiB).
+    pub memory_mib: u32,
+    /// Kernel command-line settings of the guests' workload (`amvm.mode=…`, see docs/lab.md).
+    pub workload: String,
+    /// Directory holding `vmlinuz` and `initrd.img` (`scripts/build-guest.sh`).
+    pub image: PathBuf,
+    /// First three octets of the lab network (`10.77.0`): the bridge is `.1`, node i `.(10+i)`.
+    pub subnet: String,
+    /// Prefix of the lab's interface names (bridge `PREFIXbr`, node i's veth `PREFIXi`).
+    pub ifprefix: String,
+    /// Try KVM first (when `/dev/kvm` opens); TCG otherwise or when a KVM guest does not come up.
+    pub try_kvm: bool,
+}
+
+/// One node as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub ip: String,
+    pub uuid: String,
+    pub dir: PathBuf,
+    pub holder_pid: u32,
+    /// Inode of the node's network namespace (what cleanup kills by).
+    pub netns: u64,
+    pub host_if: String,
+}
+
+impl NodeRecord {
+    /// The node's libvirt daemon, from outside the namespaces.
+    pub fn uri(&self) -> String {
+        format!("qemu+tcp://{}/system", self.ip)
+    }
+}
+
+/// A lab as recorded in `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub dir: PathBuf,
+    pub bridge: String,
+    pub ifprefix: String,
+    pub subnet: String,
+    pub nodes: Vec<NodeRecord>,
+    /// Guests by name, with the node each was started on.
+    pub vms: Vec<(String, String)>,
+    pub memory_mib: u32,
+    /// `kvm` or `tcg`, and why when TCG was chosen.
+    pub accel: String,
+    pub accel_note: String,
+}
+
+impl LabState {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    pub fn load(dir: &Path) -> Result<LabState> {
+        let p = Self::path(dir);
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("no lab at {} (start one with `amvm lab up`)", dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a lab state file", p.display()))
+    }
+
+    fn save(&self) -> Result<()> {
+        let p = Self::path(&self.dir);
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &p)?;
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name == name).with_context(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!("no node {name:?} in the lab (nodes: {})", names.join(", "))
+        })
+    }
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("amvm lab needs root (namespaces, veth interfaces and libvirt daemons)");
+    }
+    for (tool, pkg) in [
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
+        ("libvirtd", "libvirt-daemon-system"),
+        ("virtlogd", "libvirt-daemon-system"),
+    ] {
+        let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            || Path::new("/usr/sbin").join(tool).is_file();
+        if !found {
+            bail!("{tool} is missing: install the Debian package {pkg} (scripts/install-deps.sh --tests installs it)");
+        }
+    }
+    Ok(())
+}
+
+/// A stable UUID per lab interface prefix and node.
+fn node_uuid(prefix: &str, i: usize) -> String {
+    let h = prefix.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("{h:08x}-0000-4000-8000-{i:012x}")
+}
+
+/// The domain XML of a lab guest: direct kernel boot, its serial console on a Unix socket
+/// (commands) with a log file (heartbeats), no devices it does not need. `<acpi/>` is required:
+/// without it libvirt 9.0 passes `-no-acpi`, which QEMU 9+ no longer has.
+pub fn domain_xml(
+    name: &str,
+    domain_type: &str,
+    memory_mib: u32,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+) -> String {
+    format!(
+        "<domain type='{domain_type}'>\n  <name>{name}</name>\n  <memory unit='MiB'>{memory_mib}</memory>\n  <vcpu>1</vcpu>\n  \
+         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
+         <cmdline>{cmdline}</cmdline></os>\n  <features><acpi/></features>\n  \
+         <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\n  <devices>\n    \
+         <serial type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/{name}.console'/>\
+         <log file='/var/log/libvirt/qemu/{name}.console.log' append='on'/><target port='0'/></serial>\n    \
+         <memballoon model='none'/>\n  </devices>\n</domain>\n",
+        kernel.display(),
+        initrd.display()
+    )
+}
+
+/// Where a guest's console log is, seen from outside, when it runs on `node`.
+pub fn console_log(node: &NodeRecord, vm: &str) -> PathBuf {
+    node.dir.join("var-log-libvirt/qemu").join(format!("{vm}.console.log"))
+}
+
+/// The last heartbeat in a guest's console log on `node`.
+pub fn last_heartbeat(node: &NodeRecord, vm: &str) -> Option<Heartbeat> {
+    let text = std::fs::read_to_string(console_log(node, vm)).ok()?;
+    text.lines().rev().find_map(Heartbeat::parse)
+}
+
+/// Waits until `vm` on `node` prints a heartbeat with `seq` above `after`.
+pub fn wait_heartbeat(node: &NodeRecord, vm: &str, after: Option<u64>, timeout: Duration) -> Option<Heartbeat> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(h) = last_heartbeat(node, vm) {
+            if after.is_none_or(|a| h.seq > a) {
+                return Some(h);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends one command line to a guest's console (its workload reads `load N`, `dirty MBPS`, …).
+pub fn console_command(node: &NodeRecord, vm: &str, line: &str) -> Result<()> {
+    let sock = node.dir.join("var-lib-libvirt/qemu").join(format!("{vm}.console"));
+    let mut s = std::os::unix::net::UnixStream::connect(&sock)
+        .with_context(|| format!("cannot reach {vm}'s console at {}", sock.display()))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    s.flush()?;
+    // Give QEMU a moment to pass the line on before the connection closes.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+/// Removes everything a lab at `dir` created (from its state file, and any interface with its
+/// prefix). Returns a line per thing removed.
+pub fn down(dir: &Path) -> Result<Vec<String>> {
+    require_root()?;
+    let mut done = Vec::new();
+    let Ok(state) = LabState::load(dir) else {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+            done.push(format!("removed {} (no state file)", dir.display()));
+        }
+        return Ok(done);
+    };
+    let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).filter(|&n| n != 0).collect();
+    let killed = node::kill_namespaces(&ns);
+    done.push(format!("stopped {killed} processes in {} node namespaces", ns.len()));
+    for link in node::links_with_prefix(&state.ifprefix) {
+        let _ = node::run(std::process::Command::new("ip").args(["link", "del", &link]));
+        done.push(format!("deleted interface {link}"));
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    done.push(format!("removed {}", dir.display()));
+    Ok(done)
+}
+
+/// Builds a lab (cleaning up a previous one at the same directory first); `say` gets progress.
+pub fn up(cfg: &LabConfig, say: &mut dyn FnMut(&str)) -> Result<LabState> {
+    require_root()?;
+    if cfg.nodes < 1 || cfg.nodes > 200 {
+        bail!("--nodes must be 1..=200 (got {})", cfg.nodes);
+    }
+    if cfg.ifprefix.is_empty() || cfg.ifprefix.len() > 8 || !cfg.ifprefix.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("the interface prefix must be 1–8 letters or digits (got {:?})", cfg.ifprefix);
+    }
+    let kernel = cfg.image.join("vmlinuz");
+    let initrd = cfg.image.join("initrd.img");
+    if !kernel.is_file() || !initrd.is_file() {
+        bail!(
+            "no lab guest in {}: build it with `scripts/build-guest.sh {}`",
+            cfg.image.display(),
+            cfg.image.display()
+        );
+    }
+    if cfg.dir.exists() || !node::links_with_prefix(&cfg.ifprefix).is_empty() {
+        say("cleaning up the previous lab");
+        for line in down(&cfg.dir)? {
+            say(&format!("  {line}"));
+        }
+        for link in node::links_with_prefix(&cfg.ifprefix) {
+            node::run(std::process::Command::new("ip").args(["link", "del", &link]))?;
+        }
+    }
+    std::fs::create_dir_all(&cfg.dir)?;
+    let dir = std::fs::canonicalize(&cfg.dir)?;
+    let img = dir.join("image");
+    std::fs::create_dir_all(&img)?;
+    std::fs::copy(&kernel, img.join("vmlinuz"))?;
+    std::fs::copy(&initrd, img.join("initrd.img"))?;
+    let bridge = format!("{}br", cfg.ifprefix);
+    let mut state = LabState {
+        dir: dir.clone(),
+        bridge: bridge.clone(),
+        ifprefix: cfg.ifprefix.clone(),
+        subnet: cfg.subnet.clone(),
+        nodes: Vec::new(),
+        vms: Vec::new(),
+        memory_mib: cfg.memory_mib,
+        accel: String::new(),
+        accel_note: String::new(),
+    };
+    state.save()?;
+    node::run(std::process::Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]))?;
+    node::run(std::process::Command::new("ip").args(["addr", "add", &format!("{}.1/24", cfg.subnet), "dev", &bridge]))?;
+    node::run(std::process::Command::new("ip").args(["link", "set", &bridge, "up"]))?;
+    let names: Vec<String> = (1..=cfg.nodes).map(|i| format!("node{i}")).collect();
+    let ip = |i: usize| format!("{}.{}", cfg.subnet, 10 + i);
+    let mut hosts = String::from("127.0.0.1 localhost\n");
+    for (i, n) in names.iter().enumerate() {
+        hosts.push_str(&format!("{} {n}\n", ip(i + 1)));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let spec = NodeSpec {
+            name: name.clone(),
+            dir: dir.join(name),
+            ip: ip(i + 1),
+            uuid: node_uuid(&cfg.ifprefix, i + 1),
+            hosts: hosts.clone(),
+        };
+        say(&format!("{name}: namespaces, libvirtd at {}", spec.ip));
+        node::prepare(&spec)?;
+        let (holder, netns) = node::start_holder(&spec)?;
+        let host_if = format!("{}{}", cfg.ifprefix, i + 1);
+        state.nodes.push(NodeRecord {
+            name: name.clone(),
+            ip: spec.ip.clone(),
+            uuid: spec.uuid.clone(),
+            dir: spec.dir.clone(),
+            holder_pid: holder,
+            netns,
+            host_if: host_if.clone(),
+        });
+        state.save()?;
+        node::connect(&spec, holder, &host_if, &bridge, 24)?;
+        node::start_daemons(&spec, holder)?;
+    }
+    // Guests: KVM when it boots one here, else TCG (said so).
+    let (mut domain_type, mut note) = ("qemu", String::from("TCG: KVM not tried"));
+    let kvm_opens = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    if cfg.try_kvm && kvm_opens {
+        domain_type = "kvm";
+        note.clear();
+    } else if cfg.try_kvm {
+        note = "TCG: /dev/kvm does not open".into();
+    }
+    let mut k = 0;
+    for nrec in state.nodes.clone().iter() {
+        let conn = Connect::open(Some(&nrec.uri())).with_context(|| format!("cannot connect to {}", nrec.uri()))?;
+        for _ in 0..cfg.vms_per_node {
+            k += 1;
+            let vm = format!("vm{k}");
+            let cmdline = format!("console=ttyS0 quiet panic=-1 amvm.heartbeat=1000 {}", cfg.workload);
+            let start = |ty: &str| -> Result<Option<Heartbeat>> {
+                let xml = domain_xml(&vm, ty, cfg.memory_mib, &img.join("vmlinuz"), &img.join("initrd.img"), &cmdline);
+                let dom =
+                    Domain::define_xml(&conn, &xml).map_err(|e| anyhow::anyhow!("define {vm}: {}", e.message()))?;
+                if let Err(e) = dom.create() {
+                    let _ = dom.undefine();
+                    bail!("start {vm}: {}", e.message());
+                }
+                // TCG boots the guest in a few seconds; a KVM guest that hangs here would hang for good.
+                let hb = wait_heartbeat(nrec, &vm, None, Duration::from_secs(if ty == "kvm" { 15 } else { 30 }));
+                if hb.is_none() {
+                    let _ = dom.destroy();
+                    let _ = dom.undefine();
+                }
+                Ok(hb)
+            };
+            let booted = match start(domain_type) {
+                Ok(Some(h)) => Some(h),
+                Ok(None) if domain_type == "kvm" => {
+                    note = "TCG: a KVM guest did not print a heartbeat within 15 s".into();
+                    None
+                }
+                Err(e) if domain_type == "kvm" => {
+                    note = format!("TCG: KVM failed ({e:#})");
+                    None
+                }
+                Ok(None) => bail!("{vm} on {} printed no heartbeat within 30 s (TCG)", nrec.name),
+                Err(e) => return Err(e),
+            };
+            if booted.is_none() {
+                domain_type = "qemu";
+                say(&format!("  {}", note));
+                if start(domain_type)?.is_none() {
+                    bail!("{vm} on {} printed no heartbeat within 30 s (TCG)", nrec.name);
+                }
+            }
+            say(&format!("{}: {vm} running ({})", nrec.name, if domain_type == "kvm" { "kvm" } else { "tcg" }));
+            state.vms.push((vm, nrec.name.clone()));
+            state.save()?;
+        }
+    }
+    state.accel = if domain_type == "kvm" { "kvm".into() } else { "tcg".into() };
+    state.accel_note = note;
+    state.save()?;
+    Ok(state)
+}
+
+/// A guest as seen now.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmStatus {
+    pub name: String,
+    pub state: String,
+    pub memory_mib: u64,
+    pub heartbeat: Option<HeartbeatView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatView {
+    pub seq: u64,
+    pub mode: String,
+    pub load: u32,
+    pub dirty_mbps: u32,
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub ip: String,
+    pub uuid: String,
+    /// `up` when its libvirtd answers, else why not.
+    pub state: String,
+    pub hostname: Option<String>,
+    pub vms: Vec<VmStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LabStatus {
+    pub dir: PathBuf,
+    pub accel: String,
+    pub accel_note: String,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Every node with the guests its libvirtd runs.
+pub fn status(state: &LabState) -> LabStatus {
+    let nodes = state
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut ns = NodeStatus {
+                name: n.name.clone(),
+                ip: n.ip.clone(),
+                uuid: n.uuid.clone(),
+                state: "up".into(),
+                hostname: None,
+                vms: Vec::new(),
+            };
+            match Connect::open(Some(&n.uri())) {
+                Ok(mut c) => {
+                    ns.hostname = c.get_hostname().ok();
+                    for d in c.list_all_domains(0).unwrap_or_default() {
+                        let name = d.get_name().unwrap_or_default();
+                        let info = d.get_info().ok();
+                        let active = d.is_active().unwrap_or(false);
+                        ns.vms.push(VmStatus {
+                            heartbeat: active.then(|| last_heartbeat(n, &name)).flatten().map(|h| HeartbeatView {
+                                seq: h.seq,
+                                mode: h.mode,
+                                load: h.load,
+                                dirty_mbps: h.dirty_mbps,
+                                uptime_ms: h.uptime_ms,
+                            }),
+                            state: if active { "running".into() } else { "shut off".into() },
+                            memory_mib: info.map_or(0, |i| i.max_mem / 1024),
+                            name,
+                        });
+                    }
+                    ns.vms.sort_by(|a, b| a.name.cmp(&b.name));
+                    let _ = c.close();
+                }
+                Err(e) => ns.state = format!("down: {}", e.message()),
+            }
+            ns
+        })
+        .collect();
+    LabStatus { dir: state.dir.clone(), accel: state.accel.clone(), accel_note: state.accel_note.clone(), nodes }
+}
+
+/// The node a guest runs on now.
+pub fn locate<'a>(state: &'a LabState, vm: &str) -> Result<&'a NodeRecord> {
+    for n in &state.nodes {
+        let Ok(mut c) = Connect::open(Some(&n.uri())) else { continue };
+        let found = Domain::lookup_by_name(&c, vm).ok().is_some_and(|d| d.is_active().unwrap_or(false));
+        let _ = c.close();
+        if found {
+            return Ok(n);
+        }
+    }
+    bail!("no node runs {vm:?} (see `amvm lab status`)")
+}
+
+/// Sets a guest's CPU load (percent of its vCPU).
+pub fn set_load<'a>(state: &'a LabState, vm: &str, level: u32) -> Result<&'a NodeRecord> {
+    if level > 100 {
+        bail!("load is a percentage of the guest's vCPU: 0..=100 (got {level})");
+    }
+    let n = locate(state, vm)?;
+    console_command(n, vm, &format!("load {level}"))?;
+    Ok(n)
+}
+
+/// Live-migrates a guest to node `to` through libvirt.
+pub fn migrate(
+    state: &LabState,
+    vm: &str,
+    to: &str,
+    opts: &MigrateOptions,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<(QemuReport, String)> {
+    let dst = state.node(to)?;
+    let src = locate(state, vm)?;
+    if src.name == dst.name {
+        bail!("{vm} already runs on {to}");
+    }
+    let uri = format!("tcp://{}", dst.ip);
+    let report = libvirt::migrate_domain(&src.uri(), &dst.uri(), vm, Some(&uri), opts, on_progress)
+        .with_context(|| format!("migrating {vm} from {} to {to}", src.name))?;
+    Ok((report, src.name.clone()))
+}
+
+/// Parses `pre|post|hybrid`.
+pub fn parse_mode(s: &str) -> Result<Mode> {
+    s.parse::<Mode>().map_err(|e| anyhow::anyhow!("{e}"))
+}
