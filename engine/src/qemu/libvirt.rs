@@ -76,6 +76,31 @@ fn state_name(dom: &Domain) -> String {
     }
 }
 
+/// A domain's job statistics (`virDomainGetJobStats`). `virt` 0.4.3's own `get_job_stats` builds
+/// a `Vec` from libvirt's pointer, which is null when the job has no statistics (no job yet, or
+/// just ended): undefined behaviour (debug builds abort on it). Here the parameters are copied
+/// and freed by libvirt's own `virTypedParamsFree`.
+fn job_stats(dom: &Domain, flags: sys::virDomainGetJobStatsFlags) -> Result<JobStats, virt::error::Error> {
+    let mut kind: libc::c_int = 0;
+    let mut n: libc::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    // SAFETY: valid domain pointer; libvirt allocates `params` (n entries) or leaves it null.
+    let rc = unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut kind, &mut params, &mut n, flags) };
+    if rc < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    if params.is_null() || n <= 0 {
+        return Ok(JobStats { r#type: kind, ..Default::default() });
+    }
+    // SAFETY: libvirt returned `n` initialized parameters at `params`; they are copied (plain
+    // data; strings stay owned by libvirt until the free below, after the conversion read them).
+    let copied: Vec<sys::virTypedParameter> = unsafe { std::slice::from_raw_parts(params, n as usize) }.to_vec();
+    let stats = JobStats::from((kind, copied));
+    // SAFETY: frees what libvirt allocated, exactly once.
+    unsafe { sys::virTypedParamsFree(params, n) };
+    Ok(stats)
+}
+
 /// Starts post-copy on an outgoing migration (`virDomainMigrateStartPostCopy`).
 fn start_postcopy(dom: &Domain) -> Result<(), String> {
     // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
@@ -222,7 +247,7 @@ pub fn migrate_domain(
             }
             Some(Err(e)) => {
                 if start.elapsed() > opts.timeout && switched_at_pass.is_none() {
-                    let st = dom.get_job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED).unwrap_or_default();
+                    let st = job_stats(&dom, sys::VIR_DOMAIN_JOB_STATS_COMPLETED).unwrap_or_default();
                     return Err(MigrateError::NotConverged {
                         secs: opts.timeout.as_secs(),
                         sent: st.mem_processed.unwrap_or(0),
@@ -233,7 +258,7 @@ pub fn migrate_domain(
             }
             None => {}
         }
-        let job = dom.get_job_stats(0).unwrap_or_default();
+        let job = job_stats(&dom, 0).unwrap_or_default();
         let active = job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32;
         seen_active |= active;
         if active && !downtime_set {
@@ -316,7 +341,7 @@ pub fn migrate_domain(
         std::thread::sleep(opts.poll);
     }
     let stats: JobStats =
-        dom.get_job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED).map_err(|e| lv("completed job statistics", e))?;
+        job_stats(&dom, sys::VIR_DOMAIN_JOB_STATS_COMPLETED).map_err(|e| lv("completed job statistics", e))?;
     let dst_dom = Domain::lookup_by_name(&dst, name).map_err(|e| lv("the migrated domain at the destination", e))?;
     // The guest now runs on the destination: the stale definition on the source goes.
     if let Err(e) = dom.undefine() {
