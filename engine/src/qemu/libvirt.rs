@@ -12,7 +12,8 @@
 //! - **Recovery**: a post-copy whose stream broke leaves the guest paused-for-recovery on the
 //!   destination (it cannot go back: the source lacks its newest writes); the migration is
 //!   resumed with `VIR_MIGRATE_POSTCOPY_RESUME` until `recovery_timeout`. Not yet verified
-//!   (docs/lab.md): fault injection is refused here; the QMP backend's recovery is tested.
+//!   (docs/lab.md): breaking the stream on purpose is refused here; the QMP backend's recovery
+//!   is tested.
 //!
 //! The source domain is persistent and is not undefined by libvirt (`VIR_MIGRATE_PERSIST_DEST`
 //! without `VIR_MIGRATE_UNDEFINE_SOURCE`): after a post-copy only the source still holds the
@@ -27,7 +28,9 @@ use virt::connect::Connect;
 use virt::domain::{Domain, JobStats, MigrateParameters};
 use virt::sys;
 
-use super::migrate::{corrected_downtime, HybridSwitch, MigrateError, MigrateOptions, Phase, Progress, QemuReport};
+use super::migrate::{
+    corrected_downtime, hybrid_switch_due, link_estimate, MigrateError, MigrateOptions, Phase, Progress, QemuReport,
+};
 use crate::memory::Mode;
 
 /// A libvirt error as a migration error naming what was being done.
@@ -101,10 +104,8 @@ fn job_stats(dom: &Domain, flags: sys::virDomainGetJobStatsFlags) -> Result<JobS
     Ok(stats)
 }
 
-/// Starts post-copy on an outgoing migration (`virDomainMigrateStartPostCopy`).
-fn start_postcopy(dom: &Domain) -> Result<(), String> {
-    // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
-    let rc = unsafe { sys::virDomainMigrateStartPostCopy(dom.as_ptr(), 0) };
+/// A libvirt call's return code as a result: below 0, libvirt's last error.
+fn checked(rc: libc::c_int) -> Result<(), String> {
     if rc < 0 {
         Err(virt::error::Error::last_error().message().to_string())
     } else {
@@ -112,16 +113,10 @@ fn start_postcopy(dom: &Domain) -> Result<(), String> {
     }
 }
 
-/// Breaks the stream of a post-copy migration (`virDomainAbortJobFlags(POSTCOPY)`), libvirt's
-/// way of pausing it for recovery.
-fn pause_postcopy(dom: &Domain) -> Result<(), String> {
-    // SAFETY: as above.
-    let rc = unsafe { sys::virDomainAbortJobFlags(dom.as_ptr(), sys::VIR_DOMAIN_ABORT_JOB_POSTCOPY) };
-    if rc < 0 {
-        Err(virt::error::Error::last_error().message().to_string())
-    } else {
-        Ok(())
-    }
+/// Starts post-copy on an outgoing migration (`virDomainMigrateStartPostCopy`).
+fn start_postcopy(dom: &Domain) -> Result<(), String> {
+    // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+    checked(unsafe { sys::virDomainMigrateStartPostCopy(dom.as_ptr(), 0) })
 }
 
 /// Runs `virDomainMigrate3` on its own connections in a thread (the call blocks until the
@@ -214,7 +209,6 @@ pub fn migrate_domain(
     let mut last_pass = 0u64;
     let mut dirty_rate = 0.0;
     let mut seen_active = false;
-    let mut cut_done = false;
     let mut link_recoveries = 0u32;
     let mut paused_since: Option<Instant> = None;
     loop {
@@ -264,12 +258,6 @@ pub fn migrate_domain(
         if active && !downtime_set {
             downtime_set = dom.migrate_set_max_downtime(downtime_limit, 0).is_ok();
         }
-        if active && post && opts.cut_link_in_postcopy && !cut_done {
-            if let Err(e) = pause_postcopy(&dom) {
-                tracing::warn!(error = %e, "could not break the post-copy stream");
-            }
-            cut_done = true;
-        }
         let pass = job.mem_iteration.unwrap_or(0);
         let remaining = job.mem_remaining.unwrap_or(0);
         let rate = job.mem_dirty_rate.unwrap_or(0) as f64 * job.mem_page_size.unwrap_or(4096).max(1) as f64;
@@ -285,21 +273,17 @@ pub fn migrate_domain(
                 dirty_at_pass.push(remaining);
             }
             last_pass = pass;
-            if opts.mode == Mode::Hybrid && switched_at_pass.is_none() && !post {
-                let n = dirty_at_pass.len();
-                let stalled = n >= 2 && dirty_at_pass[n - 1] as f64 >= 0.8 * dirty_at_pass[n - 2] as f64;
-                let switch = match opts.switch {
-                    HybridSwitch::AfterFirstPass => pass >= 2,
-                    HybridSwitch::AtStall => stalled || pass > opts.max_passes,
-                };
-                if switch {
-                    match start_postcopy(&dom) {
-                        Ok(()) => {
-                            switched_at_pass = Some(pass);
-                            switch_after_ms = Some(start.elapsed().as_secs_f64() * 1e3);
-                        }
-                        Err(e) => tracing::debug!(error = %e, "post-copy switch refused"),
+            if opts.mode == Mode::Hybrid
+                && switched_at_pass.is_none()
+                && !post
+                && hybrid_switch_due(opts, &dirty_at_pass, pass)
+            {
+                match start_postcopy(&dom) {
+                    Ok(()) => {
+                        switched_at_pass = Some(pass);
+                        switch_after_ms = Some(start.elapsed().as_secs_f64() * 1e3);
                     }
+                    Err(e) => tracing::debug!(error = %e, "post-copy switch refused"),
                 }
             }
         }
@@ -313,11 +297,7 @@ pub fn migrate_domain(
             Phase::PreCopy
         };
         let throughput = job.mem_bps.unwrap_or(0) as f64;
-        let link = match opts.bandwidth {
-            Some(cap) if throughput > 0.0 => cap.min(throughput),
-            Some(cap) => cap,
-            None => throughput,
-        };
+        let link = link_estimate(opts.bandwidth, throughput);
         let progress = Progress {
             phase,
             pass,
@@ -333,9 +313,8 @@ pub fn migrate_domain(
             // Pre-copy that does not converge: abort; the migration thread then returns the
             // job's error and the branch above reports non-convergence.
             // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
-            if unsafe { sys::virDomainAbortJob(dom.as_ptr()) } < 0 {
-                let e = virt::error::Error::last_error();
-                tracing::warn!(error = %e.message(), "could not abort the migration job");
+            if let Err(e) = checked(unsafe { sys::virDomainAbortJob(dom.as_ptr()) }) {
+                tracing::warn!(error = %e, "could not abort the migration job");
             }
         }
         std::thread::sleep(opts.poll);

@@ -279,18 +279,14 @@ pub fn migrate(
                 dirty_at_pass.push(remaining);
             }
             last_pass = pass;
-            if opts.mode == Mode::Hybrid && switched_at_pass.is_none() && status == "active" {
-                let n = dirty_at_pass.len();
-                let stalled = n >= 2 && dirty_at_pass[n - 1] as f64 >= 0.8 * dirty_at_pass[n - 2] as f64;
-                let switch = match opts.switch {
-                    HybridSwitch::AfterFirstPass => pass >= 2,
-                    HybridSwitch::AtStall => stalled || pass > opts.max_passes,
-                };
-                if switch {
-                    src.qmp.execute("migrate-start-postcopy", Value::Null)?;
-                    switched_at_pass = Some(pass);
-                    switch_after_ms = Some(start.elapsed().as_secs_f64() * 1e3);
-                }
+            if opts.mode == Mode::Hybrid
+                && switched_at_pass.is_none()
+                && status == "active"
+                && hybrid_switch_due(opts, &dirty_at_pass, pass)
+            {
+                src.qmp.execute("migrate-start-postcopy", Value::Null)?;
+                switched_at_pass = Some(pass);
+                switch_after_ms = Some(start.elapsed().as_secs_f64() * 1e3);
             }
         }
         let phase = match status.as_str() {
@@ -299,12 +295,7 @@ pub fn migrate(
             "completed" => Phase::Completed,
             _ => Phase::PreCopy,
         };
-        // What the link carries now: the cap, or less when QEMU measures less.
-        let link = match opts.bandwidth {
-            Some(cap) if throughput > 0.0 => cap.min(throughput),
-            Some(cap) => cap,
-            None => throughput,
-        };
+        let link = link_estimate(opts.bandwidth, throughput);
         let progress = Progress {
             phase,
             pass,
@@ -384,6 +375,26 @@ pub fn migrate(
         destination_state,
         link_recoveries,
     })
+}
+
+/// Whether a hybrid migration should switch to post-copy now that pass `pass` began, with
+/// `dirty_at_pass` the dirty set at the start of each pass after the first ([`HybridSwitch`]).
+pub(crate) fn hybrid_switch_due(opts: &MigrateOptions, dirty_at_pass: &[u64], pass: u64) -> bool {
+    let n = dirty_at_pass.len();
+    let stalled = n >= 2 && dirty_at_pass[n - 1] as f64 >= 0.8 * dirty_at_pass[n - 2] as f64;
+    match opts.switch {
+        HybridSwitch::AfterFirstPass => pass >= 2,
+        HybridSwitch::AtStall => stalled || pass > opts.max_passes,
+    }
+}
+
+/// What the link carries now: the cap, or less when QEMU measures less.
+pub(crate) fn link_estimate(bandwidth: Option<f64>, throughput: f64) -> f64 {
+    match bandwidth {
+        Some(cap) if throughput > 0.0 => cap.min(throughput),
+        Some(cap) => cap,
+        None => throughput,
+    }
 }
 
 /// The downtime of a migration from QEMU's figure: QEMU (10.0) keeps a post-copy switch's
