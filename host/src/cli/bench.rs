@@ -81,6 +81,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Folds a plan into a running FNV-1a digest (migrations in order, hosts to sleep and wake), so
+/// two runs with the same seed can be compared plan for plan.
+fn digest(mut h: u64, plan: &crate::scheduler::Plan) -> u64 {
+    let mut eat = |x: u32| {
+        for b in x.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for m in &plan.migrations {
+        eat(m.vm);
+        eat(m.from);
+        eat(m.to);
+    }
+    eat(u32::MAX);
+    plan.sleep.iter().for_each(|&id| eat(id));
+    eat(u32::MAX);
+    plan.wake.iter().for_each(|&id| eat(id));
+    eat(u32::MAX);
+    h
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -99,8 +120,10 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let active_before = snap.hosts.state.iter().filter(|&&s| s == HostState::Active).count();
     // Settling: the first cycle on the scattered cluster is the cold case; later ones converge.
     let mut settle = Vec::new();
+    let mut plans = 0xcbf2_9ce4_8422_2325u64;
     for _ in 0..args.settle {
         let out = scheduler.cycle(&snap);
+        plans = digest(plans, &out.plan);
         settle.push(json!({"cycle_ms": ms(out.stats.elapsed), "migrations": out.plan.migrations.len()}));
         apply_instantly(&mut snap, &out.plan);
     }
@@ -120,6 +143,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         snap.cycle = first_timed + c;
         advance(&mut snap, args.seed);
         let out = scheduler.cycle(&snap);
+        plans = digest(plans, &out.plan);
         migrations.push(out.plan.migrations.len() as f64);
         over_budget += u32::from(out.budget_overrun.is_some());
         for m in &out.disabled {
@@ -180,10 +204,22 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
             "placement": last.stats.placement_calls,
         },
         "fuel_per_cycle": last.stats.fuel,
+        // What the last cycle did, in counts (deterministic, unlike times).
+        "work_per_cycle": {
+            "placements": last.stats.placements,
+            "placements_failed": last.stats.placements_failed,
+            "evacuations_tried": last.stats.evacuations_tried,
+            "evacuations_committed": last.stats.evacuations_committed,
+            "rows_weighed": last.stats.rows_weighed,
+            "rows_checked": last.stats.rows_checked,
+            "vetoes": last.stats.vetoes,
+        },
         "overloaded_hosts": last.stats.overloaded_hosts,
         "underloaded_hosts": last.stats.underloaded_hosts,
         "migrations_per_cycle_mean": migrations.iter().sum::<f64>() / migrations.len().max(1) as f64,
         "migrations_last_cycle": last.plan.migrations.len(),
+        // Digest of every plan (settling and timed): equal digests, equal plans.
+        "plans_digest": format!("{plans:016x}"),
         "hosts_to_sleep": last.plan.sleep.len(),
         "failures": last.failures.len(),
     });

@@ -123,6 +123,18 @@ pub struct CycleStats {
     pub elapsed: Duration,
     pub overloaded_hosts: u32,
     pub underloaded_hosts: u32,
+    /// Placement searches (one per VM to place, rolled-back evacuations included) and those
+    /// that found no host.
+    pub placements: u64,
+    pub placements_failed: u64,
+    /// Underloaded hosts whose evacuation was attempted, and those committed.
+    pub evacuations_tried: u64,
+    pub evacuations_committed: u64,
+    /// Candidate rows weighed (over all `weigh` calls) and host rows checked for overload
+    /// (over all `would-overload` calls), and how many of those were vetoed.
+    pub rows_weighed: u64,
+    pub rows_checked: u64,
+    pub vetoes: u64,
 }
 
 /// What a cycle decided.
@@ -729,6 +741,7 @@ impl Cycle<'_> {
                 continue;
             }
             vms.sort_by(|&a, &b| self.work.demand(b).total_cmp(&self.work.demand(a)));
+            self.stats.evacuations_tried += 1;
             let mut placed: Vec<(usize, usize)> = Vec::new();
             let mut complete = true;
             // Without the index, the destinations are listed for each source.
@@ -758,6 +771,7 @@ impl Cycle<'_> {
                 }
             }
             if complete {
+                self.stats.evacuations_committed += 1;
                 for &(vm, to) in &placed {
                     self.migrations.push((vm, h, to, MigrationReason::Underload));
                     involved.insert(to);
@@ -794,6 +808,21 @@ impl Cycle<'_> {
     /// being emptied entirely (its keep-together mates follow the VM).
     /// `pool: None`: the hosts of the candidate index.
     fn find_host(
+        &mut self,
+        s: &mut Scheduler,
+        vm: usize,
+        from: usize,
+        (pool, sleeping): (Option<&[usize]>, &[usize]),
+        room: &impl Fn(&Work, usize) -> bool,
+        evacuating: bool,
+    ) -> Result<Option<usize>, Abort> {
+        let found = self.search_host(s, vm, from, (pool, sleeping), room, evacuating)?;
+        self.stats.placements += 1;
+        self.stats.placements_failed += u64::from(found.is_none());
+        Ok(found)
+    }
+
+    fn search_host(
         &mut self,
         s: &mut Scheduler,
         vm: usize,
@@ -926,6 +955,7 @@ impl Cycle<'_> {
         // Columns gathered one at a time (cache- and vector-friendly at 10,000 candidates).
         let cand = self.gather(&idx);
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
+        self.stats.rows_weighed += u64::from(cand.n);
         let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
         self.scratch = Some(cand);
         let weights = weights?;
@@ -1184,6 +1214,7 @@ impl Cycle<'_> {
                 }
                 if !fresh.is_empty() {
                     let cand = self.gather(&fresh);
+                    self.stats.rows_weighed += u64::from(cand.n);
                     let weights = self.call(&mut s.placement, |p, ctx| p.weigh(ctx, demand_rec, &cand));
                     self.scratch = Some(cand);
                     let weights = weights?;
@@ -1234,6 +1265,7 @@ impl Cycle<'_> {
             Vec::new()
         } else {
             let batch = self.work.host_batch(&check);
+            self.stats.rows_checked += check.len() as u64;
             self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, add))?
         };
         // `check` is `chunk` without its unchecked hosts, in the same order.
@@ -1243,6 +1275,7 @@ impl Cycle<'_> {
             if !over {
                 return Ok(Some(h));
             }
+            self.stats.vetoes += 1;
             if self.trace.is_some() {
                 self.veto_log.push(h);
             }
