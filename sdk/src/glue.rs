@@ -2,7 +2,7 @@
 
 use crate::describe::{Descriptor, Params, PolicyKind, Value};
 use crate::views::{Candidates, Context, HostGroups, Hosts, VmDemand, Vms};
-use crate::{IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy};
+use crate::{BoundedThresholdPolicy, IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy};
 
 pub use crate::bindings::amvm::policy::types;
 
@@ -154,6 +154,22 @@ pub fn would_overload<P: ThresholdPolicy>(
 ) -> Vec<bool> {
     let p = configured(slot, P::describe, P::configure);
     p.would_overload(&context(ctx), &hosts(h), &vms(add))
+}
+
+pub fn headroom<P: BoundedThresholdPolicy>(
+    slot: &mut Option<P>,
+    ctx: types::Context,
+    h: types::Hosts,
+) -> types::Headroom {
+    let p = configured(slot, P::describe, P::configure);
+    let r = p.headroom(&context(ctx), &hosts(h));
+    types::Headroom { accepts: r.accepts, refuses: r.refuses }
+}
+
+pub fn vm_load<P: BoundedThresholdPolicy>(slot: &mut Option<P>, ctx: types::Context, v: types::Vms) -> types::VmLoads {
+    let p = configured(slot, P::describe, P::configure);
+    let r = p.vm_load(&context(ctx), &vms(v));
+    types::VmLoads { low: r.low, high: r.high }
 }
 
 pub fn select<P: SelectionPolicy>(

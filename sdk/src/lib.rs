@@ -52,7 +52,7 @@ pub mod stats;
 pub mod views;
 
 pub use describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
-pub use views::{Candidates, Context, HostClass, HostGroups, Hosts, VmDemand, Vms};
+pub use views::{Candidates, Context, Headroom, HostClass, HostGroups, Hosts, VmDemand, VmLoads, Vms};
 
 /// The generated component bindings. Policy authors do not need these.
 #[doc(hidden)]
@@ -75,6 +75,21 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "__export_threshold_world",
             default_bindings_module: "amvm_sdk::bindings::threshold",
+            runtime_path: "amvm_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub mod bounded_threshold {
+        wit_bindgen::generate!({
+            world: "bounded-threshold",
+            path: "wit",
+            with: {
+                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_bounded_threshold_world",
+            default_bindings_module: "amvm_sdk::bindings::bounded_threshold",
             runtime_path: "amvm_sdk::__wit_bindgen::rt",
         });
     }
@@ -132,8 +147,10 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod prelude {
     pub use crate::describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
     pub use crate::stats;
-    pub use crate::views::{Candidates, Context, HostClass, HostGroups, Hosts, VmDemand, Vms};
-    pub use crate::{IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy};
+    pub use crate::views::{Candidates, Context, Headroom, HostClass, HostGroups, Hosts, VmDemand, VmLoads, Vms};
+    pub use crate::{
+        BoundedThresholdPolicy, IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy,
+    };
 }
 
 /// Overload detection (the `threshold` world).
@@ -151,6 +168,22 @@ pub trait ThresholdPolicy: Sized + 'static {
         let combined = hosts.with_added(add, ctx);
         self.classify(ctx, &combined).into_iter().map(|c| c == HostClass::Overload).collect()
     }
+}
+
+/// Overload detection with headroom (the `bounded-threshold` world): besides classifying, the
+/// policy tells the host, per host, up to which load one added VM surely keeps it below overload
+/// and from which load one added VM surely overloads it, and the load of each VM in the same
+/// unit; the host then answers most [`would_overload`](ThresholdPolicy::would_overload)
+/// questions itself. Implement it only when `classify` and `would_overload` are **row-local**
+/// (a host's answer never depends on the other hosts of the batch) and the bounds hold for
+/// every VM whose migration time is at most the host's `max_migration_s` (NaN where they
+/// cannot be given); otherwise the host would place VMs where the policy would veto them.
+/// Export with `amvm_sdk::export!(bounded_threshold: MyType)`.
+pub trait BoundedThresholdPolicy: ThresholdPolicy {
+    /// One pair of bounds per host of `hosts`.
+    fn headroom(&mut self, ctx: &Context, hosts: &Hosts) -> Headroom;
+    /// One load interval per VM of `vms`.
+    fn vm_load(&mut self, ctx: &Context, vms: &Vms) -> VmLoads;
 }
 
 /// VM selection (the `selection` world).
@@ -187,7 +220,8 @@ pub trait IndexedPlacementPolicy: PlacementPolicy {
 
 /// Exports a policy type as the component's world.
 ///
-/// `amvm_sdk::export!(threshold: MyType);`, `export!(selection: MyType)`,
+/// `amvm_sdk::export!(threshold: MyType);`, `export!(bounded_threshold: MyType)` (a
+/// [`BoundedThresholdPolicy`]), `export!(selection: MyType)`,
 /// `export!(placement: MyType)` or `export!(indexed_placement: MyType)` (a
 /// [`IndexedPlacementPolicy`]). Use it once per crate.
 #[macro_export]
@@ -226,6 +260,53 @@ macro_rules! export {
             }
         }
         $crate::bindings::threshold::__export_threshold_world!(__AmvmExport with_types_in $crate::bindings::threshold);
+    };
+    (bounded_threshold: $policy:ty) => {
+        struct __AmvmExport;
+        thread_local! {
+            static __AMVM_POLICY: ::core::cell::RefCell<Option<$policy>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+        impl $crate::bindings::bounded_threshold::Guest for __AmvmExport {
+            fn describe() -> $crate::glue::types::Descriptor {
+                $crate::glue::describe::<$policy>(<$policy as $crate::ThresholdPolicy>::describe())
+            }
+            fn configure(
+                params: ::std::vec::Vec<$crate::glue::types::Param>,
+            ) -> Result<(), ::std::string::String> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::configure_threshold::<$policy>(&mut p.borrow_mut(), params)
+                })
+            }
+            fn classify(
+                ctx: $crate::glue::types::Context,
+                hosts: $crate::glue::types::Hosts,
+            ) -> ::std::vec::Vec<u8> {
+                __AMVM_POLICY.with(|p| $crate::glue::classify::<$policy>(&mut p.borrow_mut(), ctx, hosts))
+            }
+            fn would_overload(
+                ctx: $crate::glue::types::Context,
+                hosts: $crate::glue::types::Hosts,
+                add: $crate::glue::types::Vms,
+            ) -> ::std::vec::Vec<bool> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::would_overload::<$policy>(&mut p.borrow_mut(), ctx, hosts, add)
+                })
+            }
+            fn headroom(
+                ctx: $crate::glue::types::Context,
+                hosts: $crate::glue::types::Hosts,
+            ) -> $crate::glue::types::Headroom {
+                __AMVM_POLICY.with(|p| $crate::glue::headroom::<$policy>(&mut p.borrow_mut(), ctx, hosts))
+            }
+            fn vm_load(
+                ctx: $crate::glue::types::Context,
+                vms: $crate::glue::types::Vms,
+            ) -> $crate::glue::types::VmLoads {
+                __AMVM_POLICY.with(|p| $crate::glue::vm_load::<$policy>(&mut p.borrow_mut(), ctx, vms))
+            }
+        }
+        $crate::bindings::bounded_threshold::__export_bounded_threshold_world!(__AmvmExport with_types_in $crate::bindings::bounded_threshold);
     };
     (selection: $policy:ty) => {
         struct __AmvmExport;

@@ -3,7 +3,7 @@
 
 use crate::describe::{Descriptor, ParamSpec, Params};
 use crate::stats;
-use crate::views::{Context, HostClass, Hosts};
+use crate::views::{Context, Headroom, HostClass, Hosts, VmLoads, Vms};
 
 /// The underload parameter every threshold policy declares.
 pub fn lower_param() -> ParamSpec {
@@ -103,18 +103,137 @@ impl Predictive {
 
     /// Classifies every host with `fit` (e.g. [`stats::linear_fit`], [`stats::robust_linear_fit`]).
     pub fn classify(&mut self, ctx: &Context, hosts: &Hosts, fit: fn(&[f64]) -> Option<(f64, f64)>) -> Vec<HostClass> {
+        let mut history = std::mem::take(&mut self.scratch);
+        let classes = hosts.classify_each(self.lower, |i, row| self.overloaded(ctx, hosts, i, row, fit, &mut history));
+        self.scratch = history;
+        classes
+    }
+
+    /// The rule on one resource's history `row` of host `i`.
+    fn overloaded(
+        &self,
+        ctx: &Context,
+        hosts: &Hosts,
+        i: usize,
+        row: &[f32],
+        fit: fn(&[f64]) -> Option<(f64, f64)>,
+        history: &mut Vec<f64>,
+    ) -> bool {
         let (safety, n, fallback) = (self.safety, self.samples, self.fallback);
-        let history = &mut self.scratch;
         let interval = f64::from(ctx.interval_s.max(f32::MIN_POSITIVE));
-        hosts.classify_each(self.lower, |i, row| {
-            let Some(now) = stats::last_valid(row) else { return false };
-            stats::valid_into(row, history);
-            if history.len() < n {
-                return now > fallback;
+        let Some(now) = stats::last_valid(row) else { return false };
+        stats::valid_into(row, history);
+        if history.len() < n {
+            return now > fallback;
+        }
+        let Some((a, b)) = fit(&history[history.len() - n..]) else { return now > fallback };
+        let steps = (f64::from(hosts.max_migration_s(i)) / interval).ceil();
+        safety * (a + b * (n as f64 + steps)) >= 1.0
+    }
+
+    /// Weights of the newest `samples` values in the least-squares prediction one interval
+    /// ahead (`x = n + 1` over `x = 1..=n`): the prediction is `Σ c_t y_t`, linear in the history,
+    /// so the prediction of a host plus a VM is the host's plus the VM's.
+    fn horizon_weights(&self) -> Vec<f64> {
+        let n = self.samples as f64;
+        let mean = (n + 1.0) / 2.0;
+        let sxx: f64 = (1..=self.samples).map(|t| (t as f64 - mean).powi(2)).sum();
+        (1..=self.samples).map(|t| 1.0 / n + (n + 1.0 - mean) * (t as f64 - mean) / sxx).collect()
+    }
+
+    /// Headroom for [`BoundedThresholdPolicy`](crate::BoundedThresholdPolicy) with the plain
+    /// least-squares fit (LR): the load unit is predicted CPU demand in MIPS. One VM with a full
+    /// history (its newest `samples` samples present) added to host `i` overloads it when
+    /// `safety × (P_host + mips / capacity × P_vm) ≥ 1`, i.e. when `mips × P_vm ≥ capacity ×
+    /// (1 / safety − P_host)`, a missing host sample counting as zero (the VM's fills it).
+    /// Bounds are given for hosts predicting one interval ahead (their longest migration is
+    /// shorter than the interval; the VM's is no longer, so the horizon stays) and without a
+    /// memory history (an added VM shifts it by its own RAM); the allowance covers f32
+    /// rounding of the combined history many times over. With a window shorter than `samples`
+    /// the rule is the static fallback on the newest sample, bounded the same way.
+    pub fn headroom(&mut self, ctx: &Context, hosts: &Hosts) -> Headroom {
+        let len = hosts.len();
+        let w = hosts.window as usize;
+        let n = self.samples;
+        let mut out = Headroom::unknown(len);
+        if !hosts.mem.is_empty() || self.safety <= 0.0 || w == 0 {
+            return out;
+        }
+        let interval = f64::from(ctx.interval_s.max(f32::MIN_POSITIVE));
+        let weights = self.horizon_weights();
+        let mut history = std::mem::take(&mut self.scratch);
+        for i in 0..len {
+            let cap = f64::from(hosts.cpu_capacity(i));
+            let row = hosts.cpu(i);
+            if !(cap > 0.0 && cap.is_finite()) || row.len() != w {
+                continue;
             }
-            let Some((a, b)) = fit(&history[history.len() - n..]) else { return now > fallback };
-            let steps = (f64::from(hosts.max_migration_s(i)) / interval).ceil();
-            safety * (a + b * (n as f64 + steps)) >= 1.0
-        })
+            // The network history does not change with an added VM: overloaded there, the host
+            // refuses every VM.
+            if let Some(net) = hosts.net(i) {
+                if self.overloaded(ctx, hosts, i, net, stats::linear_fit, &mut history) {
+                    out.accepts[i] = f32::NEG_INFINITY;
+                    out.refuses[i] = f32::NEG_INFINITY;
+                    continue;
+                }
+            }
+            let cell = |t: usize| if row[t].is_nan() { 0.0 } else { f64::from(row[t]) };
+            let (level, spread, limit) = if w < n {
+                let h = cell(w - 1);
+                (h, h.abs(), f64::from(self.fallback))
+            } else {
+                let steps = (f64::from(hosts.max_migration_s(i)) / interval).ceil();
+                if steps != 1.0 {
+                    continue;
+                }
+                let tail = w - n;
+                let p: f64 = weights.iter().enumerate().map(|(t, c)| c * cell(tail + t)).sum();
+                let a: f64 = weights.iter().enumerate().map(|(t, c)| (c * cell(tail + t)).abs()).sum();
+                (p, a, 1.0 / self.safety)
+            };
+            let room = cap * (limit - level);
+            let allowance = 1e-5 * (cap * spread + room.abs() + cap * 1e-3);
+            if room.is_finite() && allowance.is_finite() {
+                out.accepts[i] = (room - allowance) as f32;
+                out.refuses[i] = (room + allowance) as f32;
+            }
+        }
+        self.scratch = history;
+        out
+    }
+
+    /// VM loads matching [`Self::headroom`]: `mips × P_vm`, the VM's predicted utilization one
+    /// interval ahead (or its newest sample, with a window shorter than `samples`), with its
+    /// rounding allowance; NaN for a VM missing one of the samples used.
+    pub fn vm_load(&mut self, _: &Context, vms: &Vms) -> VmLoads {
+        let len = vms.len();
+        let w = vms.window as usize;
+        let n = self.samples;
+        let weights = self.horizon_weights();
+        let mut out = VmLoads { low: vec![f32::NAN; len], high: vec![f32::NAN; len] };
+        for v in 0..len {
+            let row = vms.cpu(v);
+            let mips = f64::from(vms.mips(v));
+            if row.len() != w || w == 0 || !(mips >= 0.0 && mips.is_finite()) {
+                continue;
+            }
+            let used = if w < n { &row[w - 1..] } else { &row[w - n..] };
+            if used.iter().any(|x| !x.is_finite()) {
+                continue;
+            }
+            let (p, a) = if w < n {
+                let u = f64::from(used[0]);
+                (u, u.abs())
+            } else {
+                let p: f64 = weights.iter().zip(used).map(|(c, &u)| c * f64::from(u)).sum();
+                let a: f64 = weights.iter().zip(used).map(|(c, &u)| (c * f64::from(u)).abs()).sum();
+                (p, a)
+            };
+            let load = mips * p;
+            let allowance = 1e-5 * (mips * a + load.abs() + mips * 1e-3);
+            out.low[v] = (load - allowance) as f32;
+            out.high[v] = (load + allowance) as f32;
+        }
+        out
     }
 }

@@ -172,6 +172,30 @@ fn add_samples(a: f32, b: f32) -> f32 {
     }
 }
 
+/// Per host, the bounds of [`BoundedThresholdPolicy::headroom`](crate::BoundedThresholdPolicy::headroom),
+/// in the policy's own unit of VM load: one added VM whose load is at most `accepts[i]` surely
+/// leaves host `i` not overloaded; one whose load is at least `refuses[i]` surely overloads it.
+/// NaN: no bound.
+#[derive(Debug, Clone, Default)]
+pub struct Headroom {
+    pub accepts: Vec<f32>,
+    pub refuses: Vec<f32>,
+}
+
+impl Headroom {
+    /// No bound for `n` hosts (every question is asked).
+    pub fn unknown(n: usize) -> Headroom {
+        Headroom { accepts: vec![f32::NAN; n], refuses: vec![f32::NAN; n] }
+    }
+}
+
+/// Per VM, its load `low..=high` in the unit of [`Headroom`]. NaN: no bound.
+#[derive(Debug, Clone, Default)]
+pub struct VmLoads {
+    pub low: Vec<f32>,
+    pub high: Vec<f32>,
+}
+
 /// VMs with their utilization histories.
 #[derive(Debug, Clone, Default)]
 pub struct Vms {

@@ -53,6 +53,10 @@ pub struct BenchPolicyArgs {
     /// for comparison.
     #[arg(long)]
     pub full_scan: bool,
+    /// Ask the threshold module every `would-overload` question, even when it exports
+    /// `headroom` (world `bounded-threshold`): same plans, for comparison.
+    #[arg(long)]
+    pub no_headroom: bool,
     /// Seed of the synthetic cluster.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -115,6 +119,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
     let t0 = std::time::Instant::now();
     let mut scheduler = Scheduler::new(&runtime, &strategy)?;
     scheduler.set_candidate_index(!args.full_scan);
+    scheduler.set_headroom_veto(!args.no_headroom);
     let load_ms = ms(t0.elapsed());
     let mut snap = SyntheticSpec::new(args.hosts, args.vms, args.seed).build();
     let active_before = snap.hosts.state.iter().filter(|&&s| s == HostState::Active).count();
@@ -181,6 +186,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
         "strategy": strategy.name,
         "overrides": args.set,
         "candidate_index": !args.full_scan,
+        "headroom_veto": !args.no_headroom,
         "hosts": args.hosts,
         "vms": args.vms,
         "cycles": args.cycles,
@@ -213,6 +219,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
             "rows_weighed": last.stats.rows_weighed,
             "rows_checked": last.stats.rows_checked,
             "vetoes": last.stats.vetoes,
+            "bounded_verdicts": last.stats.bounded_verdicts,
         },
         "overloaded_hosts": last.stats.overloaded_hosts,
         "underloaded_hosts": last.stats.underloaded_hosts,

@@ -30,6 +30,17 @@ pub mod placement {
     });
 }
 
+pub mod bounded_threshold {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "bounded-threshold",
+        with: {
+            "amvm:policy/types": super::threshold::amvm::policy::types,
+            "amvm:policy/host": super::threshold::amvm::policy::host,
+        },
+    });
+}
+
 pub mod indexed_placement {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 use super::bindings::{
-    indexed_placement::IndexedPlacement, placement::Placement, selection::Selection, threshold::Threshold, types,
-    HostImports, Level,
+    bounded_threshold::BoundedThreshold, indexed_placement::IndexedPlacement, placement::Placement,
+    selection::Selection, threshold::Threshold, types, HostImports, Level,
 };
 use super::bounded::TooLong;
 use super::descriptor::{to_raw_value, ParamValues, PolicyKind};
@@ -104,6 +104,7 @@ impl super::bindings::threshold::amvm::policy::types::Host for StoreState {}
 
 enum Bindings {
     Threshold(Threshold),
+    BoundedThreshold(BoundedThreshold),
     Selection(Selection),
     Placement(Placement),
     IndexedPlacement(IndexedPlacement),
@@ -202,12 +203,14 @@ impl PolicyInstance {
         let params = self.params.clone();
         let bindings = self.guarded(&mut store, "instantiate", |store, pre| match pre {
             WorldPre::Threshold(p) => p.instantiate(&mut *store).map(Bindings::Threshold),
+            WorldPre::BoundedThreshold(p) => p.instantiate(&mut *store).map(Bindings::BoundedThreshold),
             WorldPre::Selection(p) => p.instantiate(&mut *store).map(Bindings::Selection),
             WorldPre::Placement(p) => p.instantiate(&mut *store).map(Bindings::Placement),
             WorldPre::IndexedPlacement(p) => p.instantiate(&mut *store).map(Bindings::IndexedPlacement),
         })?;
         let configured = self.guarded(&mut store, "configure", |store, _| match &bindings {
             Bindings::Threshold(b) => b.call_configure(&mut *store, &params),
+            Bindings::BoundedThreshold(b) => b.call_configure(&mut *store, &params),
             Bindings::Selection(b) => b.call_configure(&mut *store, &params),
             Bindings::Placement(b) => b.call_configure(&mut *store, &params),
             Bindings::IndexedPlacement(b) => b.call_configure(&mut *store, &params),
@@ -293,6 +296,7 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Threshold)?;
         let out = self.call("classify", |store, b| match b {
             Bindings::Threshold(t) => t.call_classify(store, ctx, hosts),
+            Bindings::BoundedThreshold(t) => t.call_classify(store, ctx, hosts),
             _ => Err(kind_lost()),
         })?;
         check_len("classify", out.len(), hosts.n as usize)?;
@@ -315,10 +319,56 @@ impl PolicyInstance {
         self.expect_kind(PolicyKind::Threshold)?;
         let out = self.call("would-overload", |store, b| match b {
             Bindings::Threshold(t) => t.call_would_overload(store, ctx, hosts, add),
+            Bindings::BoundedThreshold(t) => t.call_would_overload(store, ctx, hosts, add),
             _ => Err(kind_lost()),
         })?;
         check_len("would-overload", out.len(), hosts.n as usize)?;
         Ok(out)
+    }
+
+    /// Whether the module exports `headroom` and `vm-load` (world `bounded-threshold`): it is
+    /// row-local and bounds `would-overload` for one VM.
+    pub fn has_headroom(&self) -> bool {
+        matches!(self.module.pre, WorldPre::BoundedThreshold(_))
+    }
+
+    /// Threshold (`bounded-threshold` only): per host, `(accepts, refuses)`, validated: one pair
+    /// per host, and never `accepts > refuses` (that would promise both answers). NaN: no bound.
+    pub fn headroom(&mut self, ctx: &types::Context, hosts: &types::Hosts) -> Result<Vec<(f32, f32)>, PolicyError> {
+        self.expect_kind(PolicyKind::Threshold)?;
+        let out = self.call("headroom", |store, b| match b {
+            Bindings::BoundedThreshold(t) => t.call_headroom(store, ctx, hosts),
+            _ => Err(wasmtime::Error::msg("the module does not export headroom")),
+        })?;
+        let n = hosts.n as usize;
+        check_len("headroom", out.accepts.len(), n)?;
+        check_len("headroom", out.refuses.len(), n)?;
+        let pairs: Vec<(f32, f32)> = out.accepts.into_iter().zip(out.refuses).collect();
+        if let Some(i) = pairs.iter().position(|&(a, r)| a > r) {
+            return Err(invalid(
+                "headroom",
+                format!("host {i} accepts up to {} but refuses from {}", pairs[i].0, pairs[i].1),
+            ));
+        }
+        Ok(pairs)
+    }
+
+    /// Threshold (`bounded-threshold` only): per VM, its load `(low, high)`, validated: one
+    /// pair per VM, never `low > high`. NaN: no bound.
+    pub fn vm_load(&mut self, ctx: &types::Context, vms: &types::Vms) -> Result<Vec<(f32, f32)>, PolicyError> {
+        self.expect_kind(PolicyKind::Threshold)?;
+        let out = self.call("vm-load", |store, b| match b {
+            Bindings::BoundedThreshold(t) => t.call_vm_load(store, ctx, vms),
+            _ => Err(wasmtime::Error::msg("the module does not export vm-load")),
+        })?;
+        let n = vms.n as usize;
+        check_len("vm-load", out.low.len(), n)?;
+        check_len("vm-load", out.high.len(), n)?;
+        let pairs: Vec<(f32, f32)> = out.low.into_iter().zip(out.high).collect();
+        if let Some(i) = pairs.iter().position(|&(l, h)| l > h) {
+            return Err(invalid("vm-load", format!("VM {i} has load from {} to {}", pairs[i].0, pairs[i].1)));
+        }
+        Ok(pairs)
     }
 
     /// Selection: indexes into `vms`, in order, validated (in range, no duplicates).

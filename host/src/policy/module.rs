@@ -9,7 +9,8 @@ use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType};
 use wasmtime::Engine;
 
 use super::bindings::{
-    indexed_placement::IndexedPlacementPre, placement::PlacementPre, selection::SelectionPre, threshold::ThresholdPre,
+    bounded_threshold::BoundedThresholdPre, indexed_placement::IndexedPlacementPre, placement::PlacementPre,
+    selection::SelectionPre, threshold::ThresholdPre,
 };
 use super::descriptor::{Descriptor, PolicyKind};
 use super::instance::StoreState;
@@ -18,6 +19,8 @@ use super::PolicyError;
 /// A compiled, typed policy ready to instantiate.
 pub(crate) enum WorldPre {
     Threshold(ThresholdPre<StoreState>),
+    /// A threshold module that also exports `headroom` and `vm-load` (world `bounded-threshold`).
+    BoundedThreshold(BoundedThresholdPre<StoreState>),
     Selection(SelectionPre<StoreState>),
     Placement(PlacementPre<StoreState>),
     /// A placement module that also exports `weigh-bound` (world `indexed-placement`).
@@ -28,7 +31,7 @@ impl WorldPre {
     /// The world the component's exports belong to.
     pub(crate) fn kind(&self) -> PolicyKind {
         match self {
-            WorldPre::Threshold(_) => PolicyKind::Threshold,
+            WorldPre::Threshold(_) | WorldPre::BoundedThreshold(_) => PolicyKind::Threshold,
             WorldPre::Selection(_) => PolicyKind::Selection,
             WorldPre::Placement(_) | WorldPre::IndexedPlacement(_) => PolicyKind::Placement,
         }
@@ -37,6 +40,7 @@ impl WorldPre {
     pub(crate) fn instance_pre(&self) -> &wasmtime::component::InstancePre<StoreState> {
         match self {
             WorldPre::Threshold(p) => p.instance_pre(),
+            WorldPre::BoundedThreshold(p) => p.instance_pre(),
             WorldPre::Selection(p) => p.instance_pre(),
             WorldPre::Placement(p) => p.instance_pre(),
             WorldPre::IndexedPlacement(p) => p.instance_pre(),
@@ -99,10 +103,11 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(), PolicyError> {
     }
 }
 
-/// The functions each world exports besides `describe` and `configure` (placement: `weigh`, and
+/// The functions each world exports besides `describe` and `configure` (threshold: `headroom`
+/// and `vm-load` in the optional `bounded-threshold` world; placement: `weigh`, and
 /// `weigh-bound` in the optional `indexed-placement` world).
 const WORLDS: [(PolicyKind, &[&str]); 3] = [
-    (PolicyKind::Threshold, &["classify", "would-overload"]),
+    (PolicyKind::Threshold, &["classify", "would-overload", "headroom", "vm-load"]),
     (PolicyKind::Selection, &["select"]),
     (PolicyKind::Placement, &["weigh", "weigh-bound"]),
 ];
@@ -218,8 +223,9 @@ fn deny_item(
 /// the imports that are denied.
 pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPre, Vec<String>), PolicyError> {
     let kind = detect_world(engine, component)?;
-    let indexed = kind == PolicyKind::Placement
-        && component.component_type().exports(engine).any(|(name, _)| name == "weigh-bound");
+    let exports = |f: &str| component.component_type().exports(engine).any(|(name, _)| name == f);
+    let indexed = kind == PolicyKind::Placement && exports("weigh-bound");
+    let bounded = kind == PolicyKind::Threshold && (exports("headroom") || exports("vm-load"));
     let mut linker: Linker<StoreState> = Linker::new(engine);
     let internal = |e: wasmtime::Error| PolicyError::Internal(format!("{e:#}"));
     let host_import = "amvm:policy/host@0.1.0";
@@ -234,6 +240,9 @@ pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPr
     };
     let pre = linker.instantiate_pre(component).map_err(mismatch(kind.as_str()))?;
     let pre = match kind {
+        PolicyKind::Threshold if bounded => {
+            WorldPre::BoundedThreshold(BoundedThresholdPre::new(pre).map_err(mismatch("bounded-threshold"))?)
+        }
         PolicyKind::Threshold => WorldPre::Threshold(ThresholdPre::new(pre).map_err(mismatch("threshold"))?),
         PolicyKind::Selection => WorldPre::Selection(SelectionPre::new(pre).map_err(mismatch("selection"))?),
         PolicyKind::Placement if indexed => {

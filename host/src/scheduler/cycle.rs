@@ -48,6 +48,10 @@ const MIN_WEIGH: usize = 32;
 /// centre's 800 hosts ran 1.7× slower indexed). Either way the plans are the same.
 const INDEX_MIN_HOSTS: usize = 2000;
 
+/// Underloaded hosts whose VMs' loads one `vm-load` call covers (evacuations usually end at the
+/// first VM, so the loads are asked ahead in blocks rather than all at once).
+const EVACUATION_LOADS: usize = 64;
+
 /// A weighed candidate: (should-rules broken, policy weight, host index).
 type Ranked = (u32, f32, usize);
 
@@ -135,6 +139,9 @@ pub struct CycleStats {
     pub rows_weighed: u64,
     pub rows_checked: u64,
     pub vetoes: u64,
+    /// `would-overload` answers the host read from a `bounded-threshold` module's headroom
+    /// instead of asking.
+    pub bounded_verdicts: u64,
 }
 
 /// What a cycle decided.
@@ -179,6 +186,8 @@ pub struct Scheduler {
     candidate_index: bool,
     /// Fewest destinations a placement step indexes (`INDEX_MIN_HOSTS`).
     index_min_hosts: usize,
+    /// Answer `would-overload` from the threshold module's headroom when it exports one.
+    headroom_veto: bool,
     /// Cycle budget and circuit breaker (`budget.rs`).
     guard: Guard,
     /// Operator rules added by the world or the operator (e.g. maintenance set through the
@@ -238,6 +247,7 @@ impl Scheduler {
             tracing: false,
             candidate_index: true,
             index_min_hosts: INDEX_MIN_HOSTS,
+            headroom_veto: true,
             extra_rules: OperatorRules::default(),
             guard: Guard::new(
                 Arc::new(Breaker::default()),
@@ -279,6 +289,12 @@ impl Scheduler {
         self.index_min_hosts = hosts;
     }
 
+    /// Off: ask the threshold module every `would-overload` question, even when it exports
+    /// `headroom` (on by default; the plans are the same, only slower — for comparisons).
+    pub fn set_headroom_veto(&mut self, on: bool) {
+        self.headroom_veto = on;
+    }
+
     /// Adds operator rules to the strategy's own (replacing those set before).
     pub fn set_extra_rules(&mut self, rules: OperatorRules) {
         self.extra_rules = rules;
@@ -317,6 +333,9 @@ impl Scheduler {
             last_place: None,
             veto_log: Vec::new(),
             budget: CycleBudget::new(self.guard.budget),
+            headroom: Vec::new(),
+            headroom_at: Vec::new(),
+            vm_load: Vec::new(),
         };
         (cycle.host_class, cycle.class_rep) = host_classes(snap);
         cycle.n_classes = cycle.class_rep.len();
@@ -414,6 +433,12 @@ struct Cycle<'a> {
     /// Hosts the threshold policy vetoed in the current placement call (tracing only).
     veto_log: Vec<usize>,
     budget: CycleBudget,
+    /// A `bounded-threshold` module's headroom per host, `(accepts, refuses)`, and the host's
+    /// `work.version` it was computed at (`u64::MAX`: never); empty when not in use.
+    headroom: Vec<(f32, f32)>,
+    headroom_at: Vec<u64>,
+    /// Its load per VM, `(low, high)`, once asked (`None`: not yet).
+    vm_load: Vec<Option<(f32, f32)>>,
 }
 
 impl Cycle<'_> {
@@ -465,27 +490,7 @@ impl Cycle<'_> {
             let fallback = slot.degraded;
             let inst = if fallback { &mut slot.fallback } else { &mut slot.primary };
             let result = f(inst, &self.ctx);
-            self.stats.fuel += inst.last_call.fuel;
-            self.stats.policy_time += inst.last_call.elapsed;
-            let t = inst.last_call.elapsed;
-            self.budget.charge(inst.kind(), &inst.module().descriptor.name, t, !fallback);
-            match inst.kind() {
-                PolicyKind::Threshold => {
-                    if self.stats.threshold_calls == 0 {
-                        self.stats.classify_all_time = t;
-                    }
-                    self.stats.threshold_calls += 1;
-                    self.stats.threshold_time += t;
-                }
-                PolicyKind::Selection => {
-                    self.stats.selection_calls += 1;
-                    self.stats.selection_time += t;
-                }
-                PolicyKind::Placement => {
-                    self.stats.placement_calls += 1;
-                    self.stats.placement_time += t;
-                }
-            }
+            self.charge(inst, fallback);
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) => {
@@ -503,6 +508,156 @@ impl Cycle<'_> {
                 }
             }
         }
+    }
+
+    /// Accounts for the call `inst` just made.
+    fn charge(&mut self, inst: &PolicyInstance, fallback: bool) {
+        self.stats.fuel += inst.last_call.fuel;
+        self.stats.policy_time += inst.last_call.elapsed;
+        let t = inst.last_call.elapsed;
+        self.budget.charge(inst.kind(), &inst.module().descriptor.name, t, !fallback);
+        match inst.kind() {
+            PolicyKind::Threshold => {
+                if self.stats.threshold_calls == 0 {
+                    self.stats.classify_all_time = t;
+                }
+                self.stats.threshold_calls += 1;
+                self.stats.threshold_time += t;
+            }
+            PolicyKind::Selection => {
+                self.stats.selection_calls += 1;
+                self.stats.selection_time += t;
+            }
+            PolicyKind::Placement => {
+                self.stats.placement_calls += 1;
+                self.stats.placement_time += t;
+            }
+        }
+    }
+
+    /// Whether `would-overload` answers come from the threshold module's headroom: the primary
+    /// exports it, is in use, and the bounds were set up in this cycle.
+    fn bounded(&self, s: &Scheduler) -> bool {
+        !self.headroom.is_empty() && !s.threshold.degraded && s.threshold.primary.has_headroom()
+    }
+
+    /// A call of the primary threshold module's `headroom` or `vm-load`: these have no fallback
+    /// (the bounds only save questions), so a failure records it, puts the slot on its fallback
+    /// as any failed call does, and returns `None` (the bounds are then no longer used).
+    fn call_bound<R>(
+        &mut self,
+        s: &mut Scheduler,
+        f: impl FnOnce(&mut PolicyInstance, &types::Context) -> Result<R, PolicyError>,
+    ) -> Option<R> {
+        if self.budget.exceeded() {
+            s.threshold.degraded = true;
+        }
+        if !self.bounded(s) {
+            return None;
+        }
+        let inst = &mut s.threshold.primary;
+        let result = f(inst, &self.ctx);
+        self.charge(&s.threshold.primary, false);
+        match result {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let inst = &s.threshold.primary;
+                self.failures.push(PolicyFailure {
+                    kind: inst.kind(),
+                    module: inst.module().descriptor.name.clone(),
+                    code: e.code(),
+                    error: e.to_string(),
+                    fallback: false,
+                });
+                s.threshold.degraded = true;
+                None
+            }
+        }
+    }
+
+    /// Sets up the headroom of every host (one call) when the threshold module exports it.
+    fn init_bounds(&mut self, s: &mut Scheduler) {
+        if !s.headroom_veto || s.threshold.degraded || !s.threshold.primary.has_headroom() {
+            return;
+        }
+        let n = self.work.snap.hosts.len();
+        self.headroom = vec![(f32::NAN, f32::NAN); n];
+        self.headroom_at = vec![u64::MAX; n];
+        self.vm_load = vec![None; self.work.snap.vms.len()];
+        let empty = self.work.host_batch(&[]);
+        let all = std::mem::replace(&mut self.work.hosts, empty);
+        let out = self.call_bound(s, |p, ctx| p.headroom(ctx, &all));
+        self.work.hosts = all;
+        match out {
+            Some(out) => {
+                for (h, b) in out.into_iter().enumerate() {
+                    self.headroom[h] = b;
+                    self.headroom_at[h] = self.work.version[h];
+                }
+            }
+            None => self.headroom.clear(),
+        }
+    }
+
+    /// Fresh headroom for those of `hosts` that changed since theirs was computed (one call).
+    fn refresh_headroom(&mut self, s: &mut Scheduler, hosts: &[usize]) {
+        let stale: Vec<usize> =
+            hosts.iter().copied().filter(|&h| self.headroom_at[h] != self.work.version[h]).collect();
+        if stale.is_empty() {
+            return;
+        }
+        let batch = self.work.host_batch(&stale);
+        if let Some(out) = self.call_bound(s, |p, ctx| p.headroom(ctx, &batch)) {
+            for (&h, b) in stale.iter().zip(out) {
+                self.headroom[h] = b;
+                self.headroom_at[h] = self.work.version[h];
+            }
+        }
+    }
+
+    /// The loads of those of `vms` not asked yet (one call).
+    fn ensure_vm_loads(&mut self, s: &mut Scheduler, vms: &[usize]) {
+        if !self.bounded(s) {
+            return;
+        }
+        let unknown: Vec<usize> = vms.iter().copied().filter(|&v| self.vm_load[v].is_none()).collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let batch = self.work.vm_batch(&unknown);
+        if let Some(out) = self.call_bound(s, |p, ctx| p.vm_load(ctx, &batch)) {
+            for (&v, l) in unknown.iter().zip(out) {
+                self.vm_load[v] = Some(l);
+            }
+        }
+    }
+
+    /// The threshold module's answer to `would-overload(h, [vm])` read from its bounds, when
+    /// they decide it (the caller checks [`Self::bounded`]): the headroom is current, the VM's
+    /// migration is no longer than the host's longest, and the VM's load lies wholly below the
+    /// host's `accepts` or at or above its `refuses`. NaN decides nothing.
+    fn bounded_verdict(&self, h: usize, vm: usize) -> Option<bool> {
+        if self.headroom_at.get(h) != Some(&self.work.version[h]) {
+            return None;
+        }
+        let (low, high) = self.vm_load.get(vm).copied().flatten()?;
+        let bw = self.work.snap.migration_bandwidth_mbps;
+        if !(bw > 0.0 && self.work.snap.vms.ram_mb[vm] / bw <= self.work.hosts.max_migration_s[h]) {
+            return None;
+        }
+        let (accepts, refuses) = self.headroom[h];
+        if high <= accepts {
+            Some(false)
+        } else if low >= refuses {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// `h` is a host the threshold module surely vetoes for `vm` (never weighed: it cannot win).
+    fn surely_vetoed(&self, h: usize, vm: usize) -> bool {
+        self.work.cpu_used[h] > 0.0 && self.bounded_verdict(h, vm) == Some(true)
     }
 
     fn run(&mut self, s: &mut Scheduler) -> Result<Plan, Abort> {
@@ -643,6 +798,11 @@ impl Cycle<'_> {
 
         // 3. Placement of the selected VMs, by decreasing CPU demand.
         to_place.sort_by(|a, b| self.work.demand(b.0).total_cmp(&self.work.demand(a.0)));
+        if !to_place.is_empty() || !underloaded.is_empty() {
+            self.init_bounds(s);
+            let vms: Vec<usize> = to_place.iter().map(|&(vm, _)| vm).collect();
+            self.ensure_vm_loads(s, &vms);
+        }
         // Hosts with VMs are offered one by one; empty sleeping hosts one per type.
         let (mut pool, sleeping): (Vec<usize>, Vec<usize>) =
             (0..n).filter(|&h| !excluded_dest[h]).partition(|&h| self.work.state[h] != HostState::Asleep);
@@ -699,9 +859,17 @@ impl Cycle<'_> {
                 (0..n).filter(|&d| !excluded_dest[d] && self.work.state[d] == HostState::Active).collect();
             self.build_index(s, dest.into_iter());
         }
-        for h in underloaded {
+        for (i, &h) in underloaded.iter().enumerate() {
             if involved.contains(&h) || self.rules.keeps_awake(h) {
                 continue;
+            }
+            if self.bounded(s) && self.work.vms_on[h].iter().any(|&vm| self.vm_load[vm].is_none()) {
+                // The loads of the VMs of the next sources too, in one call.
+                let next: Vec<usize> = underloaded[i..(i + EVACUATION_LOADS).min(underloaded.len())]
+                    .iter()
+                    .flat_map(|&u| self.work.vms_on[u].iter().copied())
+                    .collect();
+                self.ensure_vm_loads(s, &next);
             }
             excluded_dest[h] = true;
             if let Some(ix) = self.index.as_mut() {
@@ -979,7 +1147,7 @@ impl Cycle<'_> {
             top.insert(at, e);
             top.truncate(SHORTLIST);
         }
-        let first = self.first_acceptable(s, &top, &add)?;
+        let first = self.first_acceptable(s, &top, vm, &add)?;
         if self.trace.is_some() {
             let top = top
                 .iter()
@@ -1006,7 +1174,7 @@ impl Cycle<'_> {
                 ranked[start..].select_nth_unstable_by(end - start - 1, by_weight);
             }
             ranked[start..end].sort_unstable_by(by_weight);
-            if let Some(h) = self.first_acceptable(s, &ranked[start..end], &add)? {
+            if let Some(h) = self.first_acceptable(s, &ranked[start..end], vm, &add)? {
                 return Ok(Some(h));
             }
             start = end;
@@ -1205,8 +1373,9 @@ impl Cycle<'_> {
                 // few calls, not one per group.
                 let want = MIN_WEIGH.max(chunk - safe.len());
                 while next < order.len() && fresh.len() < want {
+                    let bounded = self.bounded(s);
                     for &h in ix.members(order[next].1) {
-                        if self.admissible(h, from, demand, ram, room) {
+                        if self.admissible(h, from, demand, ram, room) && !(bounded && self.surely_vetoed(h, vm)) {
                             fresh.push(h);
                         }
                     }
@@ -1240,7 +1409,7 @@ impl Cycle<'_> {
             }
             let batch: Vec<Ranked> =
                 (0..take).filter_map(|_| safe.pop()).map(|Reverse(ByWeight(w, h))| (0, w, h)).collect();
-            if let Some(h) = self.first_acceptable(s, &batch, &add)? {
+            if let Some(h) = self.first_acceptable(s, &batch, vm, &add)? {
                 return Ok(Some(Some(h)));
             }
             chunk *= 4;
@@ -1248,19 +1417,46 @@ impl Cycle<'_> {
     }
 
     /// The first host of `chunk` (ranked best first) that the threshold policy would not call
-    /// overloaded with the VM `add` on it; one `would-overload` call for the whole chunk.
+    /// overloaded with the VM `add` (= `vm`) on it; one `would-overload` call for the hosts of
+    /// the chunk the threshold module's headroom does not decide (`bounded-threshold`).
     fn first_acceptable(
         &mut self,
         s: &mut Scheduler,
         chunk: &[Ranked],
+        vm: usize,
         add: &types::Vms,
     ) -> Result<Option<usize>, Abort> {
         // A host using no CPU yet is not checked (as Beloglazov & Buyya): the VM alone defines
         // its load.
         // Hosts after the first unchecked one are never reached, so they are not asked about.
-        let reach = chunk.iter().position(|&(_, _, h)| self.work.cpu_used[h] <= 0.0).map_or(chunk.len(), |i| i + 1);
+        let mut reach = chunk.iter().position(|&(_, _, h)| self.work.cpu_used[h] <= 0.0).map_or(chunk.len(), |i| i + 1);
+        let mut known: Vec<Option<bool>> = vec![None; reach];
+        if self.bounded(s) {
+            let checked: Vec<usize> =
+                chunk[..reach].iter().map(|&(_, _, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
+            self.ensure_vm_loads(s, &[vm]);
+            self.refresh_headroom(s, &checked);
+            if self.bounded(s) {
+                for (i, &(_, _, h)) in chunk[..reach].iter().enumerate() {
+                    if self.work.cpu_used[h] <= 0.0 {
+                        break;
+                    }
+                    known[i] = self.bounded_verdict(h, vm);
+                    if known[i] == Some(false) {
+                        // Surely accepted: the hosts after it are never reached.
+                        reach = i + 1;
+                        break;
+                    }
+                }
+            }
+        }
         let chunk = &chunk[..reach];
-        let check: Vec<usize> = chunk.iter().map(|&(_, _, h)| h).filter(|&h| self.work.cpu_used[h] > 0.0).collect();
+        let check: Vec<usize> = chunk
+            .iter()
+            .zip(&known)
+            .filter(|&(&(_, _, h), k)| k.is_none() && self.work.cpu_used[h] > 0.0)
+            .map(|(&(_, _, h), _)| h)
+            .collect();
         let verdict = if check.is_empty() {
             Vec::new()
         } else {
@@ -1268,10 +1464,17 @@ impl Cycle<'_> {
             self.stats.rows_checked += check.len() as u64;
             self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, add))?
         };
-        // `check` is `chunk` without its unchecked hosts, in the same order.
-        let mut verdicts = check.iter().zip(verdict.iter());
-        for &(_, _, h) in chunk {
-            let over = self.work.cpu_used[h] > 0.0 && verdicts.next().is_some_and(|(_, &v)| v);
+        // `check` is `chunk` without its unchecked and bound-decided hosts, in the same order.
+        let mut verdicts = verdict.iter();
+        for (&(_, _, h), k) in chunk.iter().zip(&known) {
+            let over = self.work.cpu_used[h] > 0.0
+                && match k {
+                    Some(v) => {
+                        self.stats.bounded_verdicts += 1;
+                        *v
+                    }
+                    None => verdicts.next().is_some_and(|&v| v),
+                };
             if !over {
                 return Ok(Some(h));
             }

@@ -27,6 +27,8 @@ pub(crate) struct Work<'a> {
     pub state: Vec<HostState>,
     /// Hosts whose `cpu_used` changed since the candidate index last looked (`index.rs`).
     pub dirty: Vec<usize>,
+    /// Changes to each host's VMs so far: a bound computed at one version holds while it lasts.
+    pub version: Vec<u64>,
 }
 
 impl<'a> Work<'a> {
@@ -56,6 +58,7 @@ impl<'a> Work<'a> {
             inflow: vec![0; n],
             state: snap.hosts.state.clone(),
             dirty: Vec::new(),
+            version: vec![0; n],
         };
         let mut per_host = vec![0usize; n];
         for &h in &snap.vms.host {
@@ -128,6 +131,7 @@ impl<'a> Work<'a> {
         let ram = self.snap.vms.ram_mb[vm];
         self.cpu_used[h] += sign * self.demand(vm);
         self.dirty.push(h);
+        self.version[h] += 1;
         self.mem_used[h] += sign * ram;
         if adjust_mem_history && !self.hosts.mem.is_empty() {
             let mem_cap = self.hosts.mem_capacity[h];

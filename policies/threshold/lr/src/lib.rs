@@ -23,4 +23,14 @@ impl ThresholdPolicy for Policy {
     }
 }
 
-amvm_sdk::export!(threshold: Policy);
+impl BoundedThresholdPolicy for Policy {
+    fn headroom(&mut self, ctx: &Context, hosts: &Hosts) -> Headroom {
+        self.0.headroom(ctx, hosts)
+    }
+
+    fn vm_load(&mut self, ctx: &Context, vms: &Vms) -> VmLoads {
+        self.0.vm_load(ctx, vms)
+    }
+}
+
+amvm_sdk::export!(bounded_threshold: Policy);
