@@ -220,6 +220,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
             "rows_checked": last.stats.rows_checked,
             "vetoes": last.stats.vetoes,
             "bounded_verdicts": last.stats.bounded_verdicts,
+            "groups_vetoed": last.stats.groups_vetoed,
         },
         "overloaded_hosts": last.stats.overloaded_hosts,
         "underloaded_hosts": last.stats.underloaded_hosts,

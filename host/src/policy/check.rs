@@ -240,6 +240,86 @@ fn check_bounds(
     Ok(())
 }
 
+/// The first `n` host rows of `h`.
+fn host_rows(h: &types::Hosts, n: usize) -> types::Hosts {
+    let w = h.window as usize;
+    let rows = |col: &Vec<f32>| if col.is_empty() { Vec::new() } else { col[..n * w].to_vec() };
+    types::Hosts {
+        n: n as u32,
+        window: h.window,
+        cpu: rows(&h.cpu),
+        mem: rows(&h.mem),
+        net: rows(&h.net),
+        cpu_capacity: h.cpu_capacity[..n].to_vec(),
+        mem_capacity: h.mem_capacity[..n].to_vec(),
+        max_migration_s: h.max_migration_s[..n].to_vec(),
+        vm_count: h.vm_count[..n].to_vec(),
+    }
+}
+
+/// VM `v` of `vms` alone.
+fn vm_row(vms: &types::Vms, v: usize) -> types::Vms {
+    let w = vms.window as usize;
+    types::Vms {
+        n: 1,
+        window: vms.window,
+        cpu: vms.cpu[v * w..(v + 1) * w].to_vec(),
+        mips: vec![vms.mips[v]],
+        ram_mb: vec![vms.ram_mb[v]],
+    }
+}
+
+/// A `bounded-threshold` module keeps its promises on the probe: `would-overload` is row-local
+/// (a host answers the same in a shorter batch), and wherever its headroom and VM loads decide
+/// `would-overload` for one VM, the call answers the same. A broken promise would make the
+/// scheduler place VMs where the module vetoes them (or skip hosts it accepts), so it is
+/// refused at load. Returns how many verdicts the bounds decided.
+fn check_headroom(inst: &mut PolicyInstance, c: &Cluster) -> Result<usize, PolicyError> {
+    let n = (c.hosts.n as usize).min(64);
+    let hosts = host_rows(&c.hosts, n);
+    let half = host_rows(&c.hosts, n.div_ceil(2));
+    let head = inst.headroom(&c.ctx, &hosts)?;
+    let vms = &c.host0_vms;
+    let loads = inst.vm_load(&c.ctx, vms)?;
+    let bw = c.ctx.migration_mbps;
+    let mut decided = 0;
+    for v in 0..(vms.n as usize).min(8) {
+        let one = vm_row(vms, v);
+        let answers = inst.would_overload(&c.ctx, &hosts, &one)?;
+        let part = inst.would_overload(&c.ctx, &half, &one)?;
+        if let Some(h) = (0..part.len()).find(|&h| part[h] != answers[h]) {
+            return Err(PolicyError::InvalidOutput {
+                function: "would-overload",
+                reason: format!(
+                    "host {h} answers {} for VM {v} among {} hosts but {} among {n}; a bounded-threshold \
+                     module must answer each host on its own",
+                    part[h],
+                    part.len(),
+                    answers[h]
+                ),
+            });
+        }
+        for h in 0..n {
+            if !(bw > 0.0 && vms.ram_mb[v] / bw <= hosts.max_migration_s[h]) {
+                continue;
+            }
+            let Some(said) = PolicyInstance::headroom_verdict(head[h], loads[v]) else { continue };
+            decided += 1;
+            if said != answers[h] {
+                return Err(PolicyError::InvalidOutput {
+                    function: "headroom",
+                    reason: format!(
+                        "host {h} has headroom (accepts {}, refuses {}) and VM {v} a load of {}..{}, which says \
+                         would-overload is {said}, but would-overload answers {}",
+                        head[h].0, head[h].1, loads[v].0, loads[v].1, answers[h]
+                    ),
+                });
+            }
+        }
+    }
+    Ok(decided)
+}
+
 /// Runs the main decision call three times; returns what it said (for the OK line) and its cost.
 fn probe(inst: &mut PolicyInstance, c: &Cluster) -> Result<(String, Probe), PolicyError> {
     let n = c.hosts.n as usize;
@@ -303,6 +383,10 @@ impl PolicyRuntime {
                 cycle_us += moved * w.elapsed.as_secs_f64() * 1e6 * 8.0 / small.hosts.n as f64;
                 cycle_fuel += moved * w.fuel as f64 * 8.0 / small.hosts.n as f64;
                 extra = "; would-overload ok".into();
+                if inst.has_headroom() {
+                    let decided = check_headroom(&mut inst, &small)?;
+                    extra = format!("{extra}; headroom ok ({decided} verdicts checked)");
+                }
             }
             // A selection call sees one host: its cost does not grow with the cluster.
             PolicyKind::Selection => {

@@ -332,6 +332,20 @@ impl PolicyInstance {
         matches!(self.module.pre, WorldPre::BoundedThreshold(_))
     }
 
+    /// What a `bounded-threshold` module's bounds say of `would-overload(host, [vm])`: `Some(false)`
+    /// when the VM's load lies wholly at or below the host's `accepts`, `Some(true)` when wholly
+    /// at or above its `refuses`, else `None` (the module must be asked). NaN decides nothing.
+    /// The caller checks that the VM's migration is no longer than the host's longest.
+    pub fn headroom_verdict((accepts, refuses): (f32, f32), (low, high): (f32, f32)) -> Option<bool> {
+        if high <= accepts {
+            Some(false)
+        } else if low >= refuses {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
     /// Threshold (`bounded-threshold` only): per host, `(accepts, refuses)`, validated: one pair
     /// per host, and never `accepts > refuses` (that would promise both answers). NaN: no bound.
     pub fn headroom(&mut self, ctx: &types::Context, hosts: &types::Hosts) -> Result<Vec<(f32, f32)>, PolicyError> {

@@ -52,6 +52,14 @@ const INDEX_MIN_HOSTS: usize = 2000;
 /// first VM, so the loads are asked ahead in blocks rather than all at once).
 const EVACUATION_LOADS: usize = 64;
 
+/// One in this many `would-overload` verdicts read from a `bounded-threshold` module's bounds is
+/// also asked of the module (the first of each cycle always), so a module that breaks its
+/// promise is caught and its bounds are no longer used.
+const HEADROOM_AUDIT: u64 = 256;
+
+/// Hosts of each verdict asked about at the start of a cycle's placements to audit the bounds.
+const HEADROOM_AUDIT_HOSTS: usize = 8;
+
 /// A weighed candidate: (should-rules broken, policy weight, host index).
 type Ranked = (u32, f32, usize);
 
@@ -142,6 +150,8 @@ pub struct CycleStats {
     /// `would-overload` answers the host read from a `bounded-threshold` module's headroom
     /// instead of asking.
     pub bounded_verdicts: u64,
+    /// Candidate-index groups passed whole because the headroom of every member vetoes the VM.
+    pub groups_vetoed: u64,
 }
 
 /// What a cycle decided.
@@ -188,6 +198,9 @@ pub struct Scheduler {
     index_min_hosts: usize,
     /// Answer `would-overload` from the threshold module's headroom when it exports one.
     headroom_veto: bool,
+    /// The threshold module's bounds contradicted its own `would-overload` (an audit found it):
+    /// they are not used again by this scheduler.
+    headroom_distrusted: bool,
     /// Cycle budget and circuit breaker (`budget.rs`).
     guard: Guard,
     /// Operator rules added by the world or the operator (e.g. maintenance set through the
@@ -248,6 +261,7 @@ impl Scheduler {
             candidate_index: true,
             index_min_hosts: INDEX_MIN_HOSTS,
             headroom_veto: true,
+            headroom_distrusted: false,
             extra_rules: OperatorRules::default(),
             guard: Guard::new(
                 Arc::new(Breaker::default()),
@@ -336,6 +350,9 @@ impl Scheduler {
             headroom: Vec::new(),
             headroom_at: Vec::new(),
             vm_load: Vec::new(),
+            audit_in: 0,
+            bounds_audited: false,
+            group_veto: Vec::new(),
         };
         (cycle.host_class, cycle.class_rep) = host_classes(snap);
         cycle.n_classes = cycle.class_rep.len();
@@ -439,6 +456,14 @@ struct Cycle<'a> {
     headroom_at: Vec<u64>,
     /// Its load per VM, `(low, high)`, once asked (`None`: not yet).
     vm_load: Vec<Option<(f32, f32)>>,
+    /// Bound-decided verdicts until the next one is audited (`HEADROOM_AUDIT`).
+    audit_in: u64,
+    /// [`Self::audit_bounds`] ran in this cycle.
+    bounds_audited: bool,
+    /// Per candidate-index group, at the group's stamp: the highest `refuses` of its members and
+    /// the shortest `max_migration_s`, when every member has current headroom and CPU in use
+    /// (see [`Self::group_surely_vetoes`]); `u64::MAX`: not known.
+    group_veto: Vec<(u64, f32, f32)>,
 }
 
 impl Cycle<'_> {
@@ -577,7 +602,7 @@ impl Cycle<'_> {
 
     /// Sets up the headroom of every host (one call) when the threshold module exports it.
     fn init_bounds(&mut self, s: &mut Scheduler) {
-        if !s.headroom_veto || s.threshold.degraded || !s.threshold.primary.has_headroom() {
+        if !s.headroom_veto || s.headroom_distrusted || s.threshold.degraded || !s.threshold.primary.has_headroom() {
             return;
         }
         let n = self.work.snap.hosts.len();
@@ -645,14 +670,102 @@ impl Cycle<'_> {
         if !(bw > 0.0 && self.work.snap.vms.ram_mb[vm] / bw <= self.work.hosts.max_migration_s[h]) {
             return None;
         }
-        let (accepts, refuses) = self.headroom[h];
-        if high <= accepts {
-            Some(false)
-        } else if low >= refuses {
-            Some(true)
-        } else {
-            None
+        PolicyInstance::headroom_verdict(self.headroom[h], (low, high))
+    }
+
+    /// The threshold module's bounds said `said` of `would-overload(h, [vm])` and the module
+    /// answered `answer`: it broke its `bounded-threshold` promise. Recorded as a failure of the
+    /// module; its bounds are dropped for this cycle and never used again by this scheduler.
+    fn headroom_lie(&mut self, s: &mut Scheduler, h: usize, vm: usize, said: bool, answer: bool) {
+        let snap = self.work.snap;
+        let e = PolicyError::InvalidOutput {
+            function: "headroom",
+            reason: format!(
+                "the bounds of host {} and VM {} say would-overload is {said}, but would-overload answers {answer}; \
+                 the bounds are no longer used",
+                snap.hosts.id[h], snap.vms.id[vm]
+            ),
+        };
+        self.failures.push(PolicyFailure {
+            kind: PolicyKind::Threshold,
+            module: s.threshold.primary.module().descriptor.name.clone(),
+            code: e.code(),
+            error: e.to_string(),
+            fallback: false,
+        });
+        self.headroom.clear();
+        s.headroom_distrusted = true;
+    }
+
+    /// Audits the bounds once a cycle, at the first placement or evacuation: `would-overload` for
+    /// its first VM, asked of up to `HEADROOM_AUDIT_HOSTS` hosts the bounds accept and as many they
+    /// refuse (one call). This is what catches bounds that veto hosts wrongly: such hosts are
+    /// never weighed, so the audits of [`Self::first_acceptable`] would not meet them.
+    fn audit_bounds(&mut self, s: &mut Scheduler, vms: &[usize]) -> Result<(), Abort> {
+        if self.bounds_audited || !self.bounded(s) {
+            return Ok(());
         }
+        let Some(&vm) = vms.iter().find(|&&v| self.vm_load[v].is_some()) else { return Ok(()) };
+        self.bounds_audited = true;
+        let (mut yes, mut no) = (Vec::new(), Vec::new());
+        for h in 0..self.work.snap.hosts.len() {
+            if self.work.state[h] != HostState::Active || self.work.cpu_used[h] <= 0.0 {
+                continue;
+            }
+            match self.bounded_verdict(h, vm) {
+                Some(true) if yes.len() < HEADROOM_AUDIT_HOSTS => yes.push(h),
+                Some(false) if no.len() < HEADROOM_AUDIT_HOSTS => no.push(h),
+                _ => {}
+            }
+            if yes.len() == HEADROOM_AUDIT_HOSTS && no.len() == HEADROOM_AUDIT_HOSTS {
+                break;
+            }
+        }
+        let said: Vec<(usize, bool)> = yes.iter().map(|&h| (h, true)).chain(no.iter().map(|&h| (h, false))).collect();
+        if said.is_empty() {
+            return Ok(());
+        }
+        let hosts: Vec<usize> = said.iter().map(|&(h, _)| h).collect();
+        let batch = self.work.host_batch(&hosts);
+        let add = self.work.vm_batch(&[vm]);
+        self.stats.rows_checked += hosts.len() as u64;
+        let answers = self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, &add))?;
+        if let Some((&(h, said), &answer)) = said.iter().zip(&answers).find(|&(&(_, v), &a)| v != a) {
+            self.headroom_lie(s, h, vm, said, answer);
+        }
+        Ok(())
+    }
+
+    /// Every member of candidate-index group `g` is a host the threshold module surely vetoes for
+    /// `vm` ([`Self::surely_vetoed`] of each): the VM's load is at or above the highest `refuses`
+    /// of the group, and its migration no longer than the group's shortest longest. A failing
+    /// evacuation then passes a group at once instead of host by host. The summary is kept at
+    /// the group's stamp; a group with a member whose headroom is stale (or NaN, or without CPU
+    /// in use) is not summarized and never passed.
+    fn group_surely_vetoes(&mut self, ix: &CandIndex, g: usize, vm: usize) -> bool {
+        let Some((low, _)) = self.vm_load.get(vm).copied().flatten() else { return false };
+        let bw = self.work.snap.migration_bandwidth_mbps;
+        if !(bw > 0.0) {
+            return false;
+        }
+        if self.group_veto.is_empty() {
+            self.group_veto = vec![(u64::MAX, f32::NAN, f32::NAN); ix.groups()];
+        }
+        let stamp = ix.stamp(g);
+        let (mut highest, mut shortest) = (self.group_veto[g].1, self.group_veto[g].2);
+        if self.group_veto[g].0 != stamp {
+            (highest, shortest) = (f32::NEG_INFINITY, f32::INFINITY);
+            for &h in ix.members(g) {
+                let refuses = self.headroom[h].1;
+                if self.work.cpu_used[h] <= 0.0 || self.headroom_at[h] != self.work.version[h] || refuses.is_nan() {
+                    return false;
+                }
+                highest = highest.max(refuses);
+                shortest = shortest.min(self.work.hosts.max_migration_s[h]);
+            }
+            self.group_veto[g] = (stamp, highest, shortest);
+        }
+        low >= highest && self.work.snap.vms.ram_mb[vm] / bw <= shortest
     }
 
     /// `h` is a host the threshold module surely vetoes for `vm` (never weighed: it cannot win).
@@ -802,6 +915,7 @@ impl Cycle<'_> {
             self.init_bounds(s);
             let vms: Vec<usize> = to_place.iter().map(|&(vm, _)| vm).collect();
             self.ensure_vm_loads(s, &vms);
+            self.audit_bounds(s, &vms)?;
         }
         // Hosts with VMs are offered one by one; empty sleeping hosts one per type.
         let (mut pool, sleeping): (Vec<usize>, Vec<usize>) =
@@ -870,6 +984,7 @@ impl Cycle<'_> {
                     .flat_map(|&u| self.work.vms_on[u].iter().copied())
                     .collect();
                 self.ensure_vm_loads(s, &next);
+                self.audit_bounds(s, &next)?;
             }
             excluded_dest[h] = true;
             if let Some(ix) = self.index.as_mut() {
@@ -1196,6 +1311,7 @@ impl Cycle<'_> {
         }
         self.work.dirty.clear();
         self.index = Some(CandIndex::new(self.work.snap.hosts.len(), self.n_classes));
+        self.group_veto.clear();
         for h in dest {
             self.index_insert(h);
         }
@@ -1374,7 +1490,13 @@ impl Cycle<'_> {
                 let want = MIN_WEIGH.max(chunk - safe.len());
                 while next < order.len() && fresh.len() < want {
                     let bounded = self.bounded(s);
-                    for &h in ix.members(order[next].1) {
+                    let g = order[next].1;
+                    if bounded && self.group_surely_vetoes(&ix, g, vm) {
+                        self.stats.groups_vetoed += 1;
+                        next += 1;
+                        continue;
+                    }
+                    for &h in ix.members(g) {
                         if self.admissible(h, from, demand, ram, room) && !(bounded && self.surely_vetoed(h, vm)) {
                             fresh.push(h);
                         }
@@ -1451,11 +1573,16 @@ impl Cycle<'_> {
             }
         }
         let chunk = &chunk[..reach];
+        // Every HEADROOM_AUDIT-th bound-decided verdict is asked as well.
+        let decided = known.iter().filter(|k| k.is_some()).count() as u64;
+        let audit = if decided > 0 && self.audit_in == 0 { known.iter().position(Option::is_some) } else { None };
+        self.audit_in = if audit.is_some() { HEADROOM_AUDIT } else { self.audit_in.saturating_sub(decided) };
         let check: Vec<usize> = chunk
             .iter()
             .zip(&known)
-            .filter(|&(&(_, _, h), k)| k.is_none() && self.work.cpu_used[h] > 0.0)
-            .map(|(&(_, _, h), _)| h)
+            .enumerate()
+            .filter(|&(i, (&(_, _, h), k))| (k.is_none() || audit == Some(i)) && self.work.cpu_used[h] > 0.0)
+            .map(|(_, (&(_, _, h), _))| h)
             .collect();
         let verdict = if check.is_empty() {
             Vec::new()
@@ -1464,11 +1591,22 @@ impl Cycle<'_> {
             self.stats.rows_checked += check.len() as u64;
             self.call(&mut s.threshold, |p, ctx| p.would_overload(ctx, &batch, add))?
         };
-        // `check` is `chunk` without its unchecked and bound-decided hosts, in the same order.
+        // `check` is `chunk` without its unchecked and bound-decided (but audited) hosts, in the
+        // same order.
         let mut verdicts = verdict.iter();
-        for (&(_, _, h), k) in chunk.iter().zip(&known) {
+        for (i, (&(_, _, h), k)) in chunk.iter().zip(&known).enumerate() {
             let over = self.work.cpu_used[h] > 0.0
                 && match k {
+                    Some(v) if audit == Some(i) => {
+                        let answer = verdicts.next().copied().unwrap_or(*v);
+                        if answer != *v {
+                            // The bounds lied: this chunk again, every host asked.
+                            self.headroom_lie(s, h, vm, *v, answer);
+                            return self.first_acceptable(s, chunk, vm, add);
+                        }
+                        self.stats.bounded_verdicts += 1;
+                        *v
+                    }
                     Some(v) => {
                         self.stats.bounded_verdicts += 1;
                         *v

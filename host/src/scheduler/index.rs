@@ -21,6 +21,10 @@ pub(crate) struct CandIndex {
     group: Vec<u32>,
     /// Position of each host in its group's members.
     pos: Vec<u32>,
+    /// Changes of each group: bumped when a host joins or leaves it or a member is touched
+    /// ([`CandIndex::update`]), so a summary of the members computed at one stamp holds while it
+    /// lasts.
+    stamp: Vec<u64>,
 }
 
 /// The segment of `cpu_used` on a host of capacity `cap`: `0..SEGMENTS`, `SEGMENTS` at or above
@@ -41,7 +45,13 @@ fn segment(cpu_used: f32, cap: f32) -> usize {
 
 impl CandIndex {
     pub(crate) fn new(hosts: usize, classes: usize) -> CandIndex {
-        CandIndex { members: vec![Vec::new(); classes * PER_CLASS], group: vec![ABSENT; hosts], pos: vec![0; hosts] }
+        let groups = classes * PER_CLASS;
+        CandIndex {
+            members: vec![Vec::new(); groups],
+            group: vec![ABSENT; hosts],
+            pos: vec![0; hosts],
+            stamp: vec![0; groups],
+        }
     }
 
     /// The group a host of type `class` belongs in.
@@ -79,6 +89,7 @@ impl CandIndex {
             return;
         }
         self.remove(h);
+        self.stamp[g] += 1;
         self.group[h] = g as u32;
         self.pos[h] = self.members[g].len() as u32;
         self.members[g].push(h);
@@ -89,6 +100,7 @@ impl CandIndex {
         if g == ABSENT {
             return;
         }
+        self.stamp[g as usize] += 1;
         let list = &mut self.members[g as usize];
         let at = self.pos[h] as usize;
         list.swap_remove(at);
@@ -98,11 +110,24 @@ impl CandIndex {
         self.group[h] = ABSENT;
     }
 
-    /// Moves `h`, if it is indexed, to group `g`.
+    /// Moves `h`, if it is indexed, to group `g`; a host that changed stays or goes, but its
+    /// group's stamp changes either way.
     pub(crate) fn update(&mut self, h: usize, g: usize) {
-        if self.contains(h) {
+        if self.group[h] == g as u32 {
+            self.stamp[g] += 1;
+        } else if self.contains(h) {
             self.insert(h, g);
         }
+    }
+
+    /// The stamp of group `g` (see the field).
+    pub(crate) fn stamp(&self, g: usize) -> u64 {
+        self.stamp[g]
+    }
+
+    /// Groups, empty ones included (group numbers are below this).
+    pub(crate) fn groups(&self) -> usize {
+        self.members.len()
     }
 
     /// Groups with members.
