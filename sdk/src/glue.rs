@@ -163,7 +163,7 @@ pub fn headroom<P: BoundedThresholdPolicy>(
 ) -> types::Headroom {
     let p = configured(slot, P::describe, P::configure);
     let r = p.headroom(&context(ctx), &hosts(h));
-    types::Headroom { accepts: r.accepts, refuses: r.refuses }
+    types::Headroom { accepts: r.accepts, refuses: r.refuses, migration_s: r.migration_s }
 }
 
 pub fn vm_load<P: BoundedThresholdPolicy>(slot: &mut Option<P>, ctx: types::Context, v: types::Vms) -> types::VmLoads {

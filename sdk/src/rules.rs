@@ -146,11 +146,12 @@ impl Predictive {
     /// history (its newest `samples` samples present) added to host `i` overloads it when
     /// `safety × (P_host + mips / capacity × P_vm) ≥ 1`, i.e. when `mips × P_vm ≥ capacity ×
     /// (1 / safety − P_host)`, a missing host sample counting as zero (the VM's fills it).
-    /// Bounds are given for hosts predicting one interval ahead (their longest migration is
-    /// shorter than the interval; the VM's is no longer, so the horizon stays) and without a
-    /// memory history (an added VM shifts it by its own RAM); the allowance covers f32
-    /// rounding of the combined history many times over. With a window shorter than `samples`
-    /// the rule is the static fallback on the newest sample, bounded the same way.
+    /// Bounds are given for hosts predicting one interval ahead (their longest migration is at
+    /// most the interval), for VMs whose migration is no longer than the interval (so the
+    /// horizon stays), and without a memory history (an added VM shifts it by its own RAM); the
+    /// allowance covers f32 rounding of the combined history many times over. With a window
+    /// shorter than `samples` the rule is the static fallback on the newest sample, bounded the
+    /// same way for VMs of any migration time.
     pub fn headroom(&mut self, ctx: &Context, hosts: &Hosts) -> Headroom {
         let len = hosts.len();
         let w = hosts.window as usize;
@@ -172,15 +173,17 @@ impl Predictive {
             // refuses every VM.
             if let Some(net) = hosts.net(i) {
                 if self.overloaded(ctx, hosts, i, net, stats::linear_fit, &mut history) {
+                    // A longer migration would move the network prediction's horizon.
                     out.accepts[i] = f32::NEG_INFINITY;
                     out.refuses[i] = f32::NEG_INFINITY;
+                    out.migration_s[i] = hosts.max_migration_s(i);
                     continue;
                 }
             }
             let cell = |t: usize| if row[t].is_nan() { 0.0 } else { f64::from(row[t]) };
-            let (level, spread, limit) = if w < n {
+            let (level, spread, limit, migration_s) = if w < n {
                 let h = cell(w - 1);
-                (h, h.abs(), f64::from(self.fallback))
+                (h, h.abs(), f64::from(self.fallback), f32::INFINITY)
             } else {
                 let steps = (f64::from(hosts.max_migration_s(i)) / interval).ceil();
                 if steps != 1.0 {
@@ -189,13 +192,15 @@ impl Predictive {
                 let tail = w - n;
                 let p: f64 = weights.iter().enumerate().map(|(t, c)| c * cell(tail + t)).sum();
                 let a: f64 = weights.iter().enumerate().map(|(t, c)| (c * cell(tail + t)).abs()).sum();
-                (p, a, 1.0 / self.safety)
+                // The combined longest migration stays within one interval.
+                (p, a, 1.0 / self.safety, ctx.interval_s)
             };
             let room = cap * (limit - level);
             let allowance = 1e-5 * (cap * spread + room.abs() + cap * 1e-3);
             if room.is_finite() && allowance.is_finite() {
                 out.accepts[i] = (room - allowance) as f32;
                 out.refuses[i] = (room + allowance) as f32;
+                out.migration_s[i] = migration_s;
             }
         }
         self.scratch = history;

@@ -180,12 +180,15 @@ fn add_samples(a: f32, b: f32) -> f32 {
 pub struct Headroom {
     pub accepts: Vec<f32>,
     pub refuses: Vec<f32>,
+    /// The bounds of host `i` hold for one VM whose migration time (s, RAM ÷
+    /// `ctx.migration_mbps`) is at most `migration_s[i]`. NaN: for no VM.
+    pub migration_s: Vec<f32>,
 }
 
 impl Headroom {
     /// No bound for `n` hosts (every question is asked).
     pub fn unknown(n: usize) -> Headroom {
-        Headroom { accepts: vec![f32::NAN; n], refuses: vec![f32::NAN; n] }
+        Headroom { accepts: vec![f32::NAN; n], refuses: vec![f32::NAN; n], migration_s: vec![f32::NAN; n] }
     }
 }
 

@@ -283,7 +283,7 @@ fn check_headroom(inst: &mut PolicyInstance, c: &Cluster) -> Result<usize, Polic
     let loads = inst.vm_load(&c.ctx, vms)?;
     let bw = c.ctx.migration_mbps;
     let mut decided = 0;
-    for v in 0..(vms.n as usize).min(8) {
+    for (v, &load) in loads.iter().enumerate().take(8) {
         let one = vm_row(vms, v);
         let answers = inst.would_overload(&c.ctx, &hosts, &one)?;
         let part = inst.would_overload(&c.ctx, &half, &one)?;
@@ -299,11 +299,9 @@ fn check_headroom(inst: &mut PolicyInstance, c: &Cluster) -> Result<usize, Polic
                 ),
             });
         }
+        let migration_s = if bw > 0.0 { vms.ram_mb[v] / bw } else { f32::INFINITY };
         for h in 0..n {
-            if !(bw > 0.0 && vms.ram_mb[v] / bw <= hosts.max_migration_s[h]) {
-                continue;
-            }
-            let Some(said) = PolicyInstance::headroom_verdict(head[h], loads[v]) else { continue };
+            let Some(said) = PolicyInstance::headroom_verdict(head[h], migration_s, load) else { continue };
             decided += 1;
             if said != answers[h] {
                 return Err(PolicyError::InvalidOutput {
@@ -311,7 +309,7 @@ fn check_headroom(inst: &mut PolicyInstance, c: &Cluster) -> Result<usize, Polic
                     reason: format!(
                         "host {h} has headroom (accepts {}, refuses {}) and VM {v} a load of {}..{}, which says \
                          would-overload is {said}, but would-overload answers {}",
-                        head[h].0, head[h].1, loads[v].0, loads[v].1, answers[h]
+                        head[h].accepts, head[h].refuses, load.0, load.1, answers[h]
                     ),
                 });
             }

@@ -102,6 +102,20 @@ impl HostImports for StoreState {
 
 impl super::bindings::threshold::amvm::policy::types::Host for StoreState {}
 
+/// A `bounded-threshold` module's bounds of one host (see `headroom` in `policy.wit`): one added
+/// VM of load at most `accepts` surely fits, one of load at least `refuses` surely overloads
+/// the host, for VMs migrating in at most `migration_s` seconds. NaN: no bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostBound {
+    pub accepts: f32,
+    pub refuses: f32,
+    pub migration_s: f32,
+}
+
+impl HostBound {
+    pub const UNKNOWN: HostBound = HostBound { accepts: f32::NAN, refuses: f32::NAN, migration_s: f32::NAN };
+}
+
 enum Bindings {
     Threshold(Threshold),
     BoundedThreshold(BoundedThreshold),
@@ -332,23 +346,26 @@ impl PolicyInstance {
         matches!(self.module.pre, WorldPre::BoundedThreshold(_))
     }
 
-    /// What a `bounded-threshold` module's bounds say of `would-overload(host, [vm])`: `Some(false)`
-    /// when the VM's load lies wholly at or below the host's `accepts`, `Some(true)` when wholly
-    /// at or above its `refuses`, else `None` (the module must be asked). NaN decides nothing.
-    /// The caller checks that the VM's migration is no longer than the host's longest.
-    pub fn headroom_verdict((accepts, refuses): (f32, f32), (low, high): (f32, f32)) -> Option<bool> {
-        if high <= accepts {
+    /// What a `bounded-threshold` module's bounds say of `would-overload(host, [vm])` for a VM
+    /// migrating in `migration_s` seconds with load `(low, high)`: `Some(false)` when the load
+    /// lies wholly at or below the host's `accepts`, `Some(true)` when wholly at or above its
+    /// `refuses`, else `None` (the module must be asked); `None` too when the VM's migration is
+    /// longer than the bounds hold for. NaN decides nothing.
+    pub fn headroom_verdict(b: HostBound, migration_s: f32, (low, high): (f32, f32)) -> Option<bool> {
+        if migration_s.partial_cmp(&b.migration_s).is_none_or(|o| o.is_gt()) {
+            None
+        } else if high <= b.accepts {
             Some(false)
-        } else if low >= refuses {
+        } else if low >= b.refuses {
             Some(true)
         } else {
             None
         }
     }
 
-    /// Threshold (`bounded-threshold` only): per host, `(accepts, refuses)`, validated: one pair
-    /// per host, and never `accepts > refuses` (that would promise both answers). NaN: no bound.
-    pub fn headroom(&mut self, ctx: &types::Context, hosts: &types::Hosts) -> Result<Vec<(f32, f32)>, PolicyError> {
+    /// Threshold (`bounded-threshold` only): per host, its bounds, validated: one per host, and
+    /// never `accepts > refuses` (that would promise both answers). NaN: no bound.
+    pub fn headroom(&mut self, ctx: &types::Context, hosts: &types::Hosts) -> Result<Vec<HostBound>, PolicyError> {
         self.expect_kind(PolicyKind::Threshold)?;
         let out = self.call("headroom", |store, b| match b {
             Bindings::BoundedThreshold(t) => t.call_headroom(store, ctx, hosts),
@@ -357,14 +374,17 @@ impl PolicyInstance {
         let n = hosts.n as usize;
         check_len("headroom", out.accepts.len(), n)?;
         check_len("headroom", out.refuses.len(), n)?;
-        let pairs: Vec<(f32, f32)> = out.accepts.into_iter().zip(out.refuses).collect();
-        if let Some(i) = pairs.iter().position(|&(a, r)| a > r) {
+        check_len("headroom", out.migration_s.len(), n)?;
+        let bounds: Vec<HostBound> = (0..n)
+            .map(|i| HostBound { accepts: out.accepts[i], refuses: out.refuses[i], migration_s: out.migration_s[i] })
+            .collect();
+        if let Some(i) = bounds.iter().position(|b| b.accepts > b.refuses) {
             return Err(invalid(
                 "headroom",
-                format!("host {i} accepts up to {} but refuses from {}", pairs[i].0, pairs[i].1),
+                format!("host {i} accepts up to {} but refuses from {}", bounds[i].accepts, bounds[i].refuses),
             ));
         }
-        Ok(pairs)
+        Ok(bounds)
     }
 
     /// Threshold (`bounded-threshold` only): per VM, its load `(low, high)`, validated: one

@@ -36,7 +36,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerEvent, BreakerState};
 pub use check::{CheckOptions, CheckReport};
 pub use descriptor::{Descriptor, ParamSpec, ParamValue, ParamValues, PolicyKind, ValueType};
 pub use error::PolicyError;
-pub use instance::{CallStats, PolicyInstance};
+pub use instance::{CallStats, HostBound, PolicyInstance};
 pub use limits::CompileLimits;
 pub use module::{sha256_hex, PolicyModule};
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::policy::{types, Breaker, PolicyError, PolicyInstance, PolicyKind, PolicyRuntime};
+use crate::policy::{types, Breaker, HostBound, PolicyError, PolicyInstance, PolicyKind, PolicyRuntime};
 
 use super::budget::{BudgetOverrun, CycleBudget, Guard};
 
@@ -353,6 +353,8 @@ impl Scheduler {
             audit_in: 0,
             bounds_audited: false,
             group_veto: Vec::new(),
+            stale_headroom: Vec::new(),
+            group_first: Vec::new(),
         };
         (cycle.host_class, cycle.class_rep) = host_classes(snap);
         cycle.n_classes = cycle.class_rep.len();
@@ -452,7 +454,7 @@ struct Cycle<'a> {
     budget: CycleBudget,
     /// A `bounded-threshold` module's headroom per host, `(accepts, refuses)`, and the host's
     /// `work.version` it was computed at (`u64::MAX`: never); empty when not in use.
-    headroom: Vec<(f32, f32)>,
+    headroom: Vec<HostBound>,
     headroom_at: Vec<u64>,
     /// Its load per VM, `(low, high)`, once asked (`None`: not yet).
     vm_load: Vec<Option<(f32, f32)>>,
@@ -460,10 +462,34 @@ struct Cycle<'a> {
     audit_in: u64,
     /// [`Self::audit_bounds`] ran in this cycle.
     bounds_audited: bool,
-    /// Per candidate-index group, at the group's stamp: the highest `refuses` of its members and
-    /// the shortest `max_migration_s`, when every member has current headroom and CPU in use
-    /// (see [`Self::group_surely_vetoes`]); `u64::MAX`: not known.
-    group_veto: Vec<(u64, f32, f32)>,
+    /// Per candidate-index group, a summary of its members' headroom (see
+    /// [`Self::group_surely_vetoes`]).
+    group_veto: Vec<GroupVeto>,
+    /// Per candidate-index group, at the group's stamp, its lowest-numbered member (ties of
+    /// weight go to the lowest host number, so a weighed host tied with an unweighed group's
+    /// bound still ranks first when its number is lower than every member's).
+    group_first: Vec<(u64, usize)>,
+    /// Indexed hosts that changed since the last indexed search: their headroom is asked anew
+    /// (one call) before the next one, so the group summaries see current bounds.
+    stale_headroom: Vec<usize>,
+}
+
+/// The headroom of a candidate-index group's members, at the group's stamp: the highest
+/// `refuses` and the shortest `migration_s` of the members with current headroom and CPU in
+/// use, and the other members (checked one by one).
+#[derive(Debug, Clone)]
+struct GroupVeto {
+    /// `u64::MAX`: not computed.
+    stamp: u64,
+    highest: f32,
+    shortest: f32,
+    others: Vec<usize>,
+}
+
+impl Default for GroupVeto {
+    fn default() -> Self {
+        GroupVeto { stamp: u64::MAX, highest: f32::NAN, shortest: f32::NAN, others: Vec::new() }
+    }
 }
 
 impl Cycle<'_> {
@@ -606,7 +632,7 @@ impl Cycle<'_> {
             return;
         }
         let n = self.work.snap.hosts.len();
-        self.headroom = vec![(f32::NAN, f32::NAN); n];
+        self.headroom = vec![HostBound::UNKNOWN; n];
         self.headroom_at = vec![u64::MAX; n];
         self.vm_load = vec![None; self.work.snap.vms.len()];
         let empty = self.work.host_batch(&[]);
@@ -658,19 +684,24 @@ impl Cycle<'_> {
     }
 
     /// The threshold module's answer to `would-overload(h, [vm])` read from its bounds, when
-    /// they decide it (the caller checks [`Self::bounded`]): the headroom is current, the VM's
-    /// migration is no longer than the host's longest, and the VM's load lies wholly below the
-    /// host's `accepts` or at or above its `refuses`. NaN decides nothing.
+    /// they decide it (the caller checks [`Self::bounded`]): the headroom is current and decides
+    /// for the VM ([`PolicyInstance::headroom_verdict`]).
     fn bounded_verdict(&self, h: usize, vm: usize) -> Option<bool> {
         if self.headroom_at.get(h) != Some(&self.work.version[h]) {
             return None;
         }
-        let (low, high) = self.vm_load.get(vm).copied().flatten()?;
+        let load = self.vm_load.get(vm).copied().flatten()?;
+        PolicyInstance::headroom_verdict(self.headroom[h], self.vm_migration_s(vm), load)
+    }
+
+    /// The VM's migration time as the threshold module sees it (`Context::migration_s`).
+    fn vm_migration_s(&self, vm: usize) -> f32 {
         let bw = self.work.snap.migration_bandwidth_mbps;
-        if !(bw > 0.0 && self.work.snap.vms.ram_mb[vm] / bw <= self.work.hosts.max_migration_s[h]) {
-            return None;
+        if bw > 0.0 {
+            self.work.snap.vms.ram_mb[vm] / bw
+        } else {
+            f32::INFINITY
         }
-        PolicyInstance::headroom_verdict(self.headroom[h], (low, high))
     }
 
     /// The threshold module's bounds said `said` of `would-overload(h, [vm])` and the module
@@ -736,36 +767,51 @@ impl Cycle<'_> {
         Ok(())
     }
 
-    /// Every member of candidate-index group `g` is a host the threshold module surely vetoes for
-    /// `vm` ([`Self::surely_vetoed`] of each): the VM's load is at or above the highest `refuses`
-    /// of the group, and its migration no longer than the group's shortest longest. A failing
-    /// evacuation then passes a group at once instead of host by host. The summary is kept at
-    /// the group's stamp; a group with a member whose headroom is stale (or NaN, or without CPU
-    /// in use) is not summarized and never passed.
+    /// Whether every member of candidate-index group `g` with current headroom and CPU in use is
+    /// a host the threshold module surely vetoes for `vm` ([`Self::surely_vetoed`] of each): the
+    /// VM's load is at or above their highest `refuses`, and its migration no longer than their
+    /// shortest `migration_s`. A failing evacuation then checks only the group's other members
+    /// (`group_veto[g].others`) one by one instead of all. The summary is kept at the group's
+    /// stamp (a member that changed bumps it).
     fn group_surely_vetoes(&mut self, ix: &CandIndex, g: usize, vm: usize) -> bool {
         let Some((low, _)) = self.vm_load.get(vm).copied().flatten() else { return false };
-        let bw = self.work.snap.migration_bandwidth_mbps;
-        if !(bw > 0.0) {
-            return false;
-        }
         if self.group_veto.is_empty() {
-            self.group_veto = vec![(u64::MAX, f32::NAN, f32::NAN); ix.groups()];
+            self.group_veto = vec![GroupVeto::default(); ix.groups()];
         }
         let stamp = ix.stamp(g);
-        let (mut highest, mut shortest) = (self.group_veto[g].1, self.group_veto[g].2);
-        if self.group_veto[g].0 != stamp {
-            (highest, shortest) = (f32::NEG_INFINITY, f32::INFINITY);
+        if self.group_veto[g].stamp != stamp {
+            let mut sum = std::mem::take(&mut self.group_veto[g]);
+            (sum.stamp, sum.highest, sum.shortest) = (stamp, f32::NEG_INFINITY, f32::INFINITY);
+            sum.others.clear();
             for &h in ix.members(g) {
-                let refuses = self.headroom[h].1;
-                if self.work.cpu_used[h] <= 0.0 || self.headroom_at[h] != self.work.version[h] || refuses.is_nan() {
-                    return false;
+                let b = self.headroom[h];
+                if self.work.cpu_used[h] <= 0.0
+                    || self.headroom_at[h] != self.work.version[h]
+                    || b.refuses.is_nan()
+                    || b.migration_s.is_nan()
+                {
+                    sum.others.push(h);
+                } else {
+                    sum.highest = sum.highest.max(b.refuses);
+                    sum.shortest = sum.shortest.min(b.migration_s);
                 }
-                highest = highest.max(refuses);
-                shortest = shortest.min(self.work.hosts.max_migration_s[h]);
             }
-            self.group_veto[g] = (stamp, highest, shortest);
+            self.group_veto[g] = sum;
         }
-        low >= highest && self.work.snap.vms.ram_mb[vm] / bw <= shortest
+        let sum = &self.group_veto[g];
+        low >= sum.highest && self.vm_migration_s(vm) <= sum.shortest
+    }
+
+    /// The lowest-numbered member of candidate-index group `g` (`usize::MAX` when empty).
+    fn group_first(&mut self, ix: &CandIndex, g: usize) -> usize {
+        if self.group_first.is_empty() {
+            self.group_first = vec![(u64::MAX, usize::MAX); ix.groups()];
+        }
+        let stamp = ix.stamp(g);
+        if self.group_first[g].0 != stamp {
+            self.group_first[g] = (stamp, ix.members(g).iter().copied().min().unwrap_or(usize::MAX));
+        }
+        self.group_first[g].1
     }
 
     /// `h` is a host the threshold module surely vetoes for `vm` (never weighed: it cannot win).
@@ -1312,6 +1358,7 @@ impl Cycle<'_> {
         self.work.dirty.clear();
         self.index = Some(CandIndex::new(self.work.snap.hosts.len(), self.n_classes));
         self.group_veto.clear();
+        self.group_first.clear();
         for h in dest {
             self.index_insert(h);
         }
@@ -1332,6 +1379,9 @@ impl Cycle<'_> {
     /// Moves the hosts whose load changed to their groups.
     fn sync_index(&mut self) {
         let dirty = std::mem::take(&mut self.work.dirty);
+        if !self.headroom.is_empty() {
+            self.stale_headroom.extend_from_slice(&dirty);
+        }
         for &h in &dirty {
             let key = self.index_key(h);
             if let Some(ix) = self.index.as_mut() {
@@ -1401,6 +1451,14 @@ impl Cycle<'_> {
     ) -> Result<Option<Option<usize>>, Abort> {
         let degraded = s.placement.degraded;
         self.sync_index();
+        if self.bounded(s) && !self.stale_headroom.is_empty() {
+            let mut stale = std::mem::take(&mut self.stale_headroom);
+            stale.sort_unstable();
+            stale.dedup();
+            self.refresh_headroom(s, &stale);
+            stale.clear();
+            self.stale_headroom = stale;
+        }
         let snap = self.work.snap;
         let demand = self.work.demand(vm);
         let ram = snap.vms.ram_mb[vm];
@@ -1451,6 +1509,15 @@ impl Cycle<'_> {
         }
         let mut order: Vec<(f32, usize)> = groups.iter().zip(&bounds).filter_map(|(&g, b)| b.map(|b| (b, g))).collect();
         order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // For each position of `order`, the lowest host number in it and the groups after it of
+        // the same bound: a weighed host of exactly that weight and a lower number ranks before
+        // all of them.
+        let mut tie_first = vec![usize::MAX; order.len()];
+        for i in (0..order.len()).rev() {
+            let own = self.group_first(ix, order[i].1);
+            let after = if i + 1 < order.len() && order[i + 1].0 == order[i].0 { tie_first[i + 1] } else { usize::MAX };
+            tie_first[i] = own.min(after);
+        }
         // One empty sleeping host per type, as in the full scan; weighed with the first groups.
         let mut fresh: Vec<usize> = Vec::new();
         let mut seen: Vec<usize> = Vec::new();
@@ -1477,9 +1544,9 @@ impl Cycle<'_> {
         }
         let add = self.work.vm_batch(&[vm]);
         // Weighed hosts that rank before every unweighed one (a min-heap in the full scan's
-        // order), and the others.
+        // order), and the others (a min-heap too, so they move over best first).
         let mut safe: BinaryHeap<Reverse<ByWeight>> = BinaryHeap::new();
-        let mut later: Vec<ByWeight> = Vec::new();
+        let mut later: BinaryHeap<Reverse<ByWeight>> = BinaryHeap::new();
         let mut next = 0;
         let mut chunk = SHORTLIST;
         loop {
@@ -1491,12 +1558,13 @@ impl Cycle<'_> {
                 while next < order.len() && fresh.len() < want {
                     let bounded = self.bounded(s);
                     let g = order[next].1;
-                    if bounded && self.group_surely_vetoes(&ix, g, vm) {
+                    let members = if bounded && self.group_surely_vetoes(ix, g, vm) {
                         self.stats.groups_vetoed += 1;
-                        next += 1;
-                        continue;
-                    }
-                    for &h in ix.members(g) {
+                        &self.group_veto[g].others
+                    } else {
+                        ix.members(g)
+                    };
+                    for &h in members {
                         if self.admissible(h, from, demand, ram, room) && !(bounded && self.surely_vetoed(h, vm)) {
                             fresh.push(h);
                         }
@@ -1512,17 +1580,17 @@ impl Cycle<'_> {
                     if s.placement.degraded != degraded {
                         return Ok(None);
                     }
-                    later.extend(fresh.iter().zip(&weights).filter_map(|(&h, w)| w.map(|w| ByWeight(w, h))));
+                    later.extend(fresh.iter().zip(&weights).filter_map(|(&h, w)| w.map(|w| Reverse(ByWeight(w, h)))));
                     fresh.clear();
                 }
-                let t = order.get(next).map_or(f32::INFINITY, |o| o.0);
-                let mut i = 0;
-                while i < later.len() {
-                    if later[i].0 < t {
-                        safe.push(Reverse(later.swap_remove(i)));
-                    } else {
-                        i += 1;
+                let (t, first) = order.get(next).map_or((f32::INFINITY, usize::MAX), |o| (o.0, tie_first[next]));
+                while let Some(top) = later.peek_mut() {
+                    let ByWeight(w, h) = top.0;
+                    // Signed zeros rank apart (`total_cmp`) but compare equal: no tie rule there.
+                    if !(w < t || (w == t && w != 0.0 && h < first)) {
+                        break;
                     }
+                    safe.push(std::collections::binary_heap::PeekMut::pop(top));
                 }
             }
             let take = safe.len().min(chunk);

@@ -43,8 +43,16 @@ impl BoundedThresholdPolicy for Liar {
     fn headroom(&mut self, ctx: &Context, hosts: &Hosts) -> Headroom {
         let n = hosts.len();
         match self.lie.as_str() {
-            "accept-all" => Headroom { accepts: vec![f32::INFINITY; n], refuses: vec![f32::INFINITY; n] },
-            "refuse-all" => Headroom { accepts: vec![f32::NEG_INFINITY; n], refuses: vec![f32::NEG_INFINITY; n] },
+            "accept-all" => Headroom {
+                accepts: vec![f32::INFINITY; n],
+                refuses: vec![f32::INFINITY; n],
+                migration_s: vec![f32::INFINITY; n],
+            },
+            "refuse-all" => Headroom {
+                accepts: vec![f32::NEG_INFINITY; n],
+                refuses: vec![f32::NEG_INFINITY; n],
+                migration_s: vec![f32::INFINITY; n],
+            },
             _ => self.rule.headroom(ctx, hosts),
         }
     }
