@@ -46,6 +46,9 @@ const POWER_CURVE: [f32; 11] = [86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.
 const MAX_POLL_FAILURES: u32 = 20;
 /// Cycles a pending sleep waits for its host to empty before it is dropped.
 const MAX_SLEEP_WAIT: u32 = 40;
+/// A node answers `sleep` before it goes to sleep (the command may stop the agent itself): a
+/// wake sent sooner than this after the answer could arrive before the sleep and be lost.
+const SLEEP_SETTLE: Duration = Duration::from_secs(2);
 
 /// One node of the live world.
 #[derive(Debug, Clone)]
@@ -114,6 +117,8 @@ pub struct LiveWorld {
     asleep: HashSet<u32>,
     /// When each host was woken (it is active until its agent reports again).
     woken_at: HashMap<u32, Instant>,
+    /// When each sleeping host's agent acknowledged the sleep.
+    slept_at: HashMap<u32, Instant>,
     /// Sleep actions waiting for their host to empty: host → cycles waited.
     pending_sleep: HashMap<u32, u32>,
     running: HashMap<i64, Running>,
@@ -182,6 +187,7 @@ impl LiveWorld {
             vm_facts: Vec::new(),
             asleep: HashSet::new(),
             woken_at: HashMap::new(),
+            slept_at: HashMap::new(),
             pending_sleep: HashMap::new(),
             running: HashMap::new(),
             arrived: HashMap::new(),
@@ -221,6 +227,9 @@ impl LiveWorld {
 
     /// Wakes `host`: its own wake command here, else an awake agent's `--wake-cmd`.
     fn wake(&mut self, host: u32) -> Result<(), String> {
+        if let Some(t) = self.slept_at.remove(&host) {
+            std::thread::sleep(SLEEP_SETTLE.saturating_sub(t.elapsed()));
+        }
         let h = &self.cfg.hosts[host as usize];
         let name = h.name.clone();
         match &h.wake_cmd {
@@ -303,6 +312,7 @@ impl LiveWorld {
                 Ok(_) => {
                     tracing::info!(host = %name, "host put to sleep");
                     self.asleep.insert(host);
+                    self.slept_at.insert(host, Instant::now());
                     self.shutdowns_total += 1;
                     if let Some(i) = self.host_index(host) {
                         self.snap.hosts.state[i] = HostState::Asleep;
@@ -635,8 +645,9 @@ impl World for LiveWorld {
                 let vms: Vec<usize> = (0..s.vms.len()).filter(|&v| s.vms.host[v] as usize == h).collect();
                 let cap = f64::from(s.hosts.cpu_capacity[h]);
                 let mem = f64::from(s.hosts.mem_capacity[h]);
-                let demand: f64 = vms.iter().map(|&v| self.vm_demand(v)).sum();
-                let ram: f64 = vms.iter().map(|&v| f64::from(s.vms.ram_mb[v])).sum();
+                // (+ 0.0: an empty float sum is -0.0.)
+                let demand: f64 = vms.iter().map(|&v| self.vm_demand(v)).sum::<f64>() + 0.0;
+                let ram: f64 = vms.iter().map(|&v| f64::from(s.vms.ram_mb[v])).sum::<f64>() + 0.0;
                 let util = if cap > 0.0 { (demand / cap).min(1.0) } else { 0.0 };
                 let active = s.hosts.state[h] == HostState::Active;
                 let power = if active {
