@@ -132,7 +132,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             } else {
                 strategy
             };
-            let plane = (!no_agents).then(|| lab::live::ControlPlane {
+            let plane = (!no_agents).then_some(lab::live::ControlPlane {
                 listen,
                 strategy,
                 step_ms,

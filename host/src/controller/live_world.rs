@@ -446,7 +446,7 @@ impl LiveWorld {
                 placed.insert(vm, to as usize);
             }
         }
-        vm_rows.extend(placed.into_iter());
+        vm_rows.extend(placed);
         vm_rows.sort_unstable();
         for &(vm, h) in &vm_rows {
             let uuid = self.vm_facts[vm as usize].uuid;

@@ -28,7 +28,7 @@
 //! `--wake-cmd` for *another* node (`AMVM_WAKE_HOST` names it), like Wake-on-LAN sent from a
 //! neighbour; the controller may equally run a wake command itself (`docs/controller.md`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -222,7 +222,7 @@ impl Client {
         let reply = read_frame(&mut s, &self.key, REP_LABEL)?;
         let reply: Reply = serde_json::from_slice(&reply).map_err(|e| ControlError::Json(e.to_string()))?;
         // A refusal of a frame the agent could not authenticate carries nonce 0.
-        if reply.nonce != nonce && !(reply.nonce == 0 && !reply.ok) {
+        if reply.nonce != nonce && (reply.ok || reply.nonce != 0) {
             return Err(ControlError::Nonce);
         }
         if reply.ok {
@@ -252,6 +252,13 @@ pub struct ControlConfig {
     pub wake_cmd: Option<String>,
 }
 
+/// Nonces of accepted requests within twice the skew window, oldest first.
+#[derive(Default)]
+struct Seen {
+    nonces: HashSet<u64>,
+    order: VecDeque<(u64, u64)>,
+}
+
 struct Job {
     view: JobView,
     started: Instant,
@@ -269,7 +276,7 @@ struct Server {
     jobs: Arc<Mutex<Jobs>>,
     boot: u32,
     /// Nonces seen within the skew window, with when they were seen.
-    seen: Mutex<(HashMap<u64, u64>, VecDeque<(u64, u64)>)>,
+    seen: Mutex<Seen>,
     sleeping: Arc<AtomicBool>,
     connections: AtomicUsize,
 }
@@ -376,16 +383,15 @@ impl Server {
             ));
         }
         let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *g;
+        let Seen { nonces, order } = &mut *g;
         while order.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 2 * MAX_SKEW_MS) {
             if let Some((_, n)) = order.pop_front() {
-                set.remove(&n);
+                nonces.remove(&n);
             }
         }
-        if set.contains_key(&req.nonce) {
+        if !nonces.insert(req.nonce) {
             return Err("replayed request (nonce already seen)".into());
         }
-        set.insert(req.nonce, now);
         order.push_back((now, req.nonce));
         Ok(())
     }
