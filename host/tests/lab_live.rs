@@ -6,9 +6,9 @@
 //! Needs root and libvirt's daemons (scripts/install-deps.sh --tests); skips with the reason
 //! otherwise.
 //!
-//! Strategy: THR + MMT + PABFD with upper 0.6 and lower 0.3 and a 5-cycle VM cool-down (written
-//! below): three TCG guests at full load on this 2-core machine measure about 0.7 of a node's
-//! two cores, so the default 0.8 would never call the node overloaded.
+//! Strategy: the lab's default (`lab::live::LAB_STRATEGY`: THR + MMT + PABFD, upper 0.6, lower
+//! 0.3, a 5-cycle VM cool-down). Then, with the controller paused, the agent's `cancel` on a real
+//! pre-copy through its control endpoint: the guest stays on its source.
 
 #![allow(clippy::tests_outside_test_module)]
 
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use amvm_host::monitor::agent::control::{Client, JobView, Op};
 use serde_json::Value;
 
 const AMVM: &str = env!("CARGO_BIN_EXE_amvm");
@@ -50,9 +51,17 @@ fn amvm(dir: &Path, args: &[&str]) -> String {
 
 /// GET on the controller's API with the lab's token.
 fn api(token: &str, path: &str) -> Value {
+    http(token, "GET", path)
+}
+
+fn http(token: &str, method: &str, path: &str) -> Value {
     let mut s = std::net::TcpStream::connect(LISTEN).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /api/v1/{path} HTTP/1.0\r\nHost: {LISTEN}\r\nAuthorization: Bearer {token}\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} /api/v1/{path} HTTP/1.0\r\nHost: {LISTEN}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -117,14 +126,6 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     }
     let t0 = Instant::now();
     let dir = std::env::temp_dir().join("amvm-lab-live-test");
-    let strategy = std::env::temp_dir().join("amvm-lab-live-test-strategy.toml");
-    std::fs::write(
-        &strategy,
-        "name = \"lab-thr-0.6\"\nversion = \"1\"\n[threshold]\nmodule = \"thr\"\n[threshold.params]\nupper = 0.6\n\
-         lower = 0.3\n[selection]\nmodule = \"mmt\"\n[placement]\nmodule = \"pabfd\"\n[rules]\npersistence = 1\n\
-         vm_cooldown_cycles = 5\n",
-    )
-    .unwrap();
     let up = Command::new(AMVM)
         .arg("lab")
         .arg("--dir")
@@ -134,8 +135,6 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         .arg("--image")
         .arg(&image)
         .args(["--subnet", "10.80.0", "--ifprefix", "amvml", "--listen", LISTEN, "--step-ms", "2000"])
-        .arg("--strategy")
-        .arg(&strategy)
         .status()
         .unwrap();
     assert!(up.success(), "amvm lab up failed");
@@ -224,6 +223,47 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
             .all(|vm| p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| v.iter().any(|g| g == vm))).count() == 1)
             .then_some(())
     });
+
+    // The API shows the guest on its new node.
+    let to_id = state.nodes.iter().position(|n| n.name == to).unwrap() as u64;
+    let vms = api(&token, "vms");
+    let row = vms.as_array().unwrap().iter().find(|v| v["name"] == moved.as_str()).unwrap();
+    assert_eq!(row["host"].as_u64(), Some(to_id), "{row}");
+
+    // Cancel through the agent's control endpoint, the controller paused: a pre-copy capped at
+    // 2 MB/s is aborted and the guest keeps running on its source.
+    http(&token, "POST", "pause");
+    let key_text = std::fs::read(dir.join("cluster.key")).unwrap();
+    let key = amvm_host::monitor::proto::ClusterKey::new(key_text.trim_ascii().to_vec()).unwrap();
+    let src = state.node(&to).unwrap();
+    let dst = wait_for("an awake node besides the guest's", Duration::from_secs(10), || {
+        state.nodes.iter().find(|n| n.name != to && !amvm_host::lab::live::frozen(&state, n)).cloned()
+    });
+    let agent = Client::new(format!("{}:{}", src.ip, amvm_host::lab::live::CONTROL_PORT).parse().unwrap(), key);
+    let job: String = agent
+        .call_as(&Op::Migrate {
+            vm: moved.clone(),
+            to_uri: dst.uri(),
+            migrate_uri: Some(format!("tcp://{}", dst.ip)),
+            mode: "pre".into(),
+            bandwidth_bps: Some(2e6),
+        })
+        .unwrap();
+    wait_for("the pre-copy under way", Duration::from_secs(20), || {
+        let j: JobView = agent.call_as(&Op::Progress { job: job.clone() }).unwrap();
+        j.progress.filter(|p| p.bytes_sent > 0).map(|_| ())
+    });
+    agent.call(&Op::Cancel { job: job.clone() }).unwrap();
+    let j = wait_for("the cancelled job to end", Duration::from_secs(20), || {
+        let j: JobView = agent.call_as(&Op::Progress { job: job.clone() }).unwrap();
+        (j.state != "running").then_some(j)
+    });
+    eprintln!("cancelled: {} ({:?})", j.state, j.error);
+    assert_eq!(j.state, "cancelled", "{j:?}");
+    assert_eq!(amvm_host::lab::locate(&state, &moved).unwrap().name, to, "the guest stays on its source");
+    let hb = amvm_host::lab::last_heartbeat(src, &moved).unwrap();
+    amvm_host::lab::wait_heartbeat(src, &moved, Some(hb.seq), Duration::from_secs(15))
+        .expect("the heartbeat continues on the source after the cancel");
 
     let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).collect();
     let controller = state.controller_pid;

@@ -60,8 +60,9 @@ pub enum LabCommand {
         /// The lab controller's API and dashboard address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// The controller's strategy (a built-in name or a strategy TOML file).
-        #[arg(long, default_value = "thr-mmt-0.8")]
+        /// The controller's strategy: `lab` (THR 0.6/0.3 + MMT + PABFD, a 5-cycle VM cool-down;
+        /// docs/lab.md), a built-in name or a strategy TOML file.
+        #[arg(long, default_value = "lab")]
         strategy: String,
         /// Milliseconds between the controller's decision cycles.
         #[arg(long, default_value_t = 3000)]

@@ -21,6 +21,16 @@ pub const CONTROL_PORT: u16 = 7070;
 /// The collector's UDP port on the lab bridge.
 pub const COLLECTOR_PORT: u16 = 8649;
 
+/// The lab's default strategy (`--strategy lab`): THR + MMT + PABFD with the overload threshold at
+/// 0.6 of a node's cores (three full-load TCG guests on a 2-core machine measure about 0.7 of a
+/// node, never the built-ins' 0.8), underload below 0.3 (the built-ins' 1.0 evacuates every
+/// node that is not overloaded, which moves guests back and forth between three nodes), and a VM
+/// cool-down of 5 cycles.
+pub const LAB_STRATEGY: &str =
+    "name = \"lab\"\nversion = \"1\"\n\n[threshold]\nmodule = \"thr\"\n\n[threshold.params]\n\
+    upper = 0.6\nlower = 0.3\n\n[selection]\nmodule = \"mmt\"\n\n[placement]\nmodule = \"pabfd\"\n\n[rules]\n\
+    persistence = 1\nvm_cooldown_cycles = 5\n";
+
 /// How the lab runs its controller.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
@@ -176,7 +186,15 @@ pub fn start(state: &mut LabState, plane: &ControlPlane, say: &mut dyn FnMut(&st
         "# written by `amvm lab up`\nlisten = \"{}\"\ndata = \"controller\"\ntokens = \"tokens.toml\"\n\
          strategy = \"{}\"\nautomation = \"automatic\"\n\n[world]\nkind = \"live\"\ncollector = \"{collector}\"\n\
          key_file = \"cluster.key\"\nreport_interval_s = {}\nstep_ms = {}\nwindow = 3\nmode = \"{}\"\n",
-        plane.listen, plane.strategy, plane.report_interval_s, plane.step_ms, plane.mode
+        plane.listen,
+        if plane.strategy == "lab" {
+            state.dir.join("strategy.toml").display().to_string()
+        } else {
+            plane.strategy.clone()
+        },
+        plane.report_interval_s,
+        plane.step_ms,
+        plane.mode
     );
     for n in &state.nodes {
         toml.push_str(&format!(
@@ -191,6 +209,9 @@ pub fn start(state: &mut LabState, plane: &ControlPlane, say: &mut dyn FnMut(&st
             let cmd = format!("echo 0 > {}", shell_quote(&freeze.to_string_lossy()));
             toml.push_str(&format!("wake_cmd = {}\n", toml_string(&cmd)));
         }
+    }
+    if plane.strategy == "lab" {
+        std::fs::write(state.dir.join("strategy.toml"), LAB_STRATEGY)?;
     }
     let config = state.dir.join("controller.toml");
     std::fs::write(&config, toml)?;

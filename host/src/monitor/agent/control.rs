@@ -444,9 +444,11 @@ impl Server {
                     return Err(format!("job {job} is in post-copy: the guest already runs on the destination"));
                 }
                 let uri = self.cfg.libvirt.as_deref().ok_or("this agent has no libvirt daemon")?;
-                libvirt::abort_migration(uri, &vm).map_err(|e| e.to_string())?;
-                if let Some(j) = self.jobs().by_id.get_mut(&job) {
-                    j.view.error = Some("cancel requested".into());
+                // Marked first: the job may end as soon as the abort lands.
+                update(&self.jobs, &job, |v| v.error = Some("cancel requested".into()));
+                if let Err(e) = libvirt::abort_migration(uri, &vm) {
+                    update(&self.jobs, &job, |v| v.error = None);
+                    return Err(e.to_string());
                 }
                 Ok(serde_json::Value::Null)
             }
