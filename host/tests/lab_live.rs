@@ -2,7 +2,8 @@
 //! in each and a controller on the live world outside. The controller consolidates the idle
 //! guests and puts the emptied nodes to sleep (their cgroups frozen); overloading the remaining
 //! node with `amvm lab load` makes it wake a node and live-migrate a guest there through the
-//! agents; the guest's heartbeat continues on its new node; `down` leaves nothing behind.
+//! agents; the guest's heartbeat continues on its new node; lowering the load again empties
+//! nodes and puts them back to sleep; `down` leaves nothing behind.
 //! Needs root and libvirt's daemons (scripts/install-deps.sh --tests); skips with the reason
 //! otherwise.
 //!
@@ -264,6 +265,23 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     let hb = amvm_host::lab::last_heartbeat(src, &moved).unwrap();
     amvm_host::lab::wait_heartbeat(src, &moved, Some(hb.seq), Duration::from_secs(15))
         .expect("the heartbeat continues on the source after the cancel");
+
+    // Lower the load again, controller resumed: the underloaded nodes are evacuated and sleep.
+    http(&token, "POST", "resume");
+    for vm in ["vm1", "vm2", "vm3"] {
+        amvm(&dir, &["load", vm, "5"]);
+    }
+    let t_low = Instant::now();
+    let home = wait_for("re-consolidation after the load dropped", Duration::from_secs(90), || {
+        let p = placement(&dir);
+        let asleep = p.iter().filter(|(n, v)| v.is_none() && frozen(&cgroup, n)).count();
+        let full = p.iter().find(|(_, v)| v.as_ref().is_some_and(|v| v.len() == 3))?;
+        (asleep == 2).then(|| full.0.clone())
+    });
+    eprintln!(
+        "load lowered: all guests on {home}, two nodes asleep again after {:.1} s",
+        t_low.elapsed().as_secs_f64()
+    );
 
     let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).collect();
     let controller = state.controller_pid;
