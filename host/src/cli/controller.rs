@@ -260,6 +260,7 @@ fn live_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Res
         core_mips: w.core_mips.unwrap_or(1000.0),
         mode: w.mode.clone().unwrap_or_else(|| "hybrid".into()),
         bandwidth_bps: w.bandwidth_bps,
+        ids_file: Some(data.join("live-vm-ids.json")),
     };
     Ok(WorldChoice::Live(cfg, col))
 }

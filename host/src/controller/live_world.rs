@@ -84,6 +84,9 @@ pub struct LiveWorldConfig {
     pub mode: String,
     /// Link cap per migration (bytes/s); `None` = uncapped.
     pub bandwidth_bps: Option<f64>,
+    /// Where VM ids are kept (a JSON list of UUIDs, index = id), so the journal's VM ids mean
+    /// the same VMs after a restart; `None`: in memory only.
+    pub ids_file: Option<std::path::PathBuf>,
 }
 
 struct Running {
@@ -128,6 +131,8 @@ pub struct LiveWorld {
     /// Last known capacity per host (cores, memory MB), kept while it sleeps.
     capacity: Vec<Option<(u32, f64)>>,
     series: Arc<LiveSeries>,
+    /// Migrations found still running by `reconcile` after a restart, taken over by `advance`.
+    adopted: std::sync::Mutex<Vec<(i64, Running)>>,
     migrations_total: u64,
     shutdowns_total: u64,
 }
@@ -175,6 +180,19 @@ impl LiveWorld {
             hosts: cfg.hosts.iter().map(|h| h.name.clone()).collect(),
             vms: RwLock::new(Vec::new()),
         });
+        let mut vm_facts = Vec::new();
+        let mut vm_ids = HashMap::new();
+        if let Some(f) = cfg.ids_file.as_ref().filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let list: Vec<String> =
+                serde_json::from_str(&text).map_err(|e| format!("{} is not a list of VM UUIDs: {e}", f.display()))?;
+            for u in list {
+                let uuid = crate::monitor::proto::parse_uuid(&u)
+                    .ok_or_else(|| format!("{}: bad VM UUID {u:?}", f.display()))?;
+                vm_ids.insert(uuid, vm_facts.len() as u32);
+                vm_facts.push(VmFacts { uuid, name: u });
+            }
+        }
         Ok(LiveWorld {
             capacity: vec![None; cfg.hosts.len()],
             cfg,
@@ -183,8 +201,9 @@ impl LiveWorld {
             snap: Snapshot::default(),
             started: Instant::now(),
             step: 0,
-            vm_ids: HashMap::new(),
-            vm_facts: Vec::new(),
+            vm_ids,
+            vm_facts,
+            adopted: std::sync::Mutex::new(Vec::new()),
             asleep: HashSet::new(),
             woken_at: HashMap::new(),
             slept_at: HashMap::new(),
@@ -222,6 +241,17 @@ impl LiveWorld {
         let id = self.vm_facts.len() as u32;
         self.vm_ids.insert(uuid, id);
         self.vm_facts.push(VmFacts { uuid, name: uuid_string(&uuid) });
+        if let Some(f) = &self.cfg.ids_file {
+            let list: Vec<String> = self.vm_facts.iter().map(|v| uuid_string(&v.uuid)).collect();
+            let tmp = f.with_extension("tmp");
+            let saved = serde_json::to_vec(&list)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|()| std::fs::rename(&tmp, f));
+            if let Err(e) = saved {
+                tracing::warn!("cannot save VM ids to {}: {e}", f.display());
+            }
+        }
         id
     }
 
@@ -341,15 +371,7 @@ impl LiveWorld {
                             let rep = r.last.as_ref().and_then(|j| j.report.clone());
                             self.arrived.insert(r.vm, (r.to, Instant::now()));
                             self.migrations_total += 1;
-                            ended.push((
-                                id,
-                                Outcome::Succeeded {
-                                    total_s: rep.as_ref().map(|x| x.total_time_ms / 1e3),
-                                    bytes: rep.as_ref().map(|x| x.bytes_transferred as f64),
-                                    downtime_ms: rep.as_ref().map(|x| x.downtime_ms),
-                                    page_faults: rep.as_ref().map(|x| x.page_faults as i64),
-                                },
-                            ));
+                            ended.push((id, outcome_of(rep.as_ref())));
                         }
                         _ => {
                             let Some(r) = self.running.remove(&id) else { continue };
@@ -490,6 +512,15 @@ impl LiveWorld {
     }
 }
 
+fn outcome_of(rep: Option<&amvm_engine::qemu::QemuReport>) -> Outcome {
+    Outcome::Succeeded {
+        total_s: rep.map(|x| x.total_time_ms / 1e3),
+        bytes: rep.map(|x| x.bytes_transferred as f64),
+        downtime_ms: rep.map(|x| x.downtime_ms),
+        page_faults: rep.map(|x| x.page_faults as i64),
+    }
+}
+
 fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Setup | Phase::PreCopy => "full-round",
@@ -536,8 +567,10 @@ impl World for LiveWorld {
     }
 
     fn reconcile(&self, action: &ActionRow) -> Reconciled {
-        // After a restart the job ids are gone; the hypervisors say where the VM is.
-        let Some(ActionReq::Migrate { vm, to, .. }) = ActionReq::from_row(action) else {
+        // The source's agent says what became of the migration (its newest job for this VM to
+        // that destination): still running (taken over), or ended with its figures or reason.
+        let Some(ActionReq::Migrate { vm, from, to, .. }) = ActionReq::from_row(action) else {
+            // Sleep and wake end when they are handed over.
             return Reconciled::Ended(Outcome::Succeeded {
                 total_s: None,
                 bytes: None,
@@ -545,9 +578,47 @@ impl World for LiveWorld {
                 page_faults: None,
             });
         };
-        Reconciled::Ended(Outcome::Failed(format!(
-            "the controller restarted while VM {vm} migrated to host {to}; the next snapshot shows where it runs"
-        )))
+        let n = self.cfg.hosts.len() as u32;
+        let (Some(facts), true) = (self.vm_facts.get(vm as usize), from < n && to < n) else {
+            return Reconciled::Ended(Outcome::Failed(format!("after a restart: VM {vm} or its hosts are unknown")));
+        };
+        let uuid = uuid_string(&facts.uuid);
+        let dst = &self.cfg.hosts[to as usize].libvirt;
+        let jobs: Vec<JobView> = match self.clients[from as usize].call_as(&Op::Jobs) {
+            Ok(j) => j,
+            Err(e) => {
+                return Reconciled::Ended(Outcome::Failed(format!(
+                    "after a restart the source's agent cannot say what became of the migration: {e}"
+                )))
+            }
+        };
+        let Some(j) =
+            jobs.into_iter().filter(|j| j.vm_uuid == uuid && &j.to_uri == dst).max_by(|a, b| a.job.cmp(&b.job))
+        else {
+            return Reconciled::Ended(Outcome::Failed(
+                "after a restart the source's agent has no job for this migration (agent restarted?)".into(),
+            ));
+        };
+        match j.state.as_str() {
+            "running" => {
+                let r = Running {
+                    vm,
+                    from,
+                    to,
+                    job: j.job.clone(),
+                    started: Instant::now(),
+                    last: Some(j),
+                    poll_failures: 0,
+                };
+                self.adopted.lock().unwrap_or_else(|p| p.into_inner()).push((action.id, r));
+                Reconciled::Ongoing
+            }
+            "succeeded" => Reconciled::Ended(outcome_of(j.report.as_ref())),
+            other => Reconciled::Ended(Outcome::Failed(format!(
+                "migration {other}: {}",
+                j.error.unwrap_or_else(|| other.to_string())
+            ))),
+        }
     }
 
     fn observe(&mut self, maintenance: &[u32]) -> &Snapshot {
@@ -593,6 +664,11 @@ impl World for LiveWorld {
 
     fn advance(&mut self) -> Vec<(i64, Outcome)> {
         self.step += 1;
+        let adopted = std::mem::take(&mut *self.adopted.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, r) in adopted {
+            self.executed.insert(id);
+            self.running.insert(id, r);
+        }
         let ended = self.poll();
         // Sleeps need the placement as it is now.
         self.build_snapshot(&[]);
@@ -845,6 +921,7 @@ mod tests {
             core_mips: 1000.0,
             mode: "hybrid".into(),
             bandwidth_bps: None,
+            ids_file: None,
         };
         let mut w = LiveWorld::new(cfg, mirror).unwrap();
         let s = w.observe(&[]).clone();
@@ -872,6 +949,16 @@ mod tests {
         let r = w.execute(&[ActionReq::Migrate { id: 3, vm: 0, from: 0, to: 1 }]);
         assert!(r[0].as_ref().unwrap_err().contains("no libvirt"), "{r:?}");
         assert_eq!(w.observe(&[]).hosts.state[1], HostState::Active);
+        // VM ids survive a restart through the ids file.
+        let dir = tempfile::tempdir().unwrap();
+        let ids = dir.path().join("ids.json");
+        let cfg2 = LiveWorldConfig { ids_file: Some(ids.clone()), ..w.cfg.clone() };
+        let mut w2 = LiveWorld::new(cfg2.clone(), w.mirror.clone()).unwrap();
+        w2.vm_id([9; 16]);
+        w2.vm_id(vm);
+        let w3 = LiveWorld::new(cfg2, w.mirror.clone()).unwrap();
+        assert_eq!(w3.vm_ids.get(&vm), Some(&1));
+        assert_eq!(w3.vm_ids.get(&[9; 16]), Some(&0));
         for a in agents {
             a.stop();
         }

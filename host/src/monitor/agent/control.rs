@@ -128,7 +128,10 @@ struct Reply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     pub job: String,
+    /// The domain's name and UUID.
     pub vm: String,
+    #[serde(default)]
+    pub vm_uuid: String,
     pub to_uri: String,
     pub mode: String,
     /// `running`, `succeeded`, `failed` or `cancelled`.
@@ -537,7 +540,7 @@ impl Server {
         if !d.active {
             return Err(format!("domain {} is not running", d.name));
         }
-        let (name, memory) = (d.name.clone(), d.memory_mib as f64 * 1_048_576.0);
+        let (name, uuid, memory) = (d.name.clone(), d.uuid.clone(), d.memory_mib as f64 * 1_048_576.0);
         let id = {
             let mut g = self.jobs();
             if g.by_id.values().any(|j| j.view.state == "running" && (j.view.vm == name || j.view.vm == vm)) {
@@ -551,6 +554,7 @@ impl Server {
                     view: JobView {
                         job: id.clone(),
                         vm: name.clone(),
+                        vm_uuid: uuid,
                         to_uri: to_uri.clone(),
                         mode: mode.name().to_string(),
                         state: "running".into(),
