@@ -283,6 +283,30 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         t_low.elapsed().as_secs_f64()
     );
 
+    // A node whose agent stops reporting is down in the API (4 report intervals), and nothing is
+    // sent to it afterwards.
+    let home_rec = state.node(&home).unwrap();
+    let home_id = state.nodes.iter().position(|n| n.name == home).unwrap() as u64;
+    let agent_pid = home_rec.agent_pid.expect("the agent's PID is recorded");
+    // SAFETY: kill has no memory-safety preconditions; the PID is the lab agent's (recorded by `up`).
+    assert_eq!(unsafe { libc::kill(agent_pid as i32, libc::SIGKILL) }, 0);
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let t_kill = Instant::now();
+    wait_for("the silent node down in the API", Duration::from_secs(30), || {
+        let hosts = api(&token, "hosts");
+        hosts.as_array()?.iter().any(|h| h["name"] == home.as_str() && h["state"] == "down").then_some(())
+    });
+    eprintln!("{home} down in the API {:.1} s after its agent was killed", t_kill.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(4));
+    let late: Vec<Value> = api(&token, "migrations")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["to_host"].as_u64() == Some(home_id) && m["started_at"].as_u64().is_some_and(|t| t > killed_at))
+        .cloned()
+        .collect();
+    assert!(late.is_empty(), "migrations sent to a down node: {late:?}");
+
     let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).collect();
     let controller = state.controller_pid;
     amvm(&dir, &["down"]);
