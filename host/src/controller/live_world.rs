@@ -19,7 +19,7 @@
 //! places onto a host that is down, and keeps a VM on its source until the source's agent says
 //! the job succeeded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -135,6 +135,8 @@ pub struct LiveWorld {
     adopted: std::sync::Mutex<Vec<(i64, Running)>>,
     migrations_total: u64,
     shutdowns_total: u64,
+    /// Energy since the world started (estimated from the power curve, kWh).
+    energy_kwh: f64,
 }
 
 impl std::fmt::Debug for LiveWorld {
@@ -179,6 +181,7 @@ impl LiveWorld {
             cluster: cfg.cluster.clone(),
             hosts: cfg.hosts.iter().map(|h| h.name.clone()).collect(),
             vms: RwLock::new(Vec::new()),
+            history: RwLock::new(VecDeque::new()),
         });
         let mut vm_facts = Vec::new();
         let mut vm_ids = HashMap::new();
@@ -214,6 +217,7 @@ impl LiveWorld {
             series,
             migrations_total: 0,
             shutdowns_total: 0,
+            energy_kwh: 0.0,
         })
     }
 
@@ -495,6 +499,29 @@ impl LiveWorld {
         self.snap = snap;
     }
 
+    /// Appends this cycle's cluster figures to the history the API reads.
+    fn record(&mut self, maintenance: &[u32]) {
+        let hosts = self.hosts(maintenance);
+        let m = self.metrics(maintenance);
+        let unix = self.clock();
+        let mut h = self.series.history.write().unwrap_or_else(|p| p.into_inner());
+        let energy =
+            h.back().map_or(0.0, |last| last.energy_kwh + last.power_w * (unix - last.unix).clamp(0.0, 3600.0) / 3.6e6);
+        self.energy_kwh = energy;
+        if h.len() == HISTORY_CYCLES {
+            h.pop_front();
+        }
+        h.push_back(CycleSample {
+            unix,
+            power_w: m.power_w,
+            active_hosts: m.hosts_up as f64,
+            cpu_mean: m.cpu_util_mean,
+            mem_mean: m.mem_util_mean,
+            energy_kwh: energy,
+            host_power: hosts.iter().map(|h| h.power_w as f32).collect(),
+        });
+    }
+
     fn vm_demand(&self, v: usize) -> f64 {
         f64::from(self.snap.vm_demand_mips(v))
     }
@@ -623,6 +650,7 @@ impl World for LiveWorld {
 
     fn observe(&mut self, maintenance: &[u32]) -> &Snapshot {
         self.build_snapshot(maintenance);
+        self.record(maintenance);
         &self.snap
     }
 
@@ -787,6 +815,7 @@ impl World for LiveWorld {
             power_w: hosts.iter().map(|h| h.power_w).sum(),
             migrations_in_flight: self.running.len(),
             migrations_today: self.migrations_total,
+            energy_kwh_today: self.energy_kwh,
             host_shutdowns_today: self.shutdowns_total,
             cpu_util_mean: mean,
             load_stddev: var.sqrt(),
@@ -805,18 +834,52 @@ impl World for LiveWorld {
     }
 }
 
-/// Series of the live world, from the collector's mirror (the recent window of each series).
+/// Cluster figures recorded at each decision cycle (the mirror keeps per-host and per-VM series
+/// only).
+#[derive(Debug, Clone)]
+struct CycleSample {
+    unix: f64,
+    power_w: f64,
+    active_hosts: f64,
+    cpu_mean: f64,
+    mem_mean: f64,
+    energy_kwh: f64,
+    host_power: Vec<f32>,
+}
+
+/// Cycles of cluster history kept (a day at 5 s cycles).
+const HISTORY_CYCLES: usize = 17_280;
+
+/// Series of the live world: per host and VM from the collector's mirror (its recent window),
+/// cluster-wide and power from the cycles this world recorded.
 struct LiveSeries {
     mirror: Arc<Mirror>,
     cluster: String,
     hosts: Vec<String>,
     vms: RwLock<Vec<[u8; 16]>>,
+    history: RwLock<VecDeque<CycleSample>>,
 }
 
 impl SeriesSource for LiveSeries {
     fn series(&self, q: &SeriesQuery) -> Result<SeriesData, String> {
         let id = q.id.map(|i| i as usize);
+        let recorded = |unit: &str, f: &dyn Fn(&CycleSample) -> Option<f64>| {
+            let h = self.history.read().unwrap_or_else(|p| p.into_inner());
+            let samples: Vec<(f64, Option<f64>)> = h.iter().map(|c| (c.unix, f(c))).collect();
+            let step = samples.windows(2).last().map_or(5.0, |w| (w[1].0 - w[0].0).max(0.1));
+            downsample(q, unit, step, unix_now() as f64, &samples)
+        };
         let points: Vec<(u64, f64)> = match (q.target.as_str(), q.metric.as_str()) {
+            ("host", "power") => {
+                let h = id.filter(|&h| h < self.hosts.len()).ok_or_else(|| format!("no host {:?}", q.id))?;
+                return recorded("W", &|c| c.host_power.get(h).map(|&w| f64::from(w)));
+            }
+            ("cluster", "power") => return recorded("W", &|c| Some(c.power_w)),
+            ("cluster", "active_hosts") => return recorded("hosts", &|c| Some(c.active_hosts)),
+            ("cluster", "cpu") => return recorded("ratio", &|c| Some(c.cpu_mean)),
+            ("cluster", "mem") => return recorded("ratio", &|c| Some(c.mem_mean)),
+            ("cluster", "energy") => return recorded("kWh", &|c| Some(c.energy_kwh)),
+            ("cluster", "net") => return recorded("ratio", &|_| None),
             ("host", m) => {
                 let name = id.and_then(|h| self.hosts.get(h)).ok_or_else(|| format!("no host {:?}", q.id))?;
                 let u = self.mirror.host_utilization(&self.cluster, name);
@@ -824,7 +887,7 @@ impl SeriesSource for LiveSeries {
                     "cpu" => u.cpu,
                     "mem" => u.mem,
                     "net" => u.net,
-                    other => return Err(format!("unknown host metric {other:?} (cpu, mem, net)")),
+                    other => return Err(format!("unknown host metric {other:?} (cpu, mem, net, power)")),
                 }
             }
             ("vm", m) => {
@@ -838,7 +901,7 @@ impl SeriesSource for LiveSeries {
                 }
             }
             ("cluster", other) => {
-                return Err(format!("cluster series ({other}) are not kept by the live world yet; ask per host"))
+                return Err(format!("unknown cluster metric {other:?} (cpu, mem, net, power, active_hosts, energy)"))
             }
             (other, _) => return Err(format!("unknown target {other:?} (host, vm, cluster)")),
         };
@@ -949,6 +1012,18 @@ mod tests {
         let r = w.execute(&[ActionReq::Migrate { id: 3, vm: 0, from: 0, to: 1 }]);
         assert!(r[0].as_ref().unwrap_err().contains("no libvirt"), "{r:?}");
         assert_eq!(w.observe(&[]).hosts.state[1], HostState::Active);
+        // Cluster series come from the cycles recorded.
+        let q = SeriesQuery {
+            target: "cluster".into(),
+            id: None,
+            metric: "active_hosts".into(),
+            from: None,
+            to: None,
+            cf: None,
+            points: Some(10),
+        };
+        let d = w.series().series(&q).unwrap();
+        assert!(d.v.iter().flatten().any(|&v| v >= 1.0), "{d:?}");
         // VM ids survive a restart through the ids file.
         let dir = tempfile::tempdir().unwrap();
         let ids = dir.path().join("ids.json");
