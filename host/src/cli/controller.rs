@@ -261,6 +261,7 @@ fn live_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Res
         mode: w.mode.clone().unwrap_or_else(|| "hybrid".into()),
         bandwidth_bps: w.bandwidth_bps,
         ids_file: Some(data.join("live-vm-ids.json")),
+        asleep_file: Some(data.join("live-asleep.json")),
     };
     Ok(WorldChoice::Live(cfg, col))
 }

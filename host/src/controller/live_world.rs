@@ -87,6 +87,9 @@ pub struct LiveWorldConfig {
     /// Where VM ids are kept (a JSON list of UUIDs, index = id), so the journal's VM ids mean
     /// the same VMs after a restart; `None`: in memory only.
     pub ids_file: Option<std::path::PathBuf>,
+    /// Where the names of the hosts this world put to sleep are kept: after a restart they are
+    /// still asleep (silent on purpose, wakeable), not down.
+    pub asleep_file: Option<std::path::PathBuf>,
 }
 
 struct Running {
@@ -196,6 +199,20 @@ impl LiveWorld {
                 vm_facts.push(VmFacts { uuid, name: u });
             }
         }
+        let mut asleep = HashSet::new();
+        if let Some(f) = cfg.asleep_file.as_ref().filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let names: Vec<String> =
+                serde_json::from_str(&text).map_err(|e| format!("{} is not a list of host names: {e}", f.display()))?;
+            for n in names {
+                match cfg.hosts.iter().position(|h| h.name == n) {
+                    Some(i) => {
+                        asleep.insert(i as u32);
+                    }
+                    None => tracing::warn!("{}: host {n:?} asleep but no longer configured", f.display()),
+                }
+            }
+        }
         Ok(LiveWorld {
             capacity: vec![None; cfg.hosts.len()],
             cfg,
@@ -207,7 +224,7 @@ impl LiveWorld {
             vm_ids,
             vm_facts,
             adopted: std::sync::Mutex::new(Vec::new()),
-            asleep: HashSet::new(),
+            asleep,
             woken_at: HashMap::new(),
             slept_at: HashMap::new(),
             pending_sleep: HashMap::new(),
@@ -279,6 +296,7 @@ impl LiveWorld {
         }
         tracing::info!(host = %name, "host woken");
         self.asleep.remove(&host);
+        self.save_asleep();
         self.woken_at.insert(host, Instant::now());
         if let Some(i) = self.host_index(host) {
             self.snap.hosts.state[i] = HostState::Active;
@@ -346,6 +364,7 @@ impl LiveWorld {
                 Ok(_) => {
                     tracing::info!(host = %name, "host put to sleep");
                     self.asleep.insert(host);
+                    self.save_asleep();
                     self.slept_at.insert(host, Instant::now());
                     self.shutdowns_total += 1;
                     if let Some(i) = self.host_index(host) {
@@ -497,6 +516,20 @@ impl LiveWorld {
         }
         *self.series.vms.write().unwrap_or_else(|p| p.into_inner()) = self.vm_facts.iter().map(|f| f.uuid).collect();
         self.snap = snap;
+    }
+
+    fn save_asleep(&self) {
+        let Some(f) = &self.cfg.asleep_file else { return };
+        let mut names: Vec<&str> = self.asleep.iter().map(|&h| self.cfg.hosts[h as usize].name.as_str()).collect();
+        names.sort_unstable();
+        let tmp = f.with_extension("tmp");
+        let saved = serde_json::to_vec(&names)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, f));
+        if let Err(e) = saved {
+            tracing::warn!("cannot save the sleeping hosts to {}: {e}", f.display());
+        }
     }
 
     /// Appends this cycle's cluster figures to the history the API reads.
@@ -985,6 +1018,7 @@ mod tests {
             mode: "hybrid".into(),
             bandwidth_bps: None,
             ids_file: None,
+            asleep_file: None,
         };
         let mut w = LiveWorld::new(cfg, mirror).unwrap();
         let s = w.observe(&[]).clone();
@@ -1027,11 +1061,15 @@ mod tests {
         // VM ids survive a restart through the ids file.
         let dir = tempfile::tempdir().unwrap();
         let ids = dir.path().join("ids.json");
-        let cfg2 = LiveWorldConfig { ids_file: Some(ids.clone()), ..w.cfg.clone() };
+        let asleep = dir.path().join("asleep.json");
+        let cfg2 = LiveWorldConfig { ids_file: Some(ids.clone()), asleep_file: Some(asleep), ..w.cfg.clone() };
         let mut w2 = LiveWorld::new(cfg2.clone(), w.mirror.clone()).unwrap();
         w2.vm_id([9; 16]);
         w2.vm_id(vm);
+        w2.asleep.insert(2);
+        w2.save_asleep();
         let w3 = LiveWorld::new(cfg2, w.mirror.clone()).unwrap();
+        assert_eq!(w3.asleep, HashSet::from([2]), "a host put to sleep is still asleep after a restart");
         assert_eq!(w3.vm_ids.get(&vm), Some(&1));
         assert_eq!(w3.vm_ids.get(&[9; 16]), Some(&0));
         for a in agents {

@@ -106,7 +106,7 @@ impl LabState {
         serde_json::from_str(&text).with_context(|| format!("{} is not a lab state file", p.display()))
     }
 
-    pub(crate) fn save(&self) -> Result<()> {
+    pub fn save(&self) -> Result<()> {
         let p = Self::path(&self.dir);
         let tmp = p.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
