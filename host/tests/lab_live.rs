@@ -110,6 +110,37 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// Kills the controller `old` with SIGKILL (as a crash), reaps it when this test started it, and
+/// starts it again on the same configuration, recording its PID in the lab's state file.
+fn restart_controller(dir: &Path, old: u32, child: Option<std::process::Child>) -> std::process::Child {
+    // SAFETY: kill has no memory-safety preconditions; the PID is the lab controller's.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+    match child {
+        Some(mut c) => {
+            c.wait().unwrap();
+        }
+        None => wait_for("the old controller gone", Duration::from_secs(10), || {
+            let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
+            (stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).then_some(())
+        }),
+    }
+    let log = std::fs::OpenOptions::new().append(true).open(dir.join("controller.log")).unwrap();
+    let c = Command::new(AMVM)
+        .arg("controller")
+        .arg("--config")
+        .arg(dir.join("controller.toml"))
+        .current_dir(dir)
+        .env("AMVM_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut st = amvm_host::lab::LabState::load(dir).unwrap();
+    st.controller_pid = Some(c.id());
+    st.save().unwrap();
+    c
+}
+
 #[test]
 fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     if let Some(why) = skip_reason() {
@@ -182,27 +213,13 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         x
     };
     let before = ids(&api(&token, "vms"));
+    // From now on migrations are capped at 10 MB/s (about 20 s for a guest), so that the second
+    // restart below happens while one runs.
+    let config = dir.join("controller.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("kind = \"live\"\n", "kind = \"live\"\nbandwidth_bps = 10000000\n")).unwrap();
     let old = state.controller_pid.expect("the controller's PID is recorded");
-    // SAFETY: kill has no memory-safety preconditions; the PID is the lab controller's.
-    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
-    wait_for("the old controller gone", Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
-        (stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).then_some(())
-    });
-    let log = std::fs::OpenOptions::new().append(true).open(dir.join("controller.log")).unwrap();
-    let mut restarted = Command::new(AMVM)
-        .arg("controller")
-        .arg("--config")
-        .arg(dir.join("controller.toml"))
-        .current_dir(&dir)
-        .env("AMVM_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut st = amvm_host::lab::LabState::load(&dir).unwrap();
-    st.controller_pid = Some(restarted.id());
-    st.save().unwrap();
+    let mut restarted = restart_controller(&dir, old, None);
     let t_restart = Instant::now();
     wait_for("the restarted controller with two hosts asleep and the same VMs", Duration::from_secs(40), || {
         std::net::TcpStream::connect(LISTEN).ok()?;
@@ -217,6 +234,31 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         amvm(&dir, &["load", vm, "100"]);
     }
     let t_load = Instant::now();
+    // Crash the controller while the move runs: the restarted one takes the job over from the
+    // source's agent and ends the action with its figures.
+    let key_text = std::fs::read(dir.join("cluster.key")).unwrap();
+    let key = amvm_host::monitor::proto::ClusterKey::new(key_text.trim_ascii().to_vec()).unwrap();
+    let agent_of = |n: &amvm_host::lab::NodeRecord| {
+        Client::new(format!("{}:{}", n.ip, amvm_host::lab::live::CONTROL_PORT).parse().unwrap(), key.clone())
+    };
+    // (Journaled ONGOING comes before the request reaches the agent: wait for its running job.)
+    let ongoing = wait_for("a migration under way at its source's agent", Duration::from_secs(60), || {
+        let all = api(&token, "migrations");
+        let m = all.as_array()?.iter().find(|m| m["state"] == "ONGOING")?;
+        let from = &state.nodes[m["from_host"].as_u64()? as usize];
+        let jobs: Vec<JobView> = agent_of(from).call_as(&Op::Jobs).ok()?;
+        jobs.iter().any(|j| j.state == "running").then(|| m["id"].as_i64()).flatten()
+    });
+    restarted = restart_controller(&dir, restarted.id(), Some(restarted));
+    let reconciled = wait_for("the migration ended after the restart", Duration::from_secs(90), || {
+        std::net::TcpStream::connect(LISTEN).ok()?;
+        let m = api(&token, &format!("migrations/{ongoing}"));
+        let m = m["migration"].clone();
+        (m["state"] != "ONGOING").then_some(m)
+    });
+    eprintln!("after the restart during migration {ongoing}: {reconciled}");
+    assert_eq!(reconciled["state"], "SUCCEEDED", "{reconciled}");
+    assert!(reconciled["total_s"].as_f64().unwrap() > 0.0, "the figures came from the agent: {reconciled}");
     let (moved, to) = wait_for("a guest live-migrated off the overloaded node", Duration::from_secs(90), || {
         let p = placement(&dir);
         p.iter().filter(|(n, _)| *n != awake).find_map(|(n, v)| {
@@ -277,13 +319,16 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     // Cancel through the agent's control endpoint, the controller paused: a pre-copy capped at
     // 2 MB/s is aborted and the guest keeps running on its source.
     http(&token, "POST", "pause");
-    let key_text = std::fs::read(dir.join("cluster.key")).unwrap();
-    let key = amvm_host::monitor::proto::ClusterKey::new(key_text.trim_ascii().to_vec()).unwrap();
-    let src = state.node(&to).unwrap();
-    let dst = wait_for("an awake node besides the guest's", Duration::from_secs(10), || {
-        state.nodes.iter().find(|n| n.name != to && !amvm_host::lab::live::frozen(&state, n)).cloned()
+    wait_for("no migration under way", Duration::from_secs(60), || {
+        api(&token, "migrations").as_array()?.iter().all(|m| m["state"] != "ONGOING").then_some(())
     });
-    let agent = Client::new(format!("{}:{}", src.ip, amvm_host::lab::live::CONTROL_PORT).parse().unwrap(), key);
+    // (The controller may have moved the guest again before the pause.)
+    let src = amvm_host::lab::locate(&state, &moved).unwrap().clone();
+    let src = &src;
+    let dst = wait_for("an awake node besides the guest's", Duration::from_secs(10), || {
+        state.nodes.iter().find(|n| n.name != src.name && !amvm_host::lab::live::frozen(&state, n)).cloned()
+    });
+    let agent = agent_of(src);
     let job: String = agent
         .call_as(&Op::Migrate {
             vm: moved.clone(),
@@ -304,7 +349,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     });
     eprintln!("cancelled: {} ({:?})", j.state, j.error);
     assert_eq!(j.state, "cancelled", "{j:?}");
-    assert_eq!(amvm_host::lab::locate(&state, &moved).unwrap().name, to, "the guest stays on its source");
+    assert_eq!(amvm_host::lab::locate(&state, &moved).unwrap().name, src.name, "the guest stays on its source");
     let hb = amvm_host::lab::last_heartbeat(src, &moved).unwrap();
     amvm_host::lab::wait_heartbeat(src, &moved, Some(hb.seq), Duration::from_secs(15))
         .expect("the heartbeat continues on the source after the cancel");

@@ -656,7 +656,9 @@ impl World for LiveWorld {
             jobs.into_iter().filter(|j| j.vm_uuid == uuid && &j.to_uri == dst).max_by(|a, b| a.job.cmp(&b.job))
         else {
             return Reconciled::Ended(Outcome::Failed(
-                "after a restart the source's agent has no job for this migration (agent restarted?)".into(),
+                "after a restart the source's agent has no job for this migration: the controller stopped before \
+                 sending it, or the agent restarted; the VM was not moved by it"
+                    .into(),
             ));
         };
         match j.state.as_str() {
