@@ -46,7 +46,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub control: Option<String>,
     /// Shell command that puts this node to sleep (`sleep` is refused without it), e.g.
-    /// `rtcwake -m mem -s 0` or, in the lab, a write to the node's cgroup.freeze.
+    /// `systemctl suspend` or, in the lab, a write to the node's cgroup.freeze.
     #[arg(long)]
     pub sleep_cmd: Option<String>,
     /// Shell command that wakes another node, named by $AMVM_WAKE_HOST (`wake` is refused
