@@ -176,6 +176,13 @@ pub fn start(state: &mut LabState, plane: &ControlPlane, say: &mut dyn FnMut(&st
     if !plane.controller {
         return Ok(());
     }
+    if let Err(e) = std::net::TcpListener::bind(&plane.listen) {
+        bail!(
+            "cannot use {} for the lab controller ({e}): pass --listen ADDR:PORT, or --no-controller (the nodes and \
+             agents are up; `amvm lab down` removes them)",
+            plane.listen
+        );
+    }
     let token = hex::encode(rand::random::<[u8; 24]>());
     std::fs::write(
         state.dir.join("tokens.toml"),
@@ -217,7 +224,7 @@ pub fn start(state: &mut LabState, plane: &ControlPlane, say: &mut dyn FnMut(&st
     std::fs::write(&config, toml)?;
     let log = std::fs::File::create(state.dir.join("controller.log"))?;
     use std::os::unix::process::CommandExt;
-    let child = Command::new(&exe)
+    let mut child = Command::new(&exe)
         .arg("controller")
         .arg("--config")
         .arg(&config)
@@ -232,9 +239,17 @@ pub fn start(state: &mut LabState, plane: &ControlPlane, say: &mut dyn FnMut(&st
     state.controller_pid = Some(child.id());
     state.api = Some(format!("http://{}", plane.listen));
     state.save()?;
-    wait_tcp(&plane.listen, Duration::from_secs(30)).with_context(|| {
-        format!("the controller does not answer on {} (see {}/controller.log)", plane.listen, state.dir.display())
-    })?;
+    let answered = wait_tcp(&plane.listen, Duration::from_secs(30));
+    if answered.is_err() || child.try_wait().ok().flatten().is_some() {
+        let log = std::fs::read_to_string(state.dir.join("controller.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        bail!(
+            "the lab controller did not start on {} (see {}/controller.log): {}",
+            plane.listen,
+            state.dir.display(),
+            tail.join(" | ")
+        );
+    }
     say(&format!(
         "controller: http://{}/ (live world, {}; token in {}/admin.token)",
         plane.listen,
