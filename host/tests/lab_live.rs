@@ -147,6 +147,11 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         eprintln!("skipping the live lab test: {why}");
         return;
     }
+    let dir = std::env::temp_dir().join("amvm-lab-live-test");
+    if dir.exists() {
+        // A run of this test that failed left its lab (and controller) behind.
+        amvm(&dir, &["down"]);
+    }
     if std::net::TcpStream::connect(LISTEN).is_ok() {
         eprintln!("skipping the live lab test: something already listens on {LISTEN}");
         return;
@@ -157,7 +162,6 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         assert!(st.success(), "scripts/build-guest.sh failed");
     }
     let t0 = Instant::now();
-    let dir = std::env::temp_dir().join("amvm-lab-live-test");
     let up = Command::new(AMVM)
         .arg("lab")
         .arg("--dir")
@@ -318,16 +322,27 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
 
     // Cancel through the agent's control endpoint, the controller paused: a pre-copy capped at
     // 2 MB/s is aborted and the guest keeps running on its source.
-    http(&token, "POST", "pause");
-    wait_for("no migration under way", Duration::from_secs(60), || {
-        api(&token, "migrations").as_array()?.iter().all(|m| m["state"] != "ONGOING").then_some(())
+    // It needs a quiet moment with two awake nodes that both run guests (a node without guests
+    // may be about to sleep): the controller keeps deciding until then, and is paused for it.
+    let ongoing_any = || api(&token, "migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
+    let (src, dst) = wait_for("two awake nodes with guests and no migration, paused", Duration::from_secs(120), || {
+        if ongoing_any() {
+            return None;
+        }
+        http(&token, "POST", "pause");
+        let p = placement(&dir);
+        let busy: Vec<&String> =
+            p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_empty())).map(|(n, _)| n).collect();
+        if ongoing_any() || busy.len() < 2 {
+            http(&token, "POST", "resume");
+            return None;
+        }
+        // The guest that moved for the overload, wherever it runs now, to another busy node.
+        let src = amvm_host::lab::locate(&state, &moved).ok()?.clone();
+        let dst = busy.iter().find(|n| ***n != src.name).and_then(|n| state.node(n).ok())?.clone();
+        Some((src, dst))
     });
-    // (The controller may have moved the guest again before the pause.)
-    let src = amvm_host::lab::locate(&state, &moved).unwrap().clone();
     let src = &src;
-    let dst = wait_for("an awake node besides the guest's", Duration::from_secs(10), || {
-        state.nodes.iter().find(|n| n.name != src.name && !amvm_host::lab::live::frozen(&state, n)).cloned()
-    });
     let agent = agent_of(src);
     let job: String = agent
         .call_as(&Op::Migrate {

@@ -131,6 +131,9 @@ pub struct LiveWorld {
     /// VMs that just arrived: host until the destination's reports list them.
     arrived: HashMap<u32, (u32, Instant)>,
     executed: HashSet<i64>,
+    /// Per snapshot VM row: the host it runs on now (the snapshot has a migrating VM on its
+    /// destination).
+    runs_on: Vec<u32>,
     /// Last known capacity per host (cores, memory MB), kept while it sleeps.
     capacity: Vec<Option<(u32, f64)>>,
     series: Arc<LiveSeries>,
@@ -215,6 +218,7 @@ impl LiveWorld {
         }
         Ok(LiveWorld {
             capacity: vec![None; cfg.hosts.len()],
+            runs_on: Vec::new(),
             cfg,
             mirror,
             clients,
@@ -348,7 +352,7 @@ impl LiveWorld {
         let hosts: Vec<u32> = self.pending_sleep.keys().copied().collect();
         for host in hosts {
             let busy = self.running.values().any(|r| r.from == host || r.to == host);
-            let has_vms = self.host_index(host).is_some_and(|h| self.snap.vms.host.iter().any(|&vh| vh as usize == h));
+            let has_vms = self.host_index(host).is_some_and(|h| self.runs_on.iter().any(|&vh| vh as usize == h));
             let name = self.cfg.hosts[host as usize].name.clone();
             if busy || has_vms {
                 let waited = self.pending_sleep.entry(host).or_default();
@@ -447,6 +451,7 @@ impl LiveWorld {
         self.arrived.retain(|_, (_, t)| t.elapsed() < grace);
         let mut placed: HashMap<u32, usize> = HashMap::new();
         let mut vm_rows: Vec<(u32, usize)> = Vec::new();
+        self.runs_on.clear();
         for (h, host) in self.cfg.hosts.clone().iter().enumerate() {
             let id = h as u32;
             let status = statuses.get(&host.name);
@@ -501,7 +506,12 @@ impl LiveWorld {
             let vcpus = self.last(Owner::Vm(uuid), Metric::VcpuNum).unwrap_or(1.0).max(1.0);
             let ram = self.last(Owner::Vm(uuid), Metric::VmemTotal).map_or(0.0, |b| b / 1_048_576.0);
             snap.vms.id.push(vm);
-            snap.vms.host.push(h as u32);
+            // The scheduler sees a migrating VM on its destination (its load already counted
+            // there, none left at the source): otherwise a source stays overloaded for the whole
+            // move and every cycle selects more of its VMs. The API shows where it runs.
+            let dest = self.running.values().find(|r| r.vm == vm).map_or(h, |r| r.to as usize);
+            snap.vms.host.push(dest as u32);
+            self.runs_on.push(h as u32);
             snap.vms.mips.push((vcpus * self.cfg.core_mips) as f32);
             snap.vms.ram_mb.push(ram as f32);
             snap.vms.migrating.push(self.running.values().any(|r| r.vm == vm));
@@ -514,6 +524,7 @@ impl LiveWorld {
             snap.hosts.migrations_in_flight[r.from as usize] += 1;
             snap.hosts.migrations_in_flight[r.to as usize] += 1;
         }
+        debug_assert_eq!(self.runs_on.len(), snap.vms.len());
         *self.series.vms.write().unwrap_or_else(|p| p.into_inner()) = self.vm_facts.iter().map(|f| f.uuid).collect();
         self.snap = snap;
     }
@@ -781,7 +792,7 @@ impl World for LiveWorld {
         let s = &self.snap;
         (0..s.hosts.len())
             .map(|h| {
-                let vms: Vec<usize> = (0..s.vms.len()).filter(|&v| s.vms.host[v] as usize == h).collect();
+                let vms: Vec<usize> = (0..s.vms.len()).filter(|&v| self.runs_on[v] as usize == h).collect();
                 let cap = f64::from(s.hosts.cpu_capacity[h]);
                 let mem = f64::from(s.hosts.mem_capacity[h]);
                 // (+ 0.0: an empty float sum is -0.0.)
@@ -824,7 +835,7 @@ impl World for LiveWorld {
                 VmView {
                     id,
                     name: self.vm_facts[id as usize].name.clone(),
-                    host: s.hosts.id[s.vms.host[v] as usize],
+                    host: s.hosts.id[self.runs_on[v] as usize],
                     mips: f64::from(s.vms.mips[v]),
                     ram_mb: f64::from(s.vms.ram_mb[v]),
                     cpu_util: if last.is_finite() { f64::from(last) } else { 0.0 },
