@@ -16,8 +16,8 @@
 //!   (total time, bytes, downtime, page faults = post-copy requests).
 //!
 //! **Invariant**: the world never starts a second migration of a VM that is migrating, never
-//! places onto a host that is down, and keeps a VM on its source until the source's agent says
-//! the job succeeded.
+//! places onto a host that is down, and shows a VM on its source until the source's agent says
+//! the job succeeded (the scheduler's snapshot counts a migrating VM at its destination).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
