@@ -52,6 +52,7 @@ fn three_node_lab_migrates_a_guest_every_way_and_cleans_up() {
         subnet: "10.79.0".into(),
         ifprefix: "amvmt".into(),
         try_kvm: false,
+        plane: None,
     };
     let mut say = |l: &str| eprintln!("lab: {l}");
     // A first lab left behind, as after a crash: `up` must clean it up first.

@@ -366,3 +366,16 @@ pub fn migrate_domain(
         link_recoveries,
     })
 }
+
+/// Cancels the migration job of domain `name` (a UUID or a name) at the daemon `uri`
+/// (`virDomainAbortJob`). A pre-copy job ends and the guest keeps running on the source; libvirt
+/// refuses to abort once post-copy has started (the guest then lives on the destination).
+pub fn abort_migration(uri: &str, name: &str) -> Result<(), MigrateError> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| lv(&format!("cannot connect to {uri}"), e))?;
+    let dom = Domain::lookup_by_uuid_string(&conn, name)
+        .or_else(|_| Domain::lookup_by_name(&conn, name))
+        .map_err(|e| lv(&format!("no domain {name:?} at {uri}"), e))?;
+    // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+    checked(unsafe { sys::virDomainAbortJob(dom.as_ptr()) }).map_err(|e| MigrateError::Config(format!("abort: {e}")))
+}

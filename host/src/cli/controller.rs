@@ -11,8 +11,11 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::api::{self, ApiConfig, AppState, Role, Tokens};
+use crate::controller::live_world::{LiveHost, LiveWorld, LiveWorldConfig};
 use crate::controller::sim_world::{SimWorld, SimWorldConfig};
+use crate::controller::world::World;
 use crate::controller::{Automation, Controller, ControllerConfig, Guards};
+use crate::monitor::{Collector, CollectorConfig};
 use crate::policy::{PolicyRuntime, RuntimeConfig};
 use crate::sim::{Scenario, Trace};
 
@@ -97,7 +100,7 @@ pub struct ControllerFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorldFile {
-    /// `simulated` (the live world arrives with the real-VM lab).
+    /// `simulated` or `live`.
     pub kind: String,
     #[serde(default = "default_trace")]
     pub trace: String,
@@ -108,6 +111,39 @@ pub struct WorldFile {
     /// World seconds per real second (overrides `step_ms`; 1 = real time).
     pub speed: Option<f64>,
     pub hosts: Option<usize>,
+    /// Live: UDP address of the in-process collector the agents report to.
+    pub collector: Option<String>,
+    /// Live: file holding the cluster key (else `AMVM_CLUSTER_KEY`).
+    pub key_file: Option<PathBuf>,
+    /// Live: cluster name the agents report (`amvm agent --cluster`).
+    pub cluster: Option<String>,
+    /// Live: seconds between agent reports (the RRD step).
+    pub report_interval_s: Option<u32>,
+    /// Live: samples of each VM's history handed to the policies.
+    pub window: Option<usize>,
+    /// Live: MIPS of one core (host capacity = cores × this).
+    pub core_mips: Option<f64>,
+    /// Live: migration mode asked of the agents (`pre`, `post`, `hybrid`).
+    pub mode: Option<String>,
+    /// Live: link cap per migration, bytes/s.
+    pub bandwidth_bps: Option<f64>,
+    /// Live: the nodes.
+    #[serde(default, rename = "host")]
+    pub host_list: Vec<LiveHostFile>,
+}
+
+/// `[[world.host]]`: one node of the live world.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveHostFile {
+    pub name: String,
+    /// The agent's `--control` address.
+    pub control: String,
+    /// The node's libvirt daemon as the other nodes reach it.
+    pub libvirt: String,
+    pub migrate_uri: Option<String>,
+    pub wake_cmd: Option<String>,
+    pub cores: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -143,7 +179,7 @@ struct Service {
     generated_token: Option<String>,
     metrics_public: bool,
     cfg: ControllerConfig,
-    world: SimWorldConfig,
+    world: WorldChoice,
     upload_limit: usize,
     traces_root: PathBuf,
 }
@@ -186,6 +222,50 @@ fn sim_world(
     Ok(SimWorldConfig { base_unix: SimWorldConfig::base_for(&trace), scenario, trace, pace })
 }
 
+/// The world a controller runs.
+enum WorldChoice {
+    Sim(SimWorldConfig),
+    /// The live world and the collector feeding its mirror (run in this process).
+    Live(LiveWorldConfig, CollectorConfig),
+}
+
+fn live_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Result<WorldChoice> {
+    let key = crate::monitor::key::load(w.key_file.as_deref().map(rel).as_deref())?;
+    let collector = w.collector.as_deref().unwrap_or("0.0.0.0:8649");
+    let listen = crate::monitor::agent::resolve(collector)?;
+    let mut col = CollectorConfig::new(listen, data.join("monitor"), key.clone());
+    let interval = w.report_interval_s.unwrap_or(15);
+    anyhow::ensure!((1..=3600).contains(&interval), "world.report_interval_s must be 1..=3600");
+    col.step = interval;
+    col.flush = Duration::from_secs(u64::from(interval).min(5));
+    let mut hosts = Vec::new();
+    for h in &w.host_list {
+        hosts.push(LiveHost {
+            name: h.name.clone(),
+            control: crate::monitor::agent::resolve(&h.control)
+                .with_context(|| format!("world.host {:?}: control", h.name))?,
+            libvirt: h.libvirt.clone(),
+            migrate_uri: h.migrate_uri.clone(),
+            wake_cmd: h.wake_cmd.clone(),
+            cores: h.cores,
+        });
+    }
+    anyhow::ensure!(w.step_ms >= 100, "world.step_ms must be at least 100 for the live world");
+    let cfg = LiveWorldConfig {
+        cluster: w.cluster.clone().unwrap_or_else(|| "default".into()),
+        hosts,
+        key,
+        pace: Duration::from_millis(w.step_ms),
+        window: w.window.unwrap_or(12).clamp(1, 240),
+        core_mips: w.core_mips.unwrap_or(1000.0),
+        mode: w.mode.clone().unwrap_or_else(|| "hybrid".into()),
+        bandwidth_bps: w.bandwidth_bps,
+        ids_file: Some(data.join("live-vm-ids.json")),
+        asleep_file: Some(data.join("live-asleep.json")),
+    };
+    Ok(WorldChoice::Live(cfg, col))
+}
+
 fn automation(text: &str) -> Result<Automation> {
     Automation::parse(text).with_context(|| format!("automation {text:?}: automatic or manual"))
 }
@@ -217,7 +297,7 @@ pub fn run_demo(a: DemoArgs) -> Result<ExitCode> {
         generated_token: generated,
         metrics_public: a.metrics_public,
         cfg,
-        world: sim_world(&a.trace, None, a.hosts, a.step_ms, a.speed)?,
+        world: WorldChoice::Sim(sim_world(&a.trace, None, a.hosts, a.step_ms, a.speed)?),
         upload_limit: api::DEFAULT_UPLOAD_LIMIT,
         traces_root: crate::controller::experiment::default_traces_root(),
     };
@@ -229,8 +309,8 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
     let f: ControllerFile =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", a.config.display(), e.message()))?;
     anyhow::ensure!(
-        f.world.kind == "simulated",
-        "{}: world.kind {:?}: only \"simulated\" exists yet (the live world arrives with the real-VM lab)",
+        f.world.kind == "simulated" || f.world.kind == "live",
+        "{}: world.kind {:?}: \"simulated\" or \"live\"",
         a.config.display(),
         f.world.kind
     );
@@ -243,6 +323,7 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
         a.config.display()
     );
     let data = rel(&f.data);
+    let data2 = data.clone();
     let mut cfg = ControllerConfig::new(data.clone());
     cfg.default_strategy = load_strategy_arg(&f.strategy)?;
     cfg.default_automation = automation(&f.automation)?;
@@ -256,13 +337,17 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
         generated_token: None,
         metrics_public: f.metrics_public,
         cfg,
-        world: sim_world(
-            &f.world.trace,
-            f.world.scenario.as_deref().map(rel).as_deref(),
-            f.world.hosts,
-            f.world.step_ms,
-            f.world.speed,
-        )?,
+        world: if f.world.kind == "live" {
+            live_world(&f.world, &rel, &data2)?
+        } else {
+            WorldChoice::Sim(sim_world(
+                &f.world.trace,
+                f.world.scenario.as_deref().map(rel).as_deref(),
+                f.world.hosts,
+                f.world.step_ms,
+                f.world.speed,
+            )?)
+        },
         upload_limit: f.upload_limit_mib.max(1) << 20,
         traces_root: f.traces.as_deref().map(rel).unwrap_or_else(crate::controller::experiment::default_traces_root),
     };
@@ -271,8 +356,20 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
 
 fn run_service(s: Service) -> Result<ExitCode> {
     let runtime = Arc::new(PolicyRuntime::new(RuntimeConfig::default()).context("cannot start the policy runtime")?);
-    let world = SimWorld::new(s.world).map_err(|e| anyhow::anyhow!("cannot build the simulated world: {e}"))?;
-    let controller = Controller::start(s.cfg, Box::new(world), runtime)?;
+    let mut collector = None;
+    let world: Box<dyn World> = match s.world {
+        WorldChoice::Sim(w) => {
+            Box::new(SimWorld::new(w).map_err(|e| anyhow::anyhow!("cannot build the simulated world: {e}"))?)
+        }
+        WorldChoice::Live(w, c) => {
+            let col = Collector::start(c).context("cannot start the collector")?;
+            println!("collector: UDP {}", col.local_addr());
+            let world = LiveWorld::new(w, col.mirror()).map_err(|e| anyhow::anyhow!("the live world: {e}"))?;
+            collector = Some(col);
+            Box::new(world)
+        }
+    };
+    let controller = Controller::start(s.cfg, world, runtime)?;
     let shared = controller.shared.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -309,6 +406,9 @@ fn run_service(s: Service) -> Result<ExitCode> {
         .context("the API server failed")
     });
     controller.stop();
+    if let Some(c) = collector {
+        c.shutdown();
+    }
     result?;
     eprintln!("amvm: controller stopped");
     Ok(ExitCode::SUCCESS)

@@ -51,6 +51,28 @@ pub enum LabCommand {
         /// Do not try KVM; boot the guests under TCG.
         #[arg(long)]
         tcg: bool,
+        /// Start no agents and no controller (nodes and guests only).
+        #[arg(long)]
+        no_agents: bool,
+        /// Start the agents but no controller.
+        #[arg(long)]
+        no_controller: bool,
+        /// The lab controller's API and dashboard address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The controller's strategy: `lab` (THR 0.6/0.3 + MMT + PABFD, a 5-cycle VM cool-down;
+        /// docs/lab.md), a built-in name or a strategy TOML file.
+        #[arg(long, default_value = "lab")]
+        strategy: String,
+        /// Milliseconds between the controller's decision cycles.
+        #[arg(long, default_value_t = 3000)]
+        step_ms: u64,
+        /// Seconds between agent reports.
+        #[arg(long, default_value_t = 2)]
+        report_interval_s: u32,
+        /// Migration mode the controller asks the agents for: pre | post | hybrid.
+        #[arg(long, default_value = "hybrid")]
+        migration_mode: String,
     },
     /// Nodes by name, each with its guests (state, memory, last heartbeat).
     Status {
@@ -86,7 +108,39 @@ pub enum LabCommand {
 
 pub fn run(a: LabArgs) -> Result<ExitCode> {
     match a.command {
-        LabCommand::Up { nodes, vms_per_node, memory_mib, workload, image, subnet, ifprefix, tcg } => {
+        LabCommand::Up {
+            nodes,
+            vms_per_node,
+            memory_mib,
+            workload,
+            image,
+            subnet,
+            ifprefix,
+            tcg,
+            no_agents,
+            no_controller,
+            listen,
+            strategy,
+            step_ms,
+            report_interval_s,
+            migration_mode,
+        } => {
+            lab::parse_mode(&migration_mode)?;
+            anyhow::ensure!(step_ms >= 100, "--step-ms must be at least 100");
+            anyhow::ensure!((1..=3600).contains(&report_interval_s), "--report-interval-s must be 1..=3600");
+            let strategy = if std::path::Path::new(&strategy).is_file() {
+                std::fs::canonicalize(&strategy)?.to_string_lossy().into_owned()
+            } else {
+                strategy
+            };
+            let plane = (!no_agents).then_some(lab::live::ControlPlane {
+                listen,
+                strategy,
+                step_ms,
+                report_interval_s,
+                mode: migration_mode,
+                controller: !no_controller,
+            });
             let cfg = LabConfig {
                 dir: a.dir,
                 nodes,
@@ -97,6 +151,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                 subnet,
                 ifprefix,
                 try_kvm: !tcg,
+                plane,
             };
             let state = lab::up(&cfg, &mut |line| eprintln!("lab: {line}"))?;
             println!(
@@ -106,6 +161,9 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                 state.accel,
                 if state.accel_note.is_empty() { String::new() } else { format!(" ({})", state.accel_note) }
             );
+            if let Some(api) = &state.api {
+                println!("  {api}/   the dashboard (token: {}/admin.token)", state.dir.display());
+            }
             println!("  amvm lab status            nodes and guests");
             println!("  amvm lab migrate vm1 --to node2 --mode hybrid");
             println!("  amvm lab down              remove everything");
@@ -117,6 +175,9 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 println!("lab {} (accelerator {})", st.dir.display(), st.accel);
+                if let Some(api) = &st.api {
+                    println!("controller {api}/");
+                }
                 for n in &st.nodes {
                     println!("{} {} {} — {} guests", n.name, n.ip, n.state, n.vms.len());
                     for v in &n.vms {

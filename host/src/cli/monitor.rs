@@ -41,6 +41,18 @@ pub struct AgentArgs {
     /// Stop after this many reports.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Serve the authenticated control endpoint (migrate, progress, cancel, sleep, wake) for the
+    /// controller on this TCP address, HOST:PORT (off by default).
+    #[arg(long)]
+    pub control: Option<String>,
+    /// Shell command that puts this node to sleep (`sleep` is refused without it), e.g.
+    /// `systemctl suspend` or, in the lab, a write to the node's cgroup.freeze.
+    #[arg(long)]
+    pub sleep_cmd: Option<String>,
+    /// Shell command that wakes another node, named by $AMVM_WAKE_HOST (`wake` is refused
+    /// without it), e.g. `wakeonlan $(cat /etc/amvm/mac-$AMVM_WAKE_HOST)`.
+    #[arg(long)]
+    pub wake_cmd: Option<String>,
 }
 
 /// `amvm collector`: receive reports and store them as RRD files.
@@ -195,7 +207,27 @@ pub fn run_agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
         retries: 3,
         count: a.count,
     };
+    let control = match &a.control {
+        Some(addr) => Some(
+            agent::control::ControlServer::start(agent::control::ControlConfig {
+                listen: agent::resolve(addr)?,
+                key: cfg.key.clone(),
+                host: cfg.host.clone(),
+                libvirt: cfg.libvirt.clone(),
+                sleep_cmd: a.sleep_cmd.clone(),
+                wake_cmd: a.wake_cmd.clone(),
+            })
+            .with_context(|| format!("cannot serve the control endpoint on {addr}"))?,
+        ),
+        None => {
+            anyhow::ensure!(a.sleep_cmd.is_none() && a.wake_cmd.is_none(), "--sleep-cmd and --wake-cmd need --control");
+            None
+        }
+    };
     let summary = agent::run(&cfg, &stop_flag())?;
+    if let Some(c) = control {
+        c.stop();
+    }
     tracing::info!(?summary, "agent finished");
     Ok(ExitCode::SUCCESS)
 }

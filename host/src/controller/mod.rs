@@ -15,6 +15,7 @@
 mod cohorts;
 pub mod events;
 pub mod experiment;
+pub mod live_world;
 pub mod sim_migration;
 pub mod sim_world;
 pub mod store;

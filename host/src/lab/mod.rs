@@ -6,6 +6,7 @@
 //! and directory the lab created, and is written before each is created, so `down` — or an `up`
 //! after a crash — removes all of it.
 
+pub mod live;
 pub mod node;
 
 use std::io::Write;
@@ -42,6 +43,8 @@ pub struct LabConfig {
     pub ifprefix: String,
     /// Try KVM first (when `/dev/kvm` opens); TCG otherwise or when a KVM guest does not come up.
     pub try_kvm: bool,
+    /// Agents per node and (optionally) the controller; `None`: nodes and guests only.
+    pub plane: Option<live::ControlPlane>,
 }
 
 /// One node as recorded.
@@ -55,6 +58,9 @@ pub struct NodeRecord {
     /// Inode of the node's network namespace (what cleanup kills by).
     pub netns: u64,
     pub host_if: String,
+    /// The node's `amvm agent`, once started.
+    #[serde(default)]
+    pub agent_pid: Option<u32>,
 }
 
 impl NodeRecord {
@@ -78,6 +84,14 @@ pub struct LabState {
     /// `kvm` or `tcg`, and why when TCG was chosen.
     pub accel: String,
     pub accel_note: String,
+    /// The lab's cgroup v2 directory (one child per node: the freezer is its sleep).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// The lab's `amvm controller` (outside the namespaces), and its API.
+    #[serde(default)]
+    pub controller_pid: Option<u32>,
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 impl LabState {
@@ -92,7 +106,7 @@ impl LabState {
         serde_json::from_str(&text).with_context(|| format!("{} is not a lab state file", p.display()))
     }
 
-    fn save(&self) -> Result<()> {
+    pub fn save(&self) -> Result<()> {
         let p = Self::path(&self.dir);
         let tmp = p.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
@@ -210,8 +224,13 @@ pub fn down(dir: &Path) -> Result<Vec<String>> {
         }
         return Ok(done);
     };
+    if let Some(line) = live::stop_controller(&state) {
+        done.push(line);
+    }
+    live::thaw_all(&state);
     let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).filter(|&n| n != 0).collect();
     let killed = node::kill_namespaces(&ns);
+    live::remove_cgroups(&state);
     done.push(format!("stopped {killed} processes in {} node namespaces", ns.len()));
     for link in node::links_with_prefix(&state.ifprefix) {
         let _ = node::run(std::process::Command::new("ip").args(["link", "del", &link]));
@@ -266,6 +285,9 @@ pub fn up(cfg: &LabConfig, say: &mut dyn FnMut(&str)) -> Result<LabState> {
         memory_mib: cfg.memory_mib,
         accel: String::new(),
         accel_note: String::new(),
+        cgroup: None,
+        controller_pid: None,
+        api: None,
     };
     state.save()?;
     node::run(std::process::Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]))?;
@@ -297,6 +319,7 @@ pub fn up(cfg: &LabConfig, say: &mut dyn FnMut(&str)) -> Result<LabState> {
             holder_pid: holder,
             netns,
             host_if: host_if.clone(),
+            agent_pid: None,
         });
         state.save()?;
         node::connect(&spec, holder, &host_if, &bridge, 24)?;
@@ -362,6 +385,9 @@ pub fn up(cfg: &LabConfig, say: &mut dyn FnMut(&str)) -> Result<LabState> {
     state.accel = if domain_type == "kvm" { "kvm".into() } else { "tcg".into() };
     state.accel_note = note;
     state.save()?;
+    if let Some(plane) = &cfg.plane {
+        live::start(&mut state, plane, say)?;
+    }
     Ok(state)
 }
 
@@ -397,6 +423,8 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct LabStatus {
     pub dir: PathBuf,
+    /// The lab controller's API and dashboard, when it runs one.
+    pub api: Option<String>,
     pub accel: String,
     pub accel_note: String,
     pub nodes: Vec<NodeStatus>,
@@ -416,6 +444,11 @@ pub fn status(state: &LabState) -> LabStatus {
                 hostname: None,
                 vms: Vec::new(),
             };
+            if live::frozen(state, n) {
+                // A frozen libvirtd would never answer.
+                ns.state = "asleep (frozen)".into();
+                return ns;
+            }
             match Connect::open(Some(&n.uri())) {
                 Ok(mut c) => {
                     ns.hostname = c.get_hostname().ok();
@@ -444,12 +477,21 @@ pub fn status(state: &LabState) -> LabStatus {
             ns
         })
         .collect();
-    LabStatus { dir: state.dir.clone(), accel: state.accel.clone(), accel_note: state.accel_note.clone(), nodes }
+    LabStatus {
+        dir: state.dir.clone(),
+        api: state.api.clone(),
+        accel: state.accel.clone(),
+        accel_note: state.accel_note.clone(),
+        nodes,
+    }
 }
 
 /// The node a guest runs on now.
 pub fn locate<'a>(state: &'a LabState, vm: &str) -> Result<&'a NodeRecord> {
     for n in &state.nodes {
+        if live::frozen(state, n) {
+            continue;
+        }
         let Ok(mut c) = Connect::open(Some(&n.uri())) else { continue };
         let found = Domain::lookup_by_name(&c, vm).ok().is_some_and(|d| d.is_active().unwrap_or(false));
         let _ = c.close();

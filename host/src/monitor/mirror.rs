@@ -65,6 +65,7 @@ struct Inner {
     series: HashMap<SeriesKey, Ring>,
     hosts: HashMap<(String, String), HostInfo>,
     vms_of: HashMap<(String, String), Vec<[u8; 16]>>,
+    vm_names: HashMap<[u8; 16], String>,
 }
 
 /// The mirror. Cheap to share behind an `Arc`.
@@ -110,6 +111,21 @@ impl Mirror {
         if let Some(vms) = vms {
             g.vms_of.insert(key, vms);
         }
+    }
+
+    /// Records the domain names VMs were reported with.
+    pub fn name_vms<'a>(&self, names: impl IntoIterator<Item = (&'a [u8; 16], &'a str)>) {
+        let mut g = self.write();
+        for (u, n) in names {
+            if !n.is_empty() && g.vm_names.get(u).is_none_or(|old| old != n) {
+                g.vm_names.insert(*u, n.to_string());
+            }
+        }
+    }
+
+    /// The name a VM was last reported with.
+    pub fn vm_name(&self, vm: &[u8; 16]) -> Option<String> {
+        self.read().vm_names.get(vm).cloned()
     }
 
     /// Adds samples of one report (raw values: counters as readings) at time `t` (unix s).

@@ -2,6 +2,7 @@
 //! to the collector, retransmitting a frame (same sequence number) until it is acknowledged or
 //! the retries run out. A node without libvirt still reports its host metrics.
 
+pub mod control;
 pub mod host;
 pub mod vm;
 

@@ -290,6 +290,7 @@ fn ingest(r: &Report, received: Instant, stats: &Stats, mirror: &Mirror, writer:
         &r.os_name,
         first_frame.then(|| r.vms.iter().map(|v| v.uuid).collect()),
     );
+    mirror.name_vms(r.vms.iter().map(|v| (&v.uuid, v.name.as_str())));
     let host_owner = Owner::Host(r.host.clone());
     let mut samples: Vec<(SeriesKey, Option<f64>)> = Vec::with_capacity(r.host_samples.len() + r.vms.len() * 12);
     for (m, v) in &r.host_samples {

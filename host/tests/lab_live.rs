@@ -1,0 +1,444 @@
+//! The autonomous loop on real VMs (issue #10): `amvm lab up` with three libvirt nodes, an agent
+//! in each and a controller on the live world outside. The controller consolidates the idle
+//! guests and puts the emptied nodes to sleep (their cgroups frozen); overloading the remaining
+//! node with `amvm lab load` makes it wake a node and live-migrate a guest there through the
+//! agents; the guest's heartbeat continues on its new node; lowering the load again empties
+//! nodes and puts them back to sleep; `down` leaves nothing behind.
+//! Needs root and libvirt's daemons (scripts/install-deps.sh --tests); skips with the reason
+//! otherwise.
+//!
+//! Strategy: the lab's default (`lab::live::LAB_STRATEGY`: THR + MMT + PABFD, upper 0.6, lower
+//! 0.3, a 5-cycle VM cool-down). Then, with the controller paused, the agent's `cancel` on a real
+//! pre-copy through its control endpoint: the guest stays on its source.
+
+#![allow(clippy::tests_outside_test_module)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use amvm_host::monitor::agent::control::{Client, JobView, Op};
+use serde_json::Value;
+
+const AMVM: &str = env!("CARGO_BIN_EXE_amvm");
+const LISTEN: &str = "127.0.0.1:18491";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    for tool in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64"] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is missing (scripts/install-deps.sh --tests)"));
+        }
+    }
+    if amvm_host::lab::live::cgroup2_root().is_none() {
+        return Some("no cgroup v2 hierarchy with the freezer (nodes cannot sleep)".into());
+    }
+    None
+}
+
+fn amvm(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(AMVM).arg("lab").arg("--dir").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "amvm lab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GET on the controller's API with the lab's token.
+fn api(token: &str, path: &str) -> Value {
+    http(token, "GET", path)
+}
+
+fn http(token: &str, method: &str, path: &str) -> Value {
+    // A connection reset (seen once under load) is retried; anything else fails the test.
+    let mut last = None;
+    for _ in 0..5 {
+        match http_once(token, method, path) {
+            Ok(text) => {
+                let (head, body) = text.split_once("\r\n\r\n").unwrap();
+                assert!(
+                    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+                    "{method} {path}: {head}\n{body}"
+                );
+                return serde_json::from_str(body).unwrap();
+            }
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+    panic!("{method} {path}: {last:?}");
+}
+
+fn http_once(token: &str, method: &str, path: &str) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(LISTEN)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} /api/v1/{path} HTTP/1.0\r\nHost: {LISTEN}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Node name → guests it runs (from `amvm lab status --json`), frozen nodes as `None`.
+fn placement(dir: &Path) -> Vec<(String, Option<Vec<String>>)> {
+    let st: Value = serde_json::from_str(&amvm(dir, &["status", "--json"])).unwrap();
+    st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let name = n["name"].as_str().unwrap().to_string();
+            if n["state"].as_str().unwrap().starts_with("asleep") {
+                return (name, None);
+            }
+            let vms = n["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["state"] == "running")
+                .map(|v| v["name"].as_str().unwrap().to_string())
+                .collect();
+            (name, Some(vms))
+        })
+        .collect()
+}
+
+fn frozen(cgroup: &Path, node: &str) -> bool {
+    let events = std::fs::read_to_string(cgroup.join(node).join("cgroup.events")).unwrap_or_default();
+    events.lines().any(|l| l == "frozen 1")
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {} s waiting for {what}", timeout.as_secs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Kills the controller `old` with SIGKILL (as a crash), reaps it when this test started it, and
+/// starts it again on the same configuration, recording its PID in the lab's state file.
+fn restart_controller(dir: &Path, old: u32, child: Option<std::process::Child>) -> std::process::Child {
+    // SAFETY: kill has no memory-safety preconditions; the PID is the lab controller's.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+    match child {
+        Some(mut c) => {
+            c.wait().unwrap();
+        }
+        None => wait_for("the old controller gone", Duration::from_secs(10), || {
+            let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
+            (stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).then_some(())
+        }),
+    }
+    let log = std::fs::OpenOptions::new().append(true).open(dir.join("controller.log")).unwrap();
+    let c = Command::new(AMVM)
+        .arg("controller")
+        .arg("--config")
+        .arg(dir.join("controller.toml"))
+        .current_dir(dir)
+        .env("AMVM_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut st = amvm_host::lab::LabState::load(dir).unwrap();
+    st.controller_pid = Some(c.id());
+    st.save().unwrap();
+    c
+}
+
+#[test]
+fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the live lab test: {why}");
+        return;
+    }
+    let dir = std::env::temp_dir().join("amvm-lab-live-test");
+    if dir.exists() {
+        // A run of this test that failed left its lab (and controller) behind.
+        amvm(&dir, &["down"]);
+    }
+    if std::net::TcpStream::connect(LISTEN).is_ok() {
+        eprintln!("skipping the live lab test: something already listens on {LISTEN}");
+        return;
+    }
+    let image = repo().join("target/guest");
+    if !image.join("initrd.img").is_file() {
+        let st = Command::new(repo().join("scripts/build-guest.sh")).arg(&image).status().unwrap();
+        assert!(st.success(), "scripts/build-guest.sh failed");
+    }
+    let t0 = Instant::now();
+    let up = Command::new(AMVM)
+        .arg("lab")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["up", "--nodes", "3", "--vms-per-node", "1", "--tcg", "--memory-mib", "192"])
+        .args(["--workload", "amvm.mode=memory amvm.mem=48 amvm.dirty=4 amvm.hot=20 amvm.load=5"])
+        .arg("--image")
+        .arg(&image)
+        .args(["--subnet", "10.80.0", "--ifprefix", "amvml", "--listen", LISTEN, "--step-ms", "2000"])
+        .status()
+        .unwrap();
+    assert!(up.success(), "amvm lab up failed");
+    let state = amvm_host::lab::LabState::load(&dir).unwrap();
+    let cgroup = state.cgroup.clone().expect("the lab made its cgroups");
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    eprintln!("lab up after {:.1} s", t0.elapsed().as_secs_f64());
+
+    // The controller sees the three nodes and the three guests through the agents.
+    wait_for("3 hosts and 3 VMs in the API", Duration::from_secs(30), || {
+        let hosts = api(&token, "hosts");
+        let vms = api(&token, "vms");
+        let names: Vec<&str> = hosts.as_array()?.iter().filter_map(|h| h["name"].as_str()).collect();
+        (names == ["node1", "node2", "node3"] && vms.as_array()?.len() == 3).then_some(())
+    });
+    let status = api(&token, "status");
+    eprintln!("world: {}", status["world"]);
+
+    // Idle guests: consolidated onto one node, the two emptied nodes asleep (frozen).
+    let (awake, t_sleep) =
+        wait_for("consolidation onto one node and two nodes asleep", Duration::from_secs(90), || {
+            let p = placement(&dir);
+            let asleep: Vec<&String> = p.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n).collect();
+            let full: Vec<&(String, Option<Vec<String>>)> =
+                p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| v.len() == 3)).collect();
+            (asleep.len() == 2 && full.len() == 1 && asleep.iter().all(|n| frozen(&cgroup, n)))
+                .then(|| (full[0].0.clone(), t0.elapsed()))
+        });
+    eprintln!("consolidated onto {awake}, two nodes frozen, after {:.1} s", t_sleep.as_secs_f64());
+    let hosts = api(&token, "hosts");
+    let asleep_api = hosts.as_array().unwrap().iter().filter(|h| h["state"] == "asleep").count();
+    assert_eq!(asleep_api, 2, "the API shows the frozen nodes asleep: {hosts}");
+
+    // A controller crash (SIGKILL) and restart: the nodes it put to sleep are still asleep (not
+    // down), the VMs keep their ids.
+    let ids = |v: &Value| -> Vec<(String, u64)> {
+        let mut x: Vec<(String, u64)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["id"].as_u64().unwrap()))
+            .collect();
+        x.sort();
+        x
+    };
+    let before = ids(&api(&token, "vms"));
+    // From now on migrations are capped at 10 MB/s (about 20 s for a guest), so that the second
+    // restart below happens while one runs.
+    let config = dir.join("controller.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("kind = \"live\"\n", "kind = \"live\"\nbandwidth_bps = 10000000\n")).unwrap();
+    let old = state.controller_pid.expect("the controller's PID is recorded");
+    let mut restarted = restart_controller(&dir, old, None);
+    let t_restart = Instant::now();
+    wait_for("the restarted controller with two hosts asleep and the same VMs", Duration::from_secs(40), || {
+        std::net::TcpStream::connect(LISTEN).ok()?;
+        let hosts = api(&token, "hosts");
+        let asleep = hosts.as_array()?.iter().filter(|h| h["state"] == "asleep").count();
+        (asleep == 2 && ids(&api(&token, "vms")) == before).then_some(())
+    });
+    eprintln!("controller restarted: hosts and VM ids as before after {:.1} s", t_restart.elapsed().as_secs_f64());
+
+    // Overload the remaining node: the controller wakes a node and moves a guest there.
+    for vm in ["vm1", "vm2", "vm3"] {
+        amvm(&dir, &["load", vm, "100"]);
+    }
+    let t_load = Instant::now();
+    // Crash the controller while the move runs: the restarted one takes the job over from the
+    // source's agent and ends the action with its figures.
+    let key_text = std::fs::read(dir.join("cluster.key")).unwrap();
+    let key = amvm_host::monitor::proto::ClusterKey::new(key_text.trim_ascii().to_vec()).unwrap();
+    let agent_of = |n: &amvm_host::lab::NodeRecord| {
+        Client::new(format!("{}:{}", n.ip, amvm_host::lab::live::CONTROL_PORT).parse().unwrap(), key.clone())
+    };
+    // (Journaled ONGOING comes before the request reaches the agent: wait for its running job.)
+    let ongoing = wait_for("a migration under way at its source's agent", Duration::from_secs(60), || {
+        let all = api(&token, "migrations");
+        let m = all.as_array()?.iter().find(|m| m["state"] == "ONGOING")?;
+        let from = &state.nodes[m["from_host"].as_u64()? as usize];
+        let jobs: Vec<JobView> = agent_of(from).call_as(&Op::Jobs).ok()?;
+        jobs.iter().any(|j| j.state == "running").then(|| m["id"].as_i64()).flatten()
+    });
+    restarted = restart_controller(&dir, restarted.id(), Some(restarted));
+    let reconciled = wait_for("the migration ended after the restart", Duration::from_secs(90), || {
+        std::net::TcpStream::connect(LISTEN).ok()?;
+        let m = api(&token, &format!("migrations/{ongoing}"));
+        let m = m["migration"].clone();
+        (m["state"] != "ONGOING").then_some(m)
+    });
+    eprintln!("after the restart during migration {ongoing}: {reconciled}");
+    assert_eq!(reconciled["state"], "SUCCEEDED", "{reconciled}");
+    assert!(reconciled["total_s"].as_f64().unwrap() > 0.0, "the figures came from the agent: {reconciled}");
+    let (moved, to) = wait_for("a guest live-migrated off the overloaded node", Duration::from_secs(90), || {
+        let p = placement(&dir);
+        p.iter().filter(|(n, _)| *n != awake).find_map(|(n, v)| {
+            let v = v.as_ref()?;
+            // Only complete moves: the guest runs there and no longer on the overloaded node.
+            let src = p.iter().find(|(s, _)| *s == awake)?.1.as_ref()?;
+            v.iter().find(|g| !src.contains(g)).map(|g| (g.clone(), n.clone()))
+        })
+    });
+    let overload_to_move = t_load.elapsed();
+    eprintln!("{moved} moved {awake} -> {to} {:.1} s after the overload", overload_to_move.as_secs_f64());
+    assert!(!frozen(&cgroup, &to), "the destination was woken");
+    let dst = state.node(&to).unwrap();
+    let hb = amvm_host::lab::last_heartbeat(dst, &moved).expect("a heartbeat on the destination");
+    let next = amvm_host::lab::wait_heartbeat(dst, &moved, Some(hb.seq), Duration::from_secs(15))
+        .expect("the heartbeat continues on the destination");
+    assert!(next.seq > hb.seq && next.load == 100, "{next:?}");
+
+    // The journal has the migration with libvirt's figures.
+    let migrations = api(&token, "migrations");
+    let done: Vec<&Value> = migrations
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "SUCCEEDED" && m["reason"] == "overload")
+        .collect();
+    let m = wait_for("the overload migration journaled as SUCCEEDED", Duration::from_secs(20), || {
+        if let Some(m) = done.first() {
+            return Some((*m).clone());
+        }
+        let all = api(&token, "migrations");
+        all.as_array()?.iter().find(|m| m["state"] == "SUCCEEDED" && m["reason"] == "overload").cloned()
+    });
+    eprintln!(
+        "overload migration: {:.2} s, {} ms downtime, {:.1} MB, {} page faults",
+        m["total_s"].as_f64().unwrap(),
+        m["downtime_ms"],
+        m["bytes"].as_f64().unwrap() / 1e6,
+        m["page_faults"]
+    );
+    assert!(m["total_s"].as_f64().unwrap() > 0.0 && m["bytes"].as_f64().unwrap() > 1e6);
+    // Each guest runs on exactly one node (an incoming migration's domain also counts as active
+    // while the move runs, so this waits for a moment with none in flight).
+    wait_for("every guest on exactly one node", Duration::from_secs(30), || {
+        let p = placement(&dir);
+        ["vm1", "vm2", "vm3"]
+            .iter()
+            .all(|vm| p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| v.iter().any(|g| g == vm))).count() == 1)
+            .then_some(())
+    });
+
+    // The API shows the guest on its new node.
+    let to_id = state.nodes.iter().position(|n| n.name == to).unwrap() as u64;
+    let vms = api(&token, "vms");
+    let row = vms.as_array().unwrap().iter().find(|v| v["name"] == moved.as_str()).unwrap();
+    assert_eq!(row["host"].as_u64(), Some(to_id), "{row}");
+
+    // Cancel through the agent's control endpoint, the controller paused: a pre-copy capped at
+    // 2 MB/s is aborted and the guest keeps running on its source.
+    // It needs a quiet moment with two awake nodes that both run guests (a node without guests
+    // may be about to sleep): the controller keeps deciding until then, and is paused for it.
+    let ongoing_any = || api(&token, "migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
+    let (src, dst) = wait_for("two awake nodes with guests and no migration, paused", Duration::from_secs(120), || {
+        if ongoing_any() {
+            return None;
+        }
+        http(&token, "POST", "pause");
+        let p = placement(&dir);
+        let busy: Vec<&String> =
+            p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_empty())).map(|(n, _)| n).collect();
+        if ongoing_any() || busy.len() < 2 {
+            http(&token, "POST", "resume");
+            return None;
+        }
+        // The guest that moved for the overload, wherever it runs now, to another busy node.
+        let src = amvm_host::lab::locate(&state, &moved).ok()?.clone();
+        let dst = busy.iter().find(|n| ***n != src.name).and_then(|n| state.node(n).ok())?.clone();
+        Some((src, dst))
+    });
+    let src = &src;
+    let agent = agent_of(src);
+    let job: String = agent
+        .call_as(&Op::Migrate {
+            vm: moved.clone(),
+            to_uri: dst.uri(),
+            migrate_uri: Some(format!("tcp://{}", dst.ip)),
+            mode: "pre".into(),
+            bandwidth_bps: Some(2e6),
+        })
+        .unwrap();
+    wait_for("the pre-copy under way", Duration::from_secs(20), || {
+        let j: JobView = agent.call_as(&Op::Progress { job: job.clone() }).unwrap();
+        j.progress.filter(|p| p.bytes_sent > 0).map(|_| ())
+    });
+    agent.call(&Op::Cancel { job: job.clone() }).unwrap();
+    let j = wait_for("the cancelled job to end", Duration::from_secs(20), || {
+        let j: JobView = agent.call_as(&Op::Progress { job: job.clone() }).unwrap();
+        (j.state != "running").then_some(j)
+    });
+    eprintln!("cancelled: {} ({:?})", j.state, j.error);
+    assert_eq!(j.state, "cancelled", "{j:?}");
+    assert_eq!(amvm_host::lab::locate(&state, &moved).unwrap().name, src.name, "the guest stays on its source");
+    let hb = amvm_host::lab::last_heartbeat(src, &moved).unwrap();
+    amvm_host::lab::wait_heartbeat(src, &moved, Some(hb.seq), Duration::from_secs(15))
+        .expect("the heartbeat continues on the source after the cancel");
+
+    // Lower the load again, controller resumed: the underloaded nodes are evacuated and sleep.
+    http(&token, "POST", "resume");
+    for vm in ["vm1", "vm2", "vm3"] {
+        amvm(&dir, &["load", vm, "5"]);
+    }
+    let t_low = Instant::now();
+    let home = wait_for("re-consolidation after the load dropped", Duration::from_secs(90), || {
+        let p = placement(&dir);
+        let asleep = p.iter().filter(|(n, v)| v.is_none() && frozen(&cgroup, n)).count();
+        let full = p.iter().find(|(_, v)| v.as_ref().is_some_and(|v| v.len() == 3))?;
+        (asleep == 2).then(|| full.0.clone())
+    });
+    eprintln!(
+        "load lowered: all guests on {home}, two nodes asleep again after {:.1} s",
+        t_low.elapsed().as_secs_f64()
+    );
+
+    // A node whose agent stops reporting is down in the API (4 report intervals), and nothing is
+    // sent to it afterwards.
+    let home_rec = state.node(&home).unwrap();
+    let home_id = state.nodes.iter().position(|n| n.name == home).unwrap() as u64;
+    let agent_pid = home_rec.agent_pid.expect("the agent's PID is recorded");
+    // SAFETY: kill has no memory-safety preconditions; the PID is the lab agent's (recorded by `up`).
+    assert_eq!(unsafe { libc::kill(agent_pid as i32, libc::SIGKILL) }, 0);
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let t_kill = Instant::now();
+    wait_for("the silent node down in the API", Duration::from_secs(30), || {
+        let hosts = api(&token, "hosts");
+        hosts.as_array()?.iter().any(|h| h["name"] == home.as_str() && h["state"] == "down").then_some(())
+    });
+    eprintln!("{home} down in the API {:.1} s after its agent was killed", t_kill.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(4));
+    let late: Vec<Value> = api(&token, "migrations")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["to_host"].as_u64() == Some(home_id) && m["started_at"].as_u64().is_some_and(|t| t > killed_at))
+        .cloned()
+        .collect();
+    assert!(late.is_empty(), "migrations sent to a down node: {late:?}");
+
+    let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).collect();
+    let controller = state.controller_pid;
+    amvm(&dir, &["down"]);
+    assert!(amvm_host::lab::node::processes_in(&ns).is_empty(), "processes left in the lab's namespaces");
+    assert!(amvm_host::lab::node::links_with_prefix("amvml").is_empty(), "interfaces left");
+    assert!(!dir.exists(), "lab directory left");
+    assert!(!cgroup.exists(), "cgroup left");
+    // `down` stopped the restarted controller by the PID in the state file (this test reaps it).
+    let status = restarted.wait().unwrap();
+    eprintln!("restarted controller ended: {status}");
+    let _ = controller;
+    eprintln!("live lab test: {:.1} s", t0.elapsed().as_secs_f64());
+}
