@@ -344,16 +344,20 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     // It needs a quiet moment with two awake nodes that both run guests (a node without guests
     // may be about to sleep): the controller keeps deciding until then, and is paused for it.
     let ongoing_any = || api(&token, "migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
-    let (src, dst) = wait_for("two awake nodes with guests and no migration, paused", Duration::from_secs(120), || {
-        if ongoing_any() {
-            return None;
-        }
+    // Paused, the controller starts nothing new but still follows the moves under way to their
+    // end; a moment that does not fit is resumed and tried again a little later.
+    let (src, dst) = wait_for("two awake nodes with guests and no migration, paused", Duration::from_secs(240), || {
         http(&token, "POST", "pause");
+        let quiet = Instant::now() + Duration::from_secs(60);
+        while ongoing_any() && Instant::now() < quiet {
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let p = placement(&dir);
         let busy: Vec<&String> =
             p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_empty())).map(|(n, _)| n).collect();
         if ongoing_any() || busy.len() < 2 {
             http(&token, "POST", "resume");
+            std::thread::sleep(Duration::from_secs(4));
             return None;
         }
         // The guest that moved for the overload, wherever it runs now, to another busy node.
