@@ -35,7 +35,7 @@ fi
 # access"), so a migrated guest can crash on the destination. qemu-utils comes along in the
 # same command (installing one without the other downgrades it).
 if ((TESTS)); then
-  qemu_major=$(qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')
+  qemu_major=$( (qemu-system-x86_64 --version 2>/dev/null || true) | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')
   if [[ -z "$qemu_major" || "$qemu_major" -lt 9 ]]; then
     src=/etc/apt/sources.list.d/bookworm-backports.sources
     if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then

@@ -323,6 +323,10 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         m["page_faults"]
     );
     assert!(m["total_s"].as_f64().unwrap() > 0.0 && m["bytes"].as_f64().unwrap() > 1e6);
+    // The mode is the plan's: the strategy's migration-mode policy (the built-in model) chose it
+    // from the guest's memory, dirty rate (a few MB/s) and the uncapped link, where pre-copy
+    // converges.
+    assert_eq!(m["mode"], "pre", "the model's choice for a guest dirtying 4 MB/s: {m}");
     // Each guest runs on exactly one node. An incoming migration's domain also counts as active
     // while the move runs, and at full load the controller keeps moving guests, so the
     // controller is paused (it then starts nothing new but follows the moves under way to their

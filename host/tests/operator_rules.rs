@@ -11,7 +11,7 @@ use amvm_host::scheduler::rules::{
     Headroom, HostGroup, HostRelation, Maintenance, OperatorRules, Strength, VmGroup, VmHostRule, VmRelation,
 };
 use amvm_host::scheduler::{HostState, MigrationReason, Plan, Scheduler, Snapshot, Strategy};
-use common::{cluster, mig, runtime, three_hosts};
+use common::{cluster, mig, moves, runtime, three_hosts};
 use proptest::prelude::{prop_assert, proptest, ProptestConfig};
 use proptest::strategy::Strategy as _;
 
@@ -24,7 +24,7 @@ fn plan_with(rt: &PolicyRuntime, rules: OperatorRules, snap: &Snapshot) -> Plan 
     let mut s = Scheduler::new(rt, &strategy).unwrap();
     let out = s.cycle(snap);
     assert!(out.failures.is_empty() && !out.aborted, "{:?}", out.failures);
-    out.plan
+    Plan { migrations: moves(&out.plan), ..out.plan }
 }
 
 /// `three_hosts` with host 2's VM at 0.05: thr-mmt-0.8 moves b (VM 1) to host 101 and empties

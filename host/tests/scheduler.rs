@@ -7,7 +7,7 @@ use amvm_host::policy::{builtin, ParamValue};
 use amvm_host::scheduler::{HostState, MigrationReason, PolicyChoice, Scheduler, Strategy};
 
 mod common;
-use common::{cluster, mig, runtime, three_hosts};
+use common::{cluster, mig, moves, runtime, three_hosts};
 
 #[test]
 fn overload_then_underload_by_hand() {
@@ -22,7 +22,7 @@ fn overload_then_underload_by_hand() {
     let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
     let out = s.cycle(&three_hosts());
     assert!(out.failures.is_empty() && !out.aborted);
-    assert_eq!(out.plan.migrations, vec![mig(1, 100, 101, MigrationReason::Overload)]);
+    assert_eq!(moves(&out.plan), vec![mig(1, 100, 101, MigrationReason::Overload)]);
     assert!(out.plan.sleep.is_empty() && out.plan.wake.is_empty());
     assert_eq!(out.stats.overloaded_hosts, 1);
 
@@ -31,7 +31,7 @@ fn overload_then_underload_by_hand() {
     snap.vms.cpu_history[9..12].copy_from_slice(&[0.05; 3]);
     let out = s.cycle(&snap);
     assert_eq!(
-        out.plan.migrations,
+        moves(&out.plan),
         vec![mig(1, 100, 101, MigrationReason::Overload), mig(3, 102, 101, MigrationReason::Underload)]
     );
     assert_eq!(out.plan.sleep, vec![102]);
@@ -47,7 +47,7 @@ fn a_sleeping_host_is_woken_when_it_is_the_best_destination() {
     let rt = runtime();
     let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
     let out = s.cycle(&snap);
-    assert_eq!(out.plan.migrations, vec![mig(1, 100, 102, MigrationReason::Overload)]);
+    assert_eq!(moves(&out.plan), vec![mig(1, 100, 102, MigrationReason::Overload)]);
     assert_eq!(out.plan.wake, vec![102]);
 }
 
@@ -65,7 +65,7 @@ fn sleeping_hosts_are_offered_one_per_type_and_a_woken_one_joins_the_others() {
     let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
     let out = s.cycle(&snap);
     let over = MigrationReason::Overload;
-    assert_eq!(out.plan.migrations, vec![mig(1, 100, 101, over), mig(2, 100, 101, over)]);
+    assert_eq!(moves(&out.plan), vec![mig(1, 100, 101, over), mig(2, 100, 101, over)]);
     assert_eq!(out.plan.wake, vec![101]);
 
     // Host 3 of another type (2000 MIPS) is offered too although a lower-numbered sleeper is:
@@ -74,7 +74,7 @@ fn sleeping_hosts_are_offered_one_per_type_and_a_woken_one_joins_the_others() {
     let mut snap = cluster(&[Active, Asleep, Asleep, Asleep], &vms);
     snap.hosts.cpu_capacity[3] = 2000.0;
     let out = s.cycle(&snap);
-    assert_eq!(out.plan.migrations, vec![mig(1, 100, 103, over), mig(2, 100, 103, over)]);
+    assert_eq!(moves(&out.plan), vec![mig(1, 100, 103, over), mig(2, 100, 103, over)]);
     assert_eq!(out.plan.wake, vec![103]);
 }
 
@@ -144,7 +144,7 @@ fn cooldown_and_migration_limits_hold() {
     strategy.rules.max_migrations_per_host = 1;
     let mut s = Scheduler::new(&rt, &strategy).unwrap();
     let out = s.cycle(&three_hosts());
-    assert_eq!(out.plan.migrations, vec![mig(1, 100, 101, MigrationReason::Overload)]);
+    assert_eq!(moves(&out.plan), vec![mig(1, 100, 101, MigrationReason::Overload)]);
 }
 
 fn hostile(world: &str, mode: &str) -> PolicyChoice {

@@ -11,6 +11,8 @@ pub enum PolicyKind {
     Threshold,
     Selection,
     Placement,
+    /// Migration mode (world `migration-mode`).
+    MigrationMode,
 }
 
 /// A parameter value.
@@ -95,6 +97,11 @@ impl Descriptor {
     /// A placement policy.
     pub fn placement(name: &str, version: &str) -> Self {
         Self::new(name, version, PolicyKind::Placement)
+    }
+
+    /// A migration-mode policy.
+    pub fn migration_mode(name: &str, version: &str) -> Self {
+        Self::new(name, version, PolicyKind::MigrationMode)
     }
 
     fn new(name: &str, version: &str, kind: PolicyKind) -> Self {

@@ -1,8 +1,11 @@
 //! Glue between the generated bindings and the plain traits. Used by [`crate::export!`].
 
 use crate::describe::{Descriptor, Params, PolicyKind, Value};
-use crate::views::{Candidates, Context, HostGroups, Hosts, VmDemand, Vms};
-use crate::{BoundedThresholdPolicy, IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy};
+use crate::views::{Candidates, Context, HostGroups, Hosts, Moves, VmDemand, Vms};
+use crate::{
+    BoundedThresholdPolicy, IndexedPlacementPolicy, MigrationModePolicy, Mode, PlacementPolicy, SelectionPolicy,
+    ThresholdPolicy,
+};
 
 pub use crate::bindings::amvm::policy::types;
 
@@ -26,6 +29,7 @@ fn value_from_raw(v: types::Value) -> Value {
 
 /// Converts a descriptor to its wire form.
 pub fn describe<P>(d: Descriptor) -> types::Descriptor {
+    let params = param_specs(&d);
     types::Descriptor {
         name: d.name,
         version: d.version,
@@ -33,26 +37,38 @@ pub fn describe<P>(d: Descriptor) -> types::Descriptor {
             PolicyKind::Threshold => types::PolicyKind::Threshold,
             PolicyKind::Selection => types::PolicyKind::Selection,
             PolicyKind::Placement => types::PolicyKind::Placement,
+            // A migration-mode descriptor exported through another world: the host goes by the
+            // world's functions and refuses the module as a kind mismatch.
+            PolicyKind::MigrationMode => types::PolicyKind::Threshold,
         },
         summary: d.summary,
-        params: d
-            .params
-            .iter()
-            .map(|p| types::ParamSpec {
-                name: p.name.clone(),
-                ty: match p.default {
-                    Value::Float(_) => types::ValueType::Float,
-                    Value::Integer(_) => types::ValueType::Integer,
-                    Value::Flag(_) => types::ValueType::Flag,
-                    Value::Text(_) => types::ValueType::Text,
-                },
-                default: value_to_raw(&p.default),
-                min: p.min,
-                max: p.max,
-                help: p.help.clone(),
-            })
-            .collect(),
+        params,
     }
+}
+
+/// Converts a migration-mode descriptor to its wire form (no kind: the world says it).
+pub fn describe_mode(d: Descriptor) -> types::ModeDescriptor {
+    let params = param_specs(&d);
+    types::ModeDescriptor { name: d.name, version: d.version, summary: d.summary, params }
+}
+
+fn param_specs(d: &Descriptor) -> Vec<types::ParamSpec> {
+    d.params
+        .iter()
+        .map(|p| types::ParamSpec {
+            name: p.name.clone(),
+            ty: match p.default {
+                Value::Float(_) => types::ValueType::Float,
+                Value::Integer(_) => types::ValueType::Integer,
+                Value::Flag(_) => types::ValueType::Flag,
+                Value::Text(_) => types::ValueType::Text,
+            },
+            default: value_to_raw(&p.default),
+            min: p.min,
+            max: p.max,
+            help: p.help.clone(),
+        })
+        .collect()
 }
 
 fn params(descriptor: &Descriptor, given: Vec<types::Param>) -> Params {
@@ -139,6 +155,30 @@ pub fn configure_selection<P: SelectionPolicy>(slot: &mut Option<P>, given: Vec<
 
 pub fn configure_placement<P: PlacementPolicy>(slot: &mut Option<P>, given: Vec<types::Param>) -> Result<(), String> {
     configure_with(slot, P::describe(), given, P::configure)
+}
+
+pub fn configure_migration_mode<P: MigrationModePolicy>(
+    slot: &mut Option<P>,
+    given: Vec<types::Param>,
+) -> Result<(), String> {
+    configure_with(slot, P::describe(), given, P::configure)
+}
+
+pub fn choose_mode<P: MigrationModePolicy>(
+    slot: &mut Option<P>,
+    ctx: types::Context,
+    m: types::Moves,
+) -> Vec<types::CopyMode> {
+    let p = configured(slot, P::describe, P::configure);
+    let moves = Moves { n: m.n, ram_mb: m.ram_mb, dirty_mbps: m.dirty_mbps, cpu: m.cpu, link_mbps: m.link_mbps };
+    p.choose_mode(&context(ctx), &moves)
+        .into_iter()
+        .map(|mode| match mode {
+            Mode::Pre => types::CopyMode::Pre,
+            Mode::Post => types::CopyMode::Post,
+            Mode::Hybrid => types::CopyMode::Hybrid,
+        })
+        .collect()
 }
 
 pub fn classify<P: ThresholdPolicy>(slot: &mut Option<P>, ctx: types::Context, h: types::Hosts) -> Vec<u8> {

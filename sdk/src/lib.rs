@@ -8,6 +8,8 @@
 //!   overloaded from their utilization history.
 //! - [`SelectionPolicy`] — VM selection: which VM leaves an overloaded host next.
 //! - [`PlacementPolicy`] — placement: filter and weigh candidate hosts for a VM (lowest wins).
+//! - [`MigrationModePolicy`] — migration mode: pre-copy, post-copy or hybrid-copy for each move
+//!   of a plan ([`model`] holds the paper's equations 1–7 to decide with).
 //!
 //! and one macro, [`export!`], that turns your type into the component's exports (this example
 //! builds only for `wasm32-wasip2`; the same shape is compiled by the test suite as
@@ -51,8 +53,12 @@ pub mod rules;
 pub mod stats;
 pub mod views;
 
+/// The paper's analytic migration model (equations 1–7) and its choice of mechanism, the same
+/// code the host and the memory engine use.
+pub use amvm_model as model;
+pub use amvm_model::Mode;
 pub use describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
-pub use views::{Candidates, Context, Headroom, HostClass, HostGroups, Hosts, VmDemand, VmLoads, Vms};
+pub use views::{Candidates, Context, Headroom, HostClass, HostGroups, Hosts, Moves, VmDemand, VmLoads, Vms};
 
 /// The generated component bindings. Policy authors do not need these.
 #[doc(hidden)]
@@ -69,8 +75,8 @@ pub mod bindings {
             world: "threshold",
             path: "wit",
             with: {
-                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
-                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+                "amvm:policy/types@0.1.1": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.1": crate::bindings::amvm::policy::host,
             },
             pub_export_macro: true,
             export_macro_name: "__export_threshold_world",
@@ -84,8 +90,8 @@ pub mod bindings {
             world: "bounded-threshold",
             path: "wit",
             with: {
-                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
-                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+                "amvm:policy/types@0.1.1": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.1": crate::bindings::amvm::policy::host,
             },
             pub_export_macro: true,
             export_macro_name: "__export_bounded_threshold_world",
@@ -99,8 +105,8 @@ pub mod bindings {
             world: "selection",
             path: "wit",
             with: {
-                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
-                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+                "amvm:policy/types@0.1.1": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.1": crate::bindings::amvm::policy::host,
             },
             pub_export_macro: true,
             export_macro_name: "__export_selection_world",
@@ -114,12 +120,27 @@ pub mod bindings {
             world: "indexed-placement",
             path: "wit",
             with: {
-                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
-                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+                "amvm:policy/types@0.1.1": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.1": crate::bindings::amvm::policy::host,
             },
             pub_export_macro: true,
             export_macro_name: "__export_indexed_placement_world",
             default_bindings_module: "amvm_sdk::bindings::indexed_placement",
+            runtime_path: "amvm_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub mod migration_mode {
+        wit_bindgen::generate!({
+            world: "migration-mode",
+            path: "wit",
+            with: {
+                "amvm:policy/types@0.1.1": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.1": crate::bindings::amvm::policy::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_migration_mode_world",
+            default_bindings_module: "amvm_sdk::bindings::migration_mode",
             runtime_path: "amvm_sdk::__wit_bindgen::rt",
         });
     }
@@ -129,8 +150,8 @@ pub mod bindings {
             world: "placement",
             path: "wit",
             with: {
-                "amvm:policy/types@0.1.0": crate::bindings::amvm::policy::types,
-                "amvm:policy/host@0.1.0": crate::bindings::amvm::policy::host,
+                "amvm:policy/types@0.1.1": crate::bindings::amvm::policy::types,
+                "amvm:policy/host@0.1.1": crate::bindings::amvm::policy::host,
             },
             pub_export_macro: true,
             export_macro_name: "__export_placement_world",
@@ -147,9 +168,12 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod prelude {
     pub use crate::describe::{Descriptor, ParamSpec, Params, PolicyKind, Value};
     pub use crate::stats;
-    pub use crate::views::{Candidates, Context, Headroom, HostClass, HostGroups, Hosts, VmDemand, VmLoads, Vms};
+    pub use crate::views::{
+        Candidates, Context, Headroom, HostClass, HostGroups, Hosts, Moves, VmDemand, VmLoads, Vms,
+    };
     pub use crate::{
-        BoundedThresholdPolicy, IndexedPlacementPolicy, PlacementPolicy, SelectionPolicy, ThresholdPolicy,
+        BoundedThresholdPolicy, IndexedPlacementPolicy, MigrationModePolicy, Mode, PlacementPolicy, SelectionPolicy,
+        ThresholdPolicy,
     };
 }
 
@@ -218,12 +242,26 @@ pub trait IndexedPlacementPolicy: PlacementPolicy {
     fn weigh_bound(&mut self, ctx: &Context, vm: &VmDemand, groups: &HostGroups) -> Vec<Option<f32>>;
 }
 
+/// Migration mode (the `migration-mode` world, contract 0.1.1): the mechanism of each
+/// migration of a plan. Called once per decision cycle with every move the cycle decided; the
+/// world migrates each VM with the mode returned for it. Export with
+/// `amvm_sdk::export!(migration_mode: MyType)`.
+pub trait MigrationModePolicy: Sized + 'static {
+    /// Name, version and parameters (the kind is `MigrationMode`: use
+    /// [`Descriptor::migration_mode`]).
+    fn describe() -> Descriptor;
+    fn configure(params: &Params) -> Result<Self, String>;
+    /// One mode per row of `moves`.
+    fn choose_mode(&mut self, ctx: &Context, moves: &Moves) -> Vec<Mode>;
+}
+
 /// Exports a policy type as the component's world.
 ///
 /// `amvm_sdk::export!(threshold: MyType);`, `export!(bounded_threshold: MyType)` (a
 /// [`BoundedThresholdPolicy`]), `export!(selection: MyType)`,
 /// `export!(placement: MyType)` or `export!(indexed_placement: MyType)` (a
-/// [`IndexedPlacementPolicy`]). Use it once per crate.
+/// [`IndexedPlacementPolicy`]), `export!(migration_mode: MyType)` (a [`MigrationModePolicy`]).
+/// Use it once per crate.
 #[macro_export]
 macro_rules! export {
     (threshold: $policy:ty) => {
@@ -361,6 +399,32 @@ macro_rules! export {
             }
         }
         $crate::bindings::placement::__export_placement_world!(__AmvmExport with_types_in $crate::bindings::placement);
+    };
+    (migration_mode: $policy:ty) => {
+        struct __AmvmExport;
+        thread_local! {
+            static __AMVM_POLICY: ::core::cell::RefCell<Option<$policy>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+        impl $crate::bindings::migration_mode::Guest for __AmvmExport {
+            fn describe() -> $crate::glue::types::ModeDescriptor {
+                $crate::glue::describe_mode(<$policy as $crate::MigrationModePolicy>::describe())
+            }
+            fn configure(
+                params: ::std::vec::Vec<$crate::glue::types::Param>,
+            ) -> Result<(), ::std::string::String> {
+                __AMVM_POLICY.with(|p| {
+                    $crate::glue::configure_migration_mode::<$policy>(&mut p.borrow_mut(), params)
+                })
+            }
+            fn choose_mode(
+                ctx: $crate::glue::types::Context,
+                moves: $crate::glue::types::Moves,
+            ) -> ::std::vec::Vec<$crate::glue::types::CopyMode> {
+                __AMVM_POLICY.with(|p| $crate::glue::choose_mode::<$policy>(&mut p.borrow_mut(), ctx, moves))
+            }
+        }
+        $crate::bindings::migration_mode::__export_migration_mode_world!(__AmvmExport with_types_in $crate::bindings::migration_mode);
     };
     (indexed_placement: $policy:ty) => {
         struct __AmvmExport;

@@ -247,6 +247,54 @@ pub struct VmDemand {
     pub ram_mb: f32,
 }
 
+/// The migrations of one plan whose mechanism is to be chosen, one row per move.
+#[derive(Debug, Clone, Default)]
+pub struct Moves {
+    pub n: u32,
+    /// Memory of the VM (MB).
+    pub ram_mb: Vec<f32>,
+    /// Measured dirty rate (MB/s); NaN: not measured.
+    pub dirty_mbps: Vec<f32>,
+    /// CPU utilization of the VM now (fraction); NaN: no sample.
+    pub cpu: Vec<f32>,
+    /// Bandwidth the migration gets (MB/s).
+    pub link_mbps: Vec<f32>,
+}
+
+impl Moves {
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn at(v: &[f32], i: usize) -> f32 {
+        v.get(i).copied().unwrap_or(f32::NAN)
+    }
+
+    /// Memory of move `i`'s VM (MB).
+    pub fn ram_mb(&self, i: usize) -> f32 {
+        Self::at(&self.ram_mb, i)
+    }
+
+    /// Measured dirty rate of move `i`'s VM (MB/s), NaN when not measured.
+    pub fn dirty_mbps(&self, i: usize) -> f32 {
+        Self::at(&self.dirty_mbps, i)
+    }
+
+    /// CPU utilization of move `i`'s VM (fraction), NaN when unknown.
+    pub fn cpu(&self, i: usize) -> f32 {
+        Self::at(&self.cpu, i)
+    }
+
+    /// Bandwidth of move `i` (MB/s).
+    pub fn link_mbps(&self, i: usize) -> f32 {
+        Self::at(&self.link_mbps, i)
+    }
+}
+
 /// Candidate destination hosts for one VM.
 #[derive(Debug, Clone, Default)]
 pub struct Candidates {

@@ -23,40 +23,8 @@ use thiserror::Error;
 
 pub use sys::mmap::PAGE_SIZE;
 
-/// Migration mechanism.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Iterative pre-copy rounds, then stop-and-copy.
-    Pre,
-    /// Stop at once, resume at the destination, fetch all memory by demand and push.
-    Post,
-    /// One full round, stop-copy of vCPU state and dirty bitmap, then demand + push.
-    Hybrid,
-}
-
-impl Mode {
-    /// Short name (`pre`, `post`, `hybrid`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pre => "pre",
-            Self::Post => "post",
-            Self::Hybrid => "hybrid",
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = MemoryError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pre" | "precopy" | "pre-copy" => Ok(Self::Pre),
-            "post" | "postcopy" | "post-copy" => Ok(Self::Post),
-            "hybrid" | "hybrid-copy" => Ok(Self::Hybrid),
-            _ => Err(MemoryError::Config(format!("unknown mode {s:?} (pre, post, hybrid)"))),
-        }
-    }
-}
+/// Migration mechanism (defined with the model in `amvm-model`).
+pub use amvm_model::Mode;
 
 /// Source-side settings of one migration.
 #[derive(Debug, Clone)]

@@ -476,16 +476,6 @@ pub fn measure_dirty_rate(guest: &mut Guest, secs: u64) -> Result<f64, MigrateEr
 /// memory size and a measured dirty rate (see [`model::choose_mode`]).
 pub fn model_mode(guest: &mut Guest, bandwidth: f64) -> Result<model::Choice, MigrateError> {
     let dirty = measure_dirty_rate(guest, 1)?;
-    let p = model::Params {
-        v_mem: f64::from(guest.memory_mb) * 1024.0 * 1024.0,
-        bandwidth,
-        dirty_rate: dirty,
-        access_rate: dirty / 4096.0,
-        w_vcpu: 1024.0 * 1024.0,
-        latency: 0.0005,
-        epsilon: 0.005,
-        max_rounds: 30,
-        downtime_target: 0.3,
-    };
+    let p = model::Params::from_link(f64::from(guest.memory_mb) * 1024.0 * 1024.0, bandwidth, dirty);
     Ok(model::choose_mode(&p))
 }

@@ -570,6 +570,9 @@ async fn migration(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult
 pub struct HandMigration {
     pub vm: u32,
     pub to: u32,
+    /// `pre`, `post` or `hybrid`; absent: the world's default mode.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 async fn start_migration(
@@ -588,6 +591,10 @@ async fn start_migration(
     if vm.migrating_to.is_some() {
         return Err(ApiError::conflict(format!("VM {} is migrating", b.vm)));
     }
+    let mode = match b.mode.as_deref() {
+        None => None,
+        Some(m) => Some(m.parse::<crate::scheduler::Mode>().map_err(|e| ApiError::bad(e.to_string()))?.name()),
+    };
     let by = actor(&who);
     let lc = &v.last_cycle;
     let (id, _) = st.shared.store.insert_plan(&NewPlan {
@@ -607,7 +614,7 @@ async fn start_migration(
             from_host: Some(vm.host.into()),
             to_host: Some(b.to.into()),
             reason: Some("operator".into()),
-            mode: None,
+            mode: mode.map(String::from),
         }],
     })?;
     st.shared.store.audit(&by, "migration.start", &format!("VM {}", b.vm), &format!("{} -> {}", vm.host, b.to))?;

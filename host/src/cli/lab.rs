@@ -70,7 +70,9 @@ pub enum LabCommand {
         /// Seconds between agent reports.
         #[arg(long, default_value_t = 2)]
         report_interval_s: u32,
-        /// Migration mode the controller asks the agents for: pre | post | hybrid.
+        /// Migration mode of a move whose plan names none: pre | post | hybrid. The strategy's
+        /// migration-mode policy (the built-in `model` by default) names one for every move it
+        /// plans; this is used when it and its fallback failed, and for hand migrations.
         #[arg(long, default_value = "hybrid")]
         migration_mode: String,
     },

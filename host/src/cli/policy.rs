@@ -117,7 +117,7 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for kind in [PolicyKind::Threshold, PolicyKind::Selection, PolicyKind::Placement] {
+    for kind in [PolicyKind::Threshold, PolicyKind::Selection, PolicyKind::Placement, PolicyKind::MigrationMode] {
         println!("{} policies:", kind);
         for m in modules.iter().filter(|m| m.kind() == kind) {
             println!("  {:<8} {}", m.descriptor.name, m.descriptor.summary);
@@ -180,7 +180,7 @@ fn inspect(spec: &str, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let d: &Descriptor = &m.descriptor;
-    println!("{} {} ({} policy, amvm:policy@0.1.0)", d.name, d.version, d.kind);
+    println!("{} {} ({} policy, amvm:policy@0.1.x)", d.name, d.version, d.kind);
     if !d.summary.is_empty() {
         println!("  {}", d.summary);
     }

@@ -181,6 +181,7 @@ mod tests {
                 ram_mb: vec![1.0; 3],
                 cpu_history: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
                 migrating: vec![false; 3],
+                dirty_mbps: Vec::new(),
             },
             ..Snapshot::default()
         };

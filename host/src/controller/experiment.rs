@@ -205,13 +205,14 @@ mod tests {
                 ram_mb: vec![1.0, 1.0],
                 cpu_history: vec![0.2, 0.3],
                 migrating: vec![false, false],
+                dirty_mbps: Vec::new(),
             },
             ..Snapshot::default()
         };
         let before = predicted_power_w(&snap, &Plan::default());
         assert!((before - (120.0 + 130.0)).abs() < 1e-6, "{before}");
         let plan = Plan {
-            migrations: vec![Migration { vm: 0, from: 0, to: 1, reason: MigrationReason::Underload }],
+            migrations: vec![Migration { vm: 0, from: 0, to: 1, reason: MigrationReason::Underload, mode: None }],
             ..Plan::default()
         };
         let after = predicted_power_w(&snap, &plan);

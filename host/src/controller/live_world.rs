@@ -36,7 +36,7 @@ use crate::monitor::agent::control::{self, Client, ControlError, JobView, Op};
 use crate::monitor::proto::{uuid_string, ClusterKey};
 use crate::monitor::store::{Owner, SeriesKey};
 use crate::monitor::{Metric, Mirror};
-use crate::scheduler::{HostState, Snapshot};
+use crate::scheduler::{HostState, Mode, Snapshot};
 
 /// Watts at 0 %, 10 %, …, 100 % CPU used for the live hosts' power estimate (SPECpower's HP
 /// ProLiant ML110 G4, the simulator's first reference host): the live world measures no power.
@@ -97,6 +97,8 @@ struct Running {
     from: u32,
     to: u32,
     job: String,
+    /// `pre`, `post` or `hybrid`: the plan's choice, else the configured default.
+    mode: String,
     started: Instant,
     last: Option<JobView>,
     poll_failures: u32,
@@ -308,7 +310,7 @@ impl LiveWorld {
         Ok(())
     }
 
-    fn start_migration(&mut self, id: i64, vm: u32, from: u32, to: u32) -> Result<(), String> {
+    fn start_migration(&mut self, id: i64, vm: u32, from: u32, to: u32, mode: Option<Mode>) -> Result<(), String> {
         let n = self.cfg.hosts.len() as u32;
         if from >= n || to >= n {
             return Err(format!("no host {}", from.max(to)));
@@ -330,20 +332,22 @@ impl LiveWorld {
             HostState::Active => {}
         }
         self.pending_sleep.remove(&to);
+        let mode = mode.map_or_else(|| self.cfg.mode.clone(), |m| m.name().to_string());
         let dst = &self.cfg.hosts[to as usize];
         let op = Op::Migrate {
             vm: uuid_string(&self.vm_facts[vm as usize].uuid),
             to_uri: dst.libvirt.clone(),
             migrate_uri: dst.migrate_uri.clone(),
-            mode: self.cfg.mode.clone(),
+            mode: mode.clone(),
             bandwidth_bps: self.cfg.bandwidth_bps,
         };
         let job: String = self.clients[from as usize]
             .call_as(&op)
             .map_err(|e| format!("agent of {}: {}", self.cfg.hosts[from as usize].name, e))?;
-        tracing::info!(vm = %self.vm_facts[vm as usize].name, from = %self.cfg.hosts[from as usize].name, to = %dst.name, job, "migration started");
+        tracing::info!(vm = %self.vm_facts[vm as usize].name, from = %self.cfg.hosts[from as usize].name, to = %dst.name, job, mode, "migration started");
         self.snap.vms.migrating[v] = true;
-        self.running.insert(id, Running { vm, from, to, job, started: Instant::now(), last: None, poll_failures: 0 });
+        self.running
+            .insert(id, Running { vm, from, to, job, mode, started: Instant::now(), last: None, poll_failures: 0 });
         Ok(())
     }
 
@@ -515,6 +519,8 @@ impl LiveWorld {
             snap.vms.mips.push((vcpus * self.cfg.core_mips) as f32);
             snap.vms.ram_mb.push(ram as f32);
             snap.vms.migrating.push(self.running.values().any(|r| r.vm == vm));
+            let dirty = self.last(Owner::Vm(uuid), Metric::VmemDirtyRate);
+            snap.vms.dirty_mbps.push(dirty.map_or(f32::NAN, |b| (b / 1_048_576.0) as f32));
             let cpu = self.mirror.vm_utilization(&self.cfg.cluster, uuid).cpu;
             let tail = &cpu[cpu.len().saturating_sub(window)..];
             snap.vms.cpu_history.extend(std::iter::repeat_n(f32::NAN, window - tail.len()));
@@ -679,6 +685,7 @@ impl World for LiveWorld {
                     from,
                     to,
                     job: j.job.clone(),
+                    mode: action.mode.clone().unwrap_or_else(|| self.cfg.mode.clone()),
                     started: Instant::now(),
                     last: Some(j),
                     poll_failures: 0,
@@ -708,7 +715,7 @@ impl World for LiveWorld {
                     return Err(format!("action {} was executed already", a.id()));
                 }
                 match *a {
-                    ActionReq::Migrate { id, vm, from, to } => self.start_migration(id, vm, from, to),
+                    ActionReq::Migrate { id, vm, from, to, mode } => self.start_migration(id, vm, from, to, mode),
                     ActionReq::Wake { host, .. } => {
                         if host as usize >= self.cfg.hosts.len() {
                             return Err(format!("no host {host}"));
@@ -770,7 +777,7 @@ impl World for LiveWorld {
                     bytes_remaining: p.map_or(total, |p| p.bytes_remaining as f64),
                     elapsed_s: r.started.elapsed().as_secs_f64(),
                     expected_s: total / bw,
-                    mode: match self.cfg.mode.as_str() {
+                    mode: match r.mode.as_str() {
                         "pre" => "pre-copy",
                         "post" => "post-copy",
                         _ => "hybrid",
@@ -1045,10 +1052,10 @@ mod tests {
         assert!((s.vm_demand_mips(0) - 500.0).abs() < 1e-3);
         assert_eq!(w.vms()[0].name, "vm1");
         // A down host is never a destination.
-        let r = w.execute(&[ActionReq::Migrate { id: 1, vm: 0, from: 0, to: 2 }]);
+        let r = w.execute(&[ActionReq::Migrate { id: 1, vm: 0, from: 0, to: 2, mode: None }]);
         assert!(r[0].as_ref().unwrap_err().contains("down"), "{r:?}");
         // An action id runs once.
-        assert!(w.execute(&[ActionReq::Migrate { id: 1, vm: 0, from: 0, to: 1 }])[0].is_err());
+        assert!(w.execute(&[ActionReq::Migrate { id: 1, vm: 0, from: 0, to: 1, mode: None }])[0].is_err());
         // Sleep happens once the host is empty (n2 is): through its agent.
         assert_eq!(w.execute(&[ActionReq::Sleep { id: 2, host: 1 }]), vec![Ok(())]);
         assert!(w.advance().is_empty());
@@ -1056,7 +1063,7 @@ mod tests {
         assert_eq!(w.hosts(&[])[1].state, "asleep");
         // A sleeping destination is woken (its wake command runs here) before the move is sent;
         // the source agent has no libvirt here, so the move itself is refused with its reason.
-        let r = w.execute(&[ActionReq::Migrate { id: 3, vm: 0, from: 0, to: 1 }]);
+        let r = w.execute(&[ActionReq::Migrate { id: 3, vm: 0, from: 0, to: 1, mode: None }]);
         assert!(r[0].as_ref().unwrap_err().contains("no libvirt"), "{r:?}");
         assert_eq!(w.observe(&[]).hosts.state[1], HostState::Active);
         // Cluster series come from the cycles recorded.

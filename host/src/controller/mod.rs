@@ -994,7 +994,7 @@ fn plan_rows(
             MigrationReason::Underload => "underload".into(),
             MigrationReason::Maintenance => "maintenance".into(),
         }),
-        mode: None,
+        mode: m.mode.map(|x| x.name().into()),
     }));
     actions.extend(plan.sleep.iter().map(|&h| NewAction {
         kind: "sleep",

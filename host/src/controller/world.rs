@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::store::ActionRow;
-use crate::scheduler::Snapshot;
+use crate::scheduler::{Mode, Snapshot};
 
 /// What a world is.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -29,9 +29,23 @@ pub struct WorldInfo {
 /// One action as the world executes it (ids are the journal's action ids).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionReq {
-    Migrate { id: i64, vm: u32, from: u32, to: u32 },
-    Sleep { id: i64, host: u32 },
-    Wake { id: i64, host: u32 },
+    /// `mode`: the mechanism the plan chose (its migration-mode policy); `None`: the world's
+    /// default.
+    Migrate {
+        id: i64,
+        vm: u32,
+        from: u32,
+        to: u32,
+        mode: Option<Mode>,
+    },
+    Sleep {
+        id: i64,
+        host: u32,
+    },
+    Wake {
+        id: i64,
+        host: u32,
+    },
 }
 
 impl ActionReq {
@@ -45,7 +59,13 @@ impl ActionReq {
     pub fn from_row(a: &ActionRow) -> Option<ActionReq> {
         let u = |v: Option<i64>| v.and_then(|x| u32::try_from(x).ok());
         match a.kind.as_str() {
-            "migrate" => Some(ActionReq::Migrate { id: a.id, vm: u(a.vm)?, from: u(a.from_host)?, to: u(a.to_host)? }),
+            "migrate" => Some(ActionReq::Migrate {
+                id: a.id,
+                vm: u(a.vm)?,
+                from: u(a.from_host)?,
+                to: u(a.to_host)?,
+                mode: a.mode.as_deref().and_then(|m| m.parse().ok()),
+            }),
             "sleep" => Some(ActionReq::Sleep { id: a.id, host: u(a.from_host)? }),
             "wake" => Some(ActionReq::Wake { id: a.id, host: u(a.to_host)? }),
             _ => None,

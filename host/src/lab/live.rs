@@ -25,10 +25,11 @@ pub const COLLECTOR_PORT: u16 = 8649;
 /// 0.6 of a node's cores (three full-load TCG guests on a 2-core machine measure about 0.7 of a
 /// node, never the built-ins' 0.8), underload below 0.3 (the built-ins' 1.0 evacuates every
 /// node that is not overloaded, which moves guests back and forth between three nodes), and a VM
-/// cool-down of 5 cycles.
+/// cool-down of 5 cycles. The built-in `model` chooses each migration's mode, as in every strategy.
 pub const LAB_STRATEGY: &str =
     "name = \"lab\"\nversion = \"1\"\n\n[threshold]\nmodule = \"thr\"\n\n[threshold.params]\n\
-    upper = 0.6\nlower = 0.3\n\n[selection]\nmodule = \"mmt\"\n\n[placement]\nmodule = \"pabfd\"\n\n[rules]\n\
+    upper = 0.6\nlower = 0.3\n\n[selection]\nmodule = \"mmt\"\n\n[placement]\nmodule = \"pabfd\"\n\n\
+    [migration_mode]\nmodule = \"model\"\n\n[rules]\n\
     persistence = 1\nvm_cooldown_cycles = 5\n";
 
 /// How the lab runs its controller.

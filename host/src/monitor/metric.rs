@@ -98,6 +98,7 @@ metrics! {
     VpktsOut = 73, "vpkts_out", Vm, Counter, "Packets sent by the VM (pkt/s in RRD)";
     VbytesIn = 74, "vbytes_in", Vm, Counter, "Bytes received by the VM (B/s in RRD)";
     VbytesOut = 75, "vbytes_out", Vm, Counter, "Bytes sent by the VM (B/s in RRD)";
+    VmemDirtyRate = 76, "vmem_dirty_rate", Vm, Gauge, "Guest memory dirty rate, sampled by QEMU (bytes/s)";
 }
 
 impl Metric {

@@ -1,4 +1,4 @@
-//! Host-side bindings of the `amvm:policy@0.1.0` worlds (`sdk/wit/policy.wit`), generated once
+//! Host-side bindings of the `amvm:policy@0.1.x` worlds (`sdk/wit/policy.wit`), generated once
 //! per world; the shared `types` and `host` interfaces are generated once and reused.
 
 pub mod threshold {
@@ -45,6 +45,17 @@ pub mod indexed_placement {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "indexed-placement",
+        with: {
+            "amvm:policy/types": super::threshold::amvm::policy::types,
+            "amvm:policy/host": super::threshold::amvm::policy::host,
+        },
+    });
+}
+
+pub mod migration_mode {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "migration-mode",
         with: {
             "amvm:policy/types": super::threshold::amvm::policy::types,
             "amvm:policy/host": super::threshold::amvm::policy::host,

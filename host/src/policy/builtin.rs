@@ -23,6 +23,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     builtin!("pabfd", "amvm_policy_pabfd.wasm"),
     builtin!("spread", "amvm_policy_spread.wasm"),
     builtin!("pack", "amvm_policy_pack.wasm"),
+    builtin!("model", "amvm_policy_model.wasm"),
 ];
 
 /// The bytes of a built-in policy.

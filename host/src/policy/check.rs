@@ -347,6 +347,25 @@ fn probe(inst: &mut PolicyInstance, c: &Cluster) -> Result<(String, Probe), Poli
                 }
                 format!("weigh({n} candidates): {kept} kept")
             }
+            PolicyKind::MigrationMode => {
+                // One move per host of the probe cluster: dirty rates from idle to twice the link.
+                let moves = types::Moves {
+                    n: n as u32,
+                    ram_mb: (0..n).map(|i| [613.0, 1740.0, 870.0][i % 3]).collect(),
+                    dirty_mbps: (0..n).map(|i| if i % 5 == 4 { f32::NAN } else { (i % 5) as f32 * 31.25 }).collect(),
+                    cpu: (0..n).map(|i| (i % 10) as f32 / 10.0).collect(),
+                    link_mbps: vec![c.ctx.migration_mbps; n],
+                };
+                let modes = inst.choose_mode(&c.ctx, &moves)?;
+                let count = |m| modes.iter().filter(|&&x| x == m).count();
+                use amvm_model::Mode;
+                format!(
+                    "choose-mode({n} moves): {} pre, {} post, {} hybrid",
+                    count(Mode::Pre),
+                    count(Mode::Post),
+                    count(Mode::Hybrid)
+                )
+            }
         };
         best = best.min(inst.last_call.elapsed.as_secs_f64() * 1e6);
         fuel = inst.last_call.fuel;
@@ -371,6 +390,8 @@ impl PolicyRuntime {
         let (mut cycle_us, mut cycle_fuel) = match m.kind() {
             PolicyKind::Threshold => (time_at, fuel_at),
             PolicyKind::Selection | PolicyKind::Placement => (0.0, 0.0),
+            // One call per cycle over the cycle's moves (a share of the hosts).
+            PolicyKind::MigrationMode => (time_at * OVERLOADED_SHARE.min(1.0), fuel_at * OVERLOADED_SHARE.min(1.0)),
         };
         let mut extra = String::new();
         match m.kind() {
@@ -395,6 +416,7 @@ impl PolicyRuntime {
                 cycle_us += moved * time_at;
                 cycle_fuel += moved * fuel_at;
             }
+            PolicyKind::MigrationMode => {}
         }
         let cycle_ms = cycle_us / 1000.0;
         let mut warnings = Vec::new();

@@ -103,6 +103,16 @@ struct RawParamSpec {
     help: BoundedString<MAX_SUMMARY, HelpL>,
 }
 
+/// `mode-descriptor` (world `migration-mode`): a descriptor without `kind`, the world says it.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RawModeDescriptor {
+    name: BoundedString<MAX_NAME, NameL>,
+    version: BoundedString<MAX_VERSION, VersionL>,
+    summary: BoundedString<MAX_SUMMARY, SummaryL>,
+    params: BoundedList<RawParamSpec, MAX_PARAMS, ParamsL>,
+}
+
 impl RawDescriptor {
     fn into_types(self) -> types::Descriptor {
         types::Descriptor {
@@ -141,9 +151,29 @@ impl RawDescriptor {
     }
 }
 
-/// Calls `describe` on an instance, lifting its result under the bounds above.
-pub(crate) fn call(store: &mut Store<StoreState>, instance: &Instance) -> wasmtime::Result<types::Descriptor> {
+/// Calls `describe` on an instance, lifting its result under the bounds above. A
+/// `migration-mode` module (`mode_world`) returns a `mode-descriptor`; it comes back as a
+/// descriptor with `kind: None`.
+pub(crate) fn call(
+    store: &mut Store<StoreState>,
+    instance: &Instance,
+    mode_world: bool,
+) -> wasmtime::Result<(types::Descriptor, Option<types::PolicyKind>)> {
+    if mode_world {
+        let f = instance.get_typed_func::<(), (RawModeDescriptor,)>(&mut *store, "describe")?;
+        let (raw,) = f.call(&mut *store, ())?;
+        let as_full = RawDescriptor {
+            name: raw.name,
+            version: raw.version,
+            kind: RawKind::Threshold,
+            summary: raw.summary,
+            params: raw.params,
+        };
+        return Ok((as_full.into_types(), None));
+    }
     let f = instance.get_typed_func::<(), (RawDescriptor,)>(&mut *store, "describe")?;
     let (raw,) = f.call(&mut *store, ())?;
-    Ok(raw.into_types())
+    let d = raw.into_types();
+    let kind = d.kind;
+    Ok((d, Some(kind)))
 }

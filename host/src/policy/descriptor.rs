@@ -16,6 +16,8 @@ pub enum PolicyKind {
     Threshold,
     Selection,
     Placement,
+    /// The mechanism of each migration (world `migration-mode`, contract 0.1.1).
+    MigrationMode,
 }
 
 impl PolicyKind {
@@ -24,6 +26,7 @@ impl PolicyKind {
             PolicyKind::Threshold => "threshold",
             PolicyKind::Selection => "selection",
             PolicyKind::Placement => "placement",
+            PolicyKind::MigrationMode => "migration-mode",
         }
     }
 }

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 use super::bindings::{
-    bounded_threshold::BoundedThreshold, indexed_placement::IndexedPlacement, placement::Placement,
-    selection::Selection, threshold::Threshold, types, HostImports, Level,
+    bounded_threshold::BoundedThreshold, indexed_placement::IndexedPlacement, migration_mode::MigrationMode,
+    placement::Placement, selection::Selection, threshold::Threshold, types, HostImports, Level,
 };
 use super::bounded::TooLong;
 use super::descriptor::{to_raw_value, ParamValues, PolicyKind};
 use super::module::{DeniedCall, PolicyModule, WorldPre};
 use super::sanitize::sanitize;
 use super::{PolicyError, RuntimeConfig};
+pub use amvm_model::Mode;
 
 /// Most log lines kept per instance, and longest line.
 const LOG_LINES: usize = 32;
@@ -122,6 +123,7 @@ enum Bindings {
     Selection(Selection),
     Placement(Placement),
     IndexedPlacement(IndexedPlacement),
+    MigrationMode(MigrationMode),
 }
 
 struct Live {
@@ -221,6 +223,7 @@ impl PolicyInstance {
             WorldPre::Selection(p) => p.instantiate(&mut *store).map(Bindings::Selection),
             WorldPre::Placement(p) => p.instantiate(&mut *store).map(Bindings::Placement),
             WorldPre::IndexedPlacement(p) => p.instantiate(&mut *store).map(Bindings::IndexedPlacement),
+            WorldPre::MigrationMode(p) => p.instantiate(&mut *store).map(Bindings::MigrationMode),
         })?;
         let configured = self.guarded(&mut store, "configure", |store, _| match &bindings {
             Bindings::Threshold(b) => b.call_configure(&mut *store, &params),
@@ -228,6 +231,7 @@ impl PolicyInstance {
             Bindings::Selection(b) => b.call_configure(&mut *store, &params),
             Bindings::Placement(b) => b.call_configure(&mut *store, &params),
             Bindings::IndexedPlacement(b) => b.call_configure(&mut *store, &params),
+            Bindings::MigrationMode(b) => b.call_configure(&mut *store, &params),
         })?;
         configured.map_err(|msg| PolicyError::Rejected(sanitize(&msg, super::sanitize::MESSAGE_CHARS)))?;
         self.live = Some(Live { store, bindings });
@@ -482,6 +486,24 @@ impl PolicyInstance {
         }
         Ok(out)
     }
+
+    /// Migration mode: one mechanism per move, validated (one per row).
+    pub fn choose_mode(&mut self, ctx: &types::Context, moves: &types::Moves) -> Result<Vec<Mode>, PolicyError> {
+        self.expect_kind(PolicyKind::MigrationMode)?;
+        let out = self.call("choose-mode", |store, b| match b {
+            Bindings::MigrationMode(m) => m.call_choose_mode(store, ctx, moves),
+            _ => Err(kind_lost()),
+        })?;
+        check_len("choose-mode", out.len(), moves.n as usize)?;
+        Ok(out
+            .into_iter()
+            .map(|m| match m {
+                types::CopyMode::Pre => Mode::Pre,
+                types::CopyMode::Post => Mode::Post,
+                types::CopyMode::Hybrid => Mode::Hybrid,
+            })
+            .collect())
+    }
 }
 
 /// A store under the sandbox's limits.
@@ -551,13 +573,16 @@ pub(crate) fn describe_unconfigured(
     engine: &Engine,
     pre: &WorldPre,
     config: &RuntimeConfig,
-) -> Result<types::Descriptor, PolicyError> {
+) -> Result<(types::Descriptor, Option<types::PolicyKind>), PolicyError> {
     let config = &RuntimeConfig { deadline: config.deadline.max(LOAD_DEADLINE), ..config.clone() };
     let mut store = new_store(engine, config);
     store.set_epoch_deadline(config.deadline.as_millis().max(1) as u64);
     store.set_fuel(config.fuel_per_call).map_err(|e| PolicyError::Internal(format!("{e:#}")))?;
-    let result =
-        pre.instance_pre().instantiate(&mut store).and_then(|instance| super::describe::call(&mut store, &instance));
+    let mode_world = matches!(pre, WorldPre::MigrationMode(_));
+    let result = pre
+        .instance_pre()
+        .instantiate(&mut store)
+        .and_then(|instance| super::describe::call(&mut store, &instance, mode_world));
     result.map_err(|e| classify_error(config, &store, e))
 }
 

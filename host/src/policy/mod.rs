@@ -155,8 +155,12 @@ impl PolicyRuntime {
             }
         };
         let (pre, trapped) = module::prepare(&self.engine, &component)?;
-        let raw = instance::describe_unconfigured(&self.engine, &pre, &self.config)?;
-        let descriptor = Descriptor::from_raw(raw)?;
+        let (raw, declared) = instance::describe_unconfigured(&self.engine, &pre, &self.config)?;
+        let mut descriptor = Descriptor::from_raw(raw)?;
+        if declared.is_none() {
+            // A `mode-descriptor` names no kind: its world is its kind.
+            descriptor.kind = pre.kind();
+        }
         if descriptor.kind != pre.kind() {
             return Err(PolicyError::KindMismatch { world: pre.kind().as_str(), declared: descriptor.kind.as_str() });
         }

@@ -9,8 +9,8 @@ use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType};
 use wasmtime::Engine;
 
 use super::bindings::{
-    bounded_threshold::BoundedThresholdPre, indexed_placement::IndexedPlacementPre, placement::PlacementPre,
-    selection::SelectionPre, threshold::ThresholdPre,
+    bounded_threshold::BoundedThresholdPre, indexed_placement::IndexedPlacementPre, migration_mode::MigrationModePre,
+    placement::PlacementPre, selection::SelectionPre, threshold::ThresholdPre,
 };
 use super::descriptor::{Descriptor, PolicyKind};
 use super::instance::StoreState;
@@ -25,6 +25,8 @@ pub(crate) enum WorldPre {
     Placement(PlacementPre<StoreState>),
     /// A placement module that also exports `weigh-bound` (world `indexed-placement`).
     IndexedPlacement(IndexedPlacementPre<StoreState>),
+    /// World `migration-mode` (0.1.1).
+    MigrationMode(MigrationModePre<StoreState>),
 }
 
 impl WorldPre {
@@ -34,6 +36,7 @@ impl WorldPre {
             WorldPre::Threshold(_) | WorldPre::BoundedThreshold(_) => PolicyKind::Threshold,
             WorldPre::Selection(_) => PolicyKind::Selection,
             WorldPre::Placement(_) | WorldPre::IndexedPlacement(_) => PolicyKind::Placement,
+            WorldPre::MigrationMode(_) => PolicyKind::MigrationMode,
         }
     }
 
@@ -44,6 +47,7 @@ impl WorldPre {
             WorldPre::Selection(p) => p.instance_pre(),
             WorldPre::Placement(p) => p.instance_pre(),
             WorldPre::IndexedPlacement(p) => p.instance_pre(),
+            WorldPre::MigrationMode(p) => p.instance_pre(),
         }
     }
 }
@@ -105,11 +109,12 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(), PolicyError> {
 
 /// The functions each world exports besides `describe` and `configure` (threshold: `headroom`
 /// and `vm-load` in the optional `bounded-threshold` world; placement: `weigh`, and
-/// `weigh-bound` in the optional `indexed-placement` world).
-const WORLDS: [(PolicyKind, &[&str]); 3] = [
+/// `weigh-bound` in the optional `indexed-placement` world; migration mode: `choose-mode`).
+const WORLDS: [(PolicyKind, &[&str]); 4] = [
     (PolicyKind::Threshold, &["classify", "would-overload", "headroom", "vm-load"]),
     (PolicyKind::Selection, &["select"]),
     (PolicyKind::Placement, &["weigh", "weigh-bound"]),
+    (PolicyKind::MigrationMode, &["choose-mode"]),
 ];
 const COMMON: [&str; 2] = ["describe", "configure"];
 
@@ -167,12 +172,12 @@ fn deny_imports(
     linker: &mut Linker<StoreState>,
     engine: &Engine,
     component: &Component,
-    host_import: &str,
+    host_import: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, PolicyError> {
     let mut denied = Vec::new();
     let mut root = linker.root();
     for (name, item) in component.component_type().imports(engine) {
-        if name == host_import {
+        if host_import(name) {
             continue;
         }
         denied.push(name.to_string());
@@ -228,7 +233,9 @@ pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPr
     let bounded = kind == PolicyKind::Threshold && (exports("headroom") || exports("vm-load"));
     let mut linker: Linker<StoreState> = Linker::new(engine);
     let internal = |e: wasmtime::Error| PolicyError::Internal(format!("{e:#}"));
-    let host_import = "amvm:policy/host@0.1.0";
+    // The host defines `amvm:policy/host@0.1.1`; a module built for any 0.1.x imports it
+    // under its own version, which the linker matches semver-compatibly.
+    let host_import = |name: &str| name.starts_with("amvm:policy/host@0.1.");
     super::bindings::threshold::amvm::policy::host::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(
         &mut linker,
         |s| s,
@@ -249,6 +256,9 @@ pub(crate) fn prepare(engine: &Engine, component: &Component) -> Result<(WorldPr
             WorldPre::IndexedPlacement(IndexedPlacementPre::new(pre).map_err(mismatch("indexed-placement"))?)
         }
         PolicyKind::Placement => WorldPre::Placement(PlacementPre::new(pre).map_err(mismatch("placement"))?),
+        PolicyKind::MigrationMode => {
+            WorldPre::MigrationMode(MigrationModePre::new(pre).map_err(mismatch("migration-mode"))?)
+        }
     };
     Ok((pre, denied))
 }

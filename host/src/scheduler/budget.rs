@@ -41,6 +41,9 @@ fn index(kind: PolicyKind) -> usize {
         PolicyKind::Threshold => 0,
         PolicyKind::Selection => 1,
         PolicyKind::Placement => 2,
+        // Not charged to the cycle budget (one call per cycle, after the plan is made); kept
+        // with placement should a caller charge it.
+        PolicyKind::MigrationMode => 2,
     }
 }
 

@@ -122,6 +122,8 @@ pub struct CycleStats {
     pub threshold_calls: u64,
     pub selection_calls: u64,
     pub placement_calls: u64,
+    /// Calls of the migration-mode policy (one per cycle with migrations).
+    pub mode_calls: u64,
     /// Fuel consumed by all calls (deterministic cost figure).
     pub fuel: u64,
     /// Time inside policy calls, in total and by kind.
@@ -129,6 +131,7 @@ pub struct CycleStats {
     pub threshold_time: Duration,
     pub selection_time: Duration,
     pub placement_time: Duration,
+    pub mode_time: Duration,
     /// The first call of the cycle: classifying every host at once.
     pub classify_all_time: Duration,
     /// Wall time of the whole cycle.
@@ -188,6 +191,9 @@ pub struct Scheduler {
     threshold: Slot,
     selection: Slot,
     placement: Slot,
+    /// The migration-mode policy: called once per cycle on the finished plan, outside the
+    /// cycle budget and the circuit breaker (its failure costs the plan nothing but the modes).
+    migration_mode: Slot,
     over_streak: IdMap<HostId, u32>,
     under_streak: IdMap<HostId, u32>,
     moved_at: IdMap<VmId, u64>,
@@ -253,6 +259,11 @@ impl Scheduler {
             threshold: slot(PolicyKind::Threshold, &strategy.threshold, &strategy.fallback.threshold)?,
             selection: slot(PolicyKind::Selection, &strategy.selection, &strategy.fallback.selection)?,
             placement: slot(PolicyKind::Placement, &strategy.placement, &strategy.fallback.placement)?,
+            migration_mode: slot(
+                PolicyKind::MigrationMode,
+                &strategy.migration_mode,
+                &strategy.fallback.migration_mode,
+            )?,
             strategy: strategy.clone(),
             over_streak: IdMap::default(),
             under_streak: IdMap::default(),
@@ -358,7 +369,10 @@ impl Scheduler {
         };
         (cycle.host_class, cycle.class_rep) = host_classes(snap);
         cycle.n_classes = cycle.class_rep.len();
-        let result = cycle.run(self);
+        let result = cycle.run(self).map(|mut plan| {
+            cycle.choose_modes(self, &mut plan);
+            plan
+        });
         let budget_overrun = cycle.budget.into_overrun();
         self.guard.end(
             snap.cycle,
@@ -583,7 +597,66 @@ impl Cycle<'_> {
                 self.stats.placement_calls += 1;
                 self.stats.placement_time += t;
             }
+            PolicyKind::MigrationMode => {
+                self.stats.mode_calls += 1;
+                self.stats.mode_time += t;
+            }
         }
+    }
+
+    /// Asks the migration-mode policy for the mechanism of every migration of `plan` (one call),
+    /// falling back to the fallback module when it fails; when both fail the modes stay `None`
+    /// and the world uses its default. Not charged to the cycle budget: the plan is made.
+    fn choose_modes(&mut self, s: &mut Scheduler, plan: &mut Plan) {
+        if plan.migrations.is_empty() {
+            return;
+        }
+        let snap = self.work.snap;
+        let w = snap.window;
+        let n = self.migrations.len();
+        let mut moves = types::Moves {
+            n: n as u32,
+            ram_mb: Vec::with_capacity(n),
+            dirty_mbps: Vec::with_capacity(n),
+            cpu: Vec::with_capacity(n),
+            link_mbps: vec![snap.migration_bandwidth_mbps; n],
+        };
+        for &(vm, ..) in &self.migrations {
+            moves.ram_mb.push(snap.vms.ram_mb[vm]);
+            moves.dirty_mbps.push(snap.vms.dirty_mbps.get(vm).copied().unwrap_or(f32::NAN));
+            moves.cpu.push(if w == 0 { f32::NAN } else { snap.vms.cpu_history[(vm + 1) * w - 1] });
+        }
+        // The primary is asked every cycle: one call, so a failure costs little to retry.
+        let slot = &mut s.migration_mode;
+        for fallback in [false, true] {
+            let inst = if fallback { &mut slot.fallback } else { &mut slot.primary };
+            let result = inst.choose_mode(&self.ctx, &moves);
+            self.charge_mode(inst);
+            match result {
+                Ok(modes) => {
+                    for (m, mode) in plan.migrations.iter_mut().zip(modes) {
+                        m.mode = Some(mode);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.failures.push(PolicyFailure {
+                        kind: PolicyKind::MigrationMode,
+                        module: inst.module().descriptor.name.clone(),
+                        code: e.code(),
+                        error: e.to_string(),
+                        fallback,
+                    });
+                }
+            }
+        }
+    }
+
+    fn charge_mode(&mut self, inst: &PolicyInstance) {
+        self.stats.fuel += inst.last_call.fuel;
+        self.stats.policy_time += inst.last_call.elapsed;
+        self.stats.mode_calls += 1;
+        self.stats.mode_time += inst.last_call.elapsed;
     }
 
     /// Whether `would-overload` answers come from the threshold module's headroom: the primary
@@ -1702,6 +1775,7 @@ impl Cycle<'_> {
                 from: snap.hosts.id[from],
                 to: snap.hosts.id[to],
                 reason,
+                mode: None,
             });
             if snap.hosts.state[to] == HostState::Asleep && wake.insert(to) {
                 plan.wake.push(snap.hosts.id[to]);

@@ -16,6 +16,8 @@ mod work;
 pub use budget::BudgetOverrun;
 pub use cycle::{CycleOutcome, CycleStats, PolicyFailure, Scheduler, SchedulerError};
 pub use rules::OperatorRules;
-pub use snapshot::{Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Plan, Snapshot, VmId, VmTable};
+pub use snapshot::{
+    Cluster, HostId, HostState, HostTable, Migration, MigrationReason, Mode, Plan, Snapshot, VmId, VmTable,
+};
 pub use strategy::{Fallbacks, PolicyChoice, Rules, Strategy, StrategyError};
 pub use trace::DecisionTrace;

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use amvm_model::Mode;
+
 /// Stable identifier of a host across cycles.
 pub type HostId = u32;
 /// Stable identifier of a VM across cycles (and across its migrations).
@@ -81,6 +83,9 @@ pub struct VmTable {
     pub cpu_history: Vec<f32>,
     /// True while the VM is being migrated: it cannot be selected again.
     pub migrating: Vec<bool>,
+    /// Memory the VM dirties per second (MB/s) as last measured, NaN where not measured;
+    /// empty when the world measures none (the simulator). The migration-mode policy reads it.
+    pub dirty_mbps: Vec<f32>,
 }
 
 impl VmTable {
@@ -146,6 +151,10 @@ pub struct Migration {
     pub from: HostId,
     pub to: HostId,
     pub reason: MigrationReason,
+    /// The mechanism, chosen by the strategy's migration-mode policy; `None` when none was
+    /// chosen (the policy and its fallback failed): the world then uses its own default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 /// What one decision cycle asks the world to do. Migrations are listed in the order they were

@@ -44,6 +44,8 @@ pub struct Fallbacks {
     pub threshold: PolicyChoice,
     pub selection: PolicyChoice,
     pub placement: PolicyChoice,
+    #[serde(default = "default_migration_mode")]
+    pub migration_mode: PolicyChoice,
 }
 
 impl Default for Fallbacks {
@@ -52,8 +54,14 @@ impl Default for Fallbacks {
             threshold: PolicyChoice::builtin("thr"),
             selection: PolicyChoice::builtin("mmt"),
             placement: PolicyChoice::builtin("pabfd"),
+            migration_mode: default_migration_mode(),
         }
     }
+}
+
+/// The built-in `model` policy: the paper's equations 1–7 pick each move's mechanism.
+pub fn default_migration_mode() -> PolicyChoice {
+    PolicyChoice::builtin("model")
 }
 
 /// Host-side rules every strategy gets (paper 3.3.1 and operational limits).
@@ -92,6 +100,10 @@ pub struct Strategy {
     pub threshold: PolicyChoice,
     pub selection: PolicyChoice,
     pub placement: PolicyChoice,
+    /// The mechanism of each migration (pre, post or hybrid): a `migration-mode` policy;
+    /// the built-in `model` unless the strategy names another.
+    #[serde(default = "default_migration_mode")]
+    pub migration_mode: PolicyChoice,
     #[serde(default)]
     pub fallback: Fallbacks,
     #[serde(default)]
@@ -178,6 +190,7 @@ impl Strategy {
                 .with("lower", ParamValue::Float(1.0)),
             selection: PolicyChoice::builtin(selection),
             placement: PolicyChoice::builtin(placement),
+            migration_mode: default_migration_mode(),
             fallback: Fallbacks::default(),
             rules: Rules::default(),
             operator_rules: OperatorRules::default(),
@@ -191,7 +204,7 @@ impl Strategy {
         let mut s = Strategy::from_toml(&text)
             .map_err(|message| StrategyError::Parse { path: path.display().to_string(), message })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for choice in [&mut s.threshold, &mut s.selection, &mut s.placement] {
+        for choice in [&mut s.threshold, &mut s.selection, &mut s.placement, &mut s.migration_mode] {
             if choice.is_file() && Path::new(&choice.module).is_relative() {
                 choice.module = base.join(&choice.module).display().to_string();
             }
@@ -212,7 +225,8 @@ impl Strategy {
     }
 
     /// Overrides one setting: `threshold.NAME=VALUE`, `selection.NAME=VALUE`,
-    /// `placement.NAME=VALUE` (module parameters; numbers, `true`/`false` or text) or
+    /// `placement.NAME=VALUE`, `migration_mode.NAME=VALUE` (module parameters; numbers,
+    /// `true`/`false` or text; `migration_mode.module=NAME` picks the module) or
     /// `rules.persistence|max_migrations_per_host|vm_cooldown_cycles|seed=N`.
     pub fn set(&mut self, assignment: &str) -> Result<(), String> {
         let (path, value) =
@@ -231,6 +245,11 @@ impl Strategy {
             "threshold" => &mut self.threshold,
             "selection" => &mut self.selection,
             "placement" => &mut self.placement,
+            "migration_mode" | "migration-mode" if name == "module" => {
+                self.migration_mode = PolicyChoice::builtin(value);
+                return Ok(());
+            }
+            "migration_mode" | "migration-mode" => &mut self.migration_mode,
             "rules" => {
                 let n: u64 = value.parse().map_err(|_| format!("rules.{name}: {value:?} is not a whole number"))?;
                 let small = u32::try_from(n).map_err(|_| format!("rules.{name}: {n} is too large"));
@@ -249,7 +268,7 @@ impl Strategy {
                 }
                 return Ok(());
             }
-            _ => return Err(format!("{kind:?}: expected threshold, selection, placement or rules")),
+            _ => return Err(format!("{kind:?}: expected threshold, selection, placement, migration_mode or rules")),
         };
         // Integers are widened where the module declares a float (checked when loaded).
         choice.params.insert(name.to_string(), parsed);

@@ -561,6 +561,7 @@ impl SimCluster {
             ram_mb: self.vm_ram.iter().map(|&m| m as f32).collect(),
             cpu_history: vec![f32::NAN; n * self.window],
             migrating: vec![false; n],
+            dirty_mbps: Vec::new(),
         };
         let min_bw = self.host_mig_mbps.iter().copied().fold(f64::INFINITY, f64::min);
         self.snapshot = Snapshot {

@@ -41,11 +41,23 @@ pub fn cluster(hosts: &[HostState], vms: &[(u32, f32, f32)]) -> Snapshot {
 }
 
 pub fn mig(vm: u32, from: u32, to: u32, reason: MigrationReason) -> Migration {
-    Migration { vm, from, to, reason }
+    Migration { vm, from, to, reason, mode: None }
 }
 
 /// Host 0 at 0.9 (VMs a 0.5/1000 MB, b 0.4/500 MB), host 1 at 0.3, host 2 at 0.15.
 pub fn three_hosts() -> Snapshot {
     use HostState::Active;
     cluster(&[Active, Active, Active], &[(0, 0.5, 1000.0), (0, 0.4, 500.0), (1, 0.3, 1000.0), (2, 0.15, 1000.0)])
+}
+
+/// The plan's migrations without their modes (which every one must have: the strategy's
+/// migration-mode policy names one per move), for comparing with [`mig`].
+pub fn moves(plan: &amvm_host::scheduler::Plan) -> Vec<Migration> {
+    plan.migrations
+        .iter()
+        .map(|m| {
+            assert!(m.mode.is_some(), "a planned migration without a mode: {m:?}");
+            Migration { mode: None, ..m.clone() }
+        })
+        .collect()
 }

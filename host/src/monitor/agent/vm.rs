@@ -7,6 +7,12 @@
 //!
 //! Drivers that return few statistics (the `test:///` driver returns only `state.*`) are filled
 //! in from `virDomainGetInfo` (vCPUs, memory, CPU time).
+//!
+//! **Dirty rate**: after each round the probe asks QEMU to sample the guest's dirty rate for
+//! one second (`virDomainStartDirtyRateCalc`, page sampling; it needs a read-write connection);
+//! the next round reads it from the `dirtyrate.*` statistics. The migration-mode policy uses
+//! it. Where it cannot be started (read-only access, a driver without it) the metric is simply
+//! absent, said once in the log.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -69,6 +75,21 @@ impl Drop for Conn {
     }
 }
 
+/// `VIR_DOMAIN_STATS_DIRTYRATE` (libvirt 7.2; not in virt-sys 0.3.1). A driver that does not
+/// know a group leaves it out (the call does not pass `..._ENFORCE_STATS`).
+const VIR_DOMAIN_STATS_DIRTYRATE: u32 = 1 << 9;
+/// `dirtyrate.calc_status` once a measurement is complete (`VIR_DOMAIN_DIRTYRATE_MEASURED`).
+const DIRTYRATE_MEASURED: f64 = 2.0;
+/// `dirtyrate.calc_status` while QEMU measures (`VIR_DOMAIN_DIRTYRATE_MEASURING`).
+const DIRTYRATE_MEASURING: f64 = 1.0;
+
+#[link(name = "virt")]
+extern "C" {
+    // libvirt 7.2: int virDomainStartDirtyRateCalc(virDomainPtr, int seconds, unsigned int flags).
+    fn virDomainStartDirtyRateCalc(domain: sys::virDomainPtr, seconds: libc::c_int, flags: libc::c_uint)
+        -> libc::c_int;
+}
+
 /// Reads all active domains' statistics; the list is freed before returning.
 fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainStats>, VmError> {
     let stats = sys::VIR_DOMAIN_STATS_STATE
@@ -76,7 +97,8 @@ fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainStats>, VmError> {
         | sys::VIR_DOMAIN_STATS_BALLOON
         | sys::VIR_DOMAIN_STATS_VCPU
         | sys::VIR_DOMAIN_STATS_INTERFACE
-        | sys::VIR_DOMAIN_STATS_BLOCK;
+        | sys::VIR_DOMAIN_STATS_BLOCK
+        | VIR_DOMAIN_STATS_DIRTYRATE;
     let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
     // SAFETY: `conn` holds an open connection pointer; `list` is a valid out-pointer that libvirt
     // fills with a NULL-terminated array it allocates.
@@ -195,8 +217,17 @@ pub fn vm_samples(
         (Metric::VpktsOut, d.sum("net", "tx.pkts")),
         (Metric::VbytesIn, d.sum("net", "rx.bytes")),
         (Metric::VbytesOut, d.sum("net", "tx.bytes")),
+        (Metric::VmemDirtyRate, dirty_rate_bps(d)),
     ];
     (samples, cpu_ns.map(|ns| (ns, now)))
+}
+
+/// The last completed dirty-rate measurement (bytes/s), if any.
+fn dirty_rate_bps(d: &DomainStats) -> Option<f64> {
+    (d.num("dirtyrate.calc_status") == Some(DIRTYRATE_MEASURED))
+        .then(|| d.num("dirtyrate.megabytes_per_second"))
+        .flatten()
+        .map(|mbps| mbps * 1_048_576.0)
 }
 
 /// Collects VM metrics from one libvirt URI, reconnecting when the daemon goes away.
@@ -204,6 +235,10 @@ pub struct VmProbe {
     uri: String,
     conn: Option<Conn>,
     prev: HashMap<[u8; 16], (f64, Instant)>,
+    /// Read-write connection for starting dirty-rate measurements; `None` after it failed
+    /// (then not retried: the metric stays absent).
+    rw: Option<Conn>,
+    dirty_rate_off: bool,
 }
 
 impl std::fmt::Debug for VmProbe {
@@ -215,7 +250,7 @@ impl std::fmt::Debug for VmProbe {
 impl VmProbe {
     /// A probe for `uri` (e.g. `qemu:///system`, `test:///default`); connects lazily.
     pub fn new(uri: &str) -> Self {
-        Self { uri: uri.to_string(), conn: None, prev: HashMap::new() }
+        Self { uri: uri.to_string(), conn: None, prev: HashMap::new(), rw: None, dirty_rate_off: false }
     }
 
     /// One collection round. On failure the connection is dropped and retried next round.
@@ -243,7 +278,41 @@ impl VmProbe {
             out.push(VmReport { uuid: d.uuid, name: d.name.chars().take(255).collect(), samples });
         }
         self.prev = next;
+        self.start_dirty_rate(&domains);
         Ok(out)
+    }
+
+    /// Starts a one-second dirty-rate measurement in every domain not measuring already.
+    fn start_dirty_rate(&mut self, domains: &[DomainStats]) {
+        if self.dirty_rate_off || self.uri.starts_with("test:") {
+            return;
+        }
+        if self.rw.is_none() {
+            match Connect::open(Some(&self.uri)) {
+                Ok(c) => self.rw = Some(Conn(c)),
+                Err(e) => {
+                    tracing::info!(uri = %self.uri, error = %e, "no read-write libvirt connection: VM dirty rates are not measured");
+                    self.dirty_rate_off = true;
+                    return;
+                }
+            }
+        }
+        let Some(rw) = &self.rw else { return };
+        for d in domains.iter().filter(|d| d.num("dirtyrate.calc_status") != Some(DIRTYRATE_MEASURING)) {
+            let uuid = crate::monitor::proto::uuid_string(&d.uuid);
+            let Ok(dom) = virt::domain::Domain::lookup_by_uuid_string(&rw.0, &uuid) else { continue };
+            // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
+            let rc = unsafe { virDomainStartDirtyRateCalc(dom.as_ptr(), 1, 0) };
+            if rc < 0 && !self.dirty_rate_off {
+                let e = virt::error::Error::last_error();
+                // A domain that just left or is migrating refuses; a driver without the call
+                // refuses every time: only the latter turns the measurement off.
+                if e.code() == virt::error::ErrorNumber::NoSupport {
+                    tracing::info!(uri = %self.uri, error = %e, "libvirt cannot measure dirty rates here: VM dirty rates are not measured");
+                    self.dirty_rate_off = true;
+                }
+            }
+        }
     }
 }
 

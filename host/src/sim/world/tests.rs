@@ -52,7 +52,7 @@ fn scripted(plans: Vec<Plan>) -> Decider<'static> {
 
 fn migrate(vm: u32, from: u32, to: u32) -> Plan {
     Plan {
-        migrations: vec![Migration { vm, from, to, reason: MigrationReason::Underload }],
+        migrations: vec![Migration { vm, from, to, reason: MigrationReason::Underload, mode: None }],
         sleep: vec![from],
         wake: vec![],
     }
@@ -133,9 +133,9 @@ fn impossible_migrations_are_refused_not_executed() {
     s.migration.check_memory = true;
     let bad = Plan {
         migrations: vec![
-            Migration { vm: 1, from: 1, to: 0, reason: MigrationReason::Overload },
-            Migration { vm: 7, from: 0, to: 1, reason: MigrationReason::Overload },
-            Migration { vm: 0, from: 1, to: 0, reason: MigrationReason::Overload },
+            Migration { vm: 1, from: 1, to: 0, reason: MigrationReason::Overload, mode: None },
+            Migration { vm: 7, from: 0, to: 1, reason: MigrationReason::Overload, mode: None },
+            Migration { vm: 0, from: 1, to: 0, reason: MigrationReason::Overload, mode: None },
         ],
         ..Plan::default()
     };
