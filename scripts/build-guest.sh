@@ -62,7 +62,7 @@ cp "$WORKLOAD" "$root/bin/amvm-workload"
 # virtio-blk for hot-plugged volumes (issue #11): Debian builds virtio as modules; loaded by init
 # in dependency order (the package ships no modules.dep).
 mkdir -p "$root/lib/modules"
-VIRTIO_MODS="virtio/virtio.ko virtio/virtio_ring.ko virtio/virtio_pci_modern_dev.ko virtio/virtio_pci_legacy_dev.ko virtio/virtio_pci.ko block/virtio_blk.ko"
+VIRTIO_MODS="virtio/virtio_ring.ko virtio/virtio.ko virtio/virtio_pci_modern_dev.ko virtio/virtio_pci_legacy_dev.ko virtio/virtio_pci.ko block/virtio_blk.ko"
 for m in $VIRTIO_MODS; do
   f=$(ls "$work"/kernel/lib/modules/*/kernel/drivers/"$m"* 2>/dev/null | head -1)
   [ -n "$f" ] || { echo "build-guest: kernel module $m not found in $kdeb" >&2; exit 1; }
@@ -79,7 +79,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs tmp /tmp
-for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
   insmod /lib/modules/$m.ko 2>/dev/null
 done
 set --

@@ -12,7 +12,7 @@
 //! hot 20           memory mode: 80 % of writes go to the first 20 % of the working set
 //!                  (0: one sequential sweep over all of it)
 //! mode memory      idle | cpu | memory | io
-//! volume /dev/vdb 50   start the volume writer on a block device, 50 synced 4 KiB writes/s
+//! volume /dev/vda 50   start the volume writer on a block device, 50 synced 4 KiB writes/s
 //!                      (amvm_guest::volume); an `amvm-volume` line follows each heartbeat
 //! verify           stop the writer and check every block it wrote (`amvm-verify ok=…`)
 //! quit

@@ -180,7 +180,7 @@ fn a_guest_writes_to_its_volume_while_it_migrates_and_every_fault_rolls_back() {
     let vm = "vm1";
     let vol = "vol1";
 
-    // Attach: QEMU's initiator on node1 logs in; the guest sees /dev/vdb and writes.
+    // Attach: QEMU's initiator on node1 logs in; the guest sees the disk and writes.
     array.create(vol, 64 << 20, None).unwrap();
     let a = volume::attach_volume(&store, &array, &host, vol, vm, "vdb").unwrap();
     assert_eq!(a.node, "node1");
@@ -190,14 +190,16 @@ fn a_guest_writes_to_its_volume_while_it_migrates_and_every_fault_rolls_back() {
     let n1 = state.node("node1").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        lab::console_command(n1, vm, "volume /dev/vdb 40").unwrap();
+        // The guest kernel names disks in the order it finds them: the lab guest has no other
+        // disk, so libvirt's vdb is the guest's /dev/vda.
+        lab::console_command(n1, vm, "volume /dev/vda 40").unwrap();
         std::thread::sleep(Duration::from_millis(700));
         let text = console(&state, vm);
         if text.contains("amvm-volume-started") {
             break;
         }
         // The hot-plugged disk may take a moment to appear in the guest.
-        assert!(Instant::now() < deadline, "the guest never opened /dev/vdb:\n{text}");
+        assert!(Instant::now() < deadline, "the guest never opened /dev/vda:\n{text}");
     }
     let started = wait_line(&state, vm, "amvm-volume-started", 0, Duration::from_secs(5));
     let run: u64 = field(&started, "run").parse().unwrap();
