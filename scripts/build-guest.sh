@@ -59,6 +59,19 @@ root=$work/root
 mkdir -p "$root"/{bin,dev,proc,sys,tmp}
 cp "$BUSYBOX" "$root/bin/busybox"
 cp "$WORKLOAD" "$root/bin/amvm-workload"
+# virtio-blk for hot-plugged volumes (issue #11): Debian builds virtio as modules; loaded by init
+# in dependency order (the package ships no modules.dep).
+mkdir -p "$root/lib/modules"
+VIRTIO_MODS="virtio/virtio_ring.ko virtio/virtio.ko virtio/virtio_pci_modern_dev.ko virtio/virtio_pci_legacy_dev.ko virtio/virtio_pci.ko block/virtio_blk.ko"
+for m in $VIRTIO_MODS; do
+  f=$(ls "$work"/kernel/lib/modules/*/kernel/drivers/"$m"* 2>/dev/null | head -1)
+  [ -n "$f" ] || { echo "build-guest: kernel module $m not found in $kdeb" >&2; exit 1; }
+  case "$f" in
+    *.ko.xz) xz -dc "$f" > "$root/lib/modules/$(basename "$m")" ;;
+    *.ko.zst) zstd -dcq "$f" > "$root/lib/modules/$(basename "$m")" ;;
+    *) cp "$f" "$root/lib/modules/$(basename "$m")" ;;
+  esac
+done
 cat > "$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -66,6 +79,9 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs tmp /tmp
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  insmod /lib/modules/$m.ko 2>/dev/null
+done
 set --
 for w in $(cat /proc/cmdline); do
   case "$w" in

@@ -11,13 +11,14 @@ SUDO=""
 if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
 
 # Debian packages: librrd (RRD store) + rrdtool (tests read our files with the stock tool),
-# libclang (bindgen for the rrd crate), libvirt (VM metrics; daemon for tests), pkg-config.
+# libclang (bindgen for the rrd crate), libvirt (VM metrics; daemon for tests), pkg-config;
+# tgt (the volume tests' disk array).
 # QEMU comes from bookworm-backports (below).
 TESTS=0
 [[ "${1:-}" == "--tests" ]] && TESTS=1
 PKGS=(build-essential pkg-config libclang-dev librrd-dev libvirt-dev)
 if ((TESTS)); then
-  PKGS+=(rrdtool libvirt-daemon-system chromium chromium-driver)
+  PKGS+=(rrdtool libvirt-daemon-system chromium chromium-driver tgt)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -47,6 +48,12 @@ if ((TESTS)); then
     echo "install-deps: installing qemu-system-x86 and qemu-utils from bookworm-backports" >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null
+  fi
+  # QEMU's own iSCSI initiator (volumes, issue #11): block-iscsi.so, matching the backports QEMU.
+  if [[ ! -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ]]; then
+    echo "install-deps: installing qemu-block-extra from bookworm-backports" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-block-extra >/dev/null
   fi
 fi
 

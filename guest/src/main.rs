@@ -12,6 +12,9 @@
 //! hot 20           memory mode: 80 % of writes go to the first 20 % of the working set
 //!                  (0: one sequential sweep over all of it)
 //! mode memory      idle | cpu | memory | io
+//! volume /dev/vda 50   start the volume writer on a block device, 50 synced 4 KiB writes/s
+//!                      (amvm_guest::volume); an `amvm-volume` line follows each heartbeat
+//! verify           stop the writer and check every block it wrote (`amvm-verify ok=…`)
 //! quit
 //! ```
 //!
@@ -21,7 +24,9 @@
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use amvm_guest::volume;
 use std::time::{Duration, Instant};
 
 const PAGE: usize = 4096;
@@ -143,6 +148,77 @@ fn command(c: &Control, line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The volume writer while it runs (issue #11).
+struct VolumeRun {
+    dev: String,
+    run: u64,
+    blocks: u64,
+    acked: Arc<AtomicU64>,
+    write_errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Volume commands: `volume DEV [WRITES_PER_S]`, `verify`; `None`: not a volume command.
+fn volume_command(state: &Mutex<Option<VolumeRun>>, line: &str) -> Option<Result<String, String>> {
+    let mut words = line.split_whitespace();
+    let verb = words.next()?;
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    match verb {
+        "volume" => Some((|| {
+            if st.is_some() {
+                return Err("the volume writer already runs (verify stops it)".to_string());
+            }
+            let dev = words.next().ok_or("volume needs a device, e.g. volume /dev/vdb 50")?.to_string();
+            let rate: u64 = match words.next() {
+                Some(r) => r.parse().map_err(|_| format!("volume: {r:?} is not a number of writes per second"))?,
+                None => 50,
+            };
+            let run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 | 1);
+            let mut w = volume::Writer::open(std::path::Path::new(&dev), run, 4096)
+                .map_err(|e| format!("volume: cannot open {dev}: {e}"))?;
+            let (acked, write_errors, stop) =
+                (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+            let blocks = w.blocks;
+            let thread = {
+                let (acked, write_errors, stop) = (acked.clone(), write_errors.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let period = Duration::from_secs_f64(1.0 / rate.clamp(1, 10_000) as f64);
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        match w.step() {
+                            Ok(()) => acked.store(w.acked, Ordering::Release),
+                            Err(_) => {
+                                // Not acknowledged: the same seq is written again.
+                                write_errors.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                        }
+                        if let Some(rest) = period.checked_sub(t.elapsed()) {
+                            std::thread::sleep(rest);
+                        }
+                    }
+                })
+            };
+            let msg = format!("amvm-volume-started dev={dev} run={run} blocks={blocks}");
+            *st = Some(VolumeRun { dev, run, blocks, acked, write_errors, stop, thread });
+            Ok(msg)
+        })()),
+        "verify" => Some((|| {
+            let r = st.take().ok_or("verify: no volume writer ran (start one with `volume DEV`)")?;
+            r.stop.store(true, Ordering::Relaxed);
+            let _ = r.thread.join();
+            let acked = r.acked.load(Ordering::Acquire);
+            let v = volume::verify(std::path::Path::new(&r.dev), r.run, r.blocks, acked)
+                .map_err(|e| format!("verify: cannot read {}: {e}", r.dev))?;
+            Ok(format!("{} write_errors={}", v.line(acked), r.write_errors.load(Ordering::Relaxed)))
+        })()),
+        _ => None,
+    }
+}
+
 /// Spins for `d` (CPU-bound work that the compiler cannot drop).
 fn spin(d: Duration) {
     let end = Instant::now() + d;
@@ -261,12 +337,22 @@ fn main() {
         let (mem_mb, io_path) = (args.mem_mb, args.io_path.clone());
         std::thread::spawn(move || work(&c, mem_mb, &io_path))
     };
+    let vol: Arc<Mutex<Option<VolumeRun>>> = Arc::new(Mutex::new(None));
     {
         // Commands from the console; end of input leaves the workload running.
         let c = c.clone();
+        let vol = vol.clone();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
+                if let Some(r) = volume_command(&vol, &line) {
+                    match r {
+                        Ok(msg) => println!("{msg}"),
+                        Err(e) => println!("amvm-error {e}"),
+                    }
+                    let _ = std::io::stdout().flush();
+                    continue;
+                }
                 match command(&c, &line) {
                     Ok(()) => println!("amvm-ok {}", line.trim()),
                     Err(e) => println!("amvm-error {e}"),
@@ -287,6 +373,15 @@ fn main() {
             c.dirtied_bytes.load(Ordering::Relaxed) >> 20,
             started.elapsed().as_millis()
         );
+        if let Some(r) = vol.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            println!(
+                "amvm-volume dev={} run={} acked={} write_errors={}",
+                r.dev,
+                r.run,
+                r.acked.load(Ordering::Acquire),
+                r.write_errors.load(Ordering::Relaxed)
+            );
+        }
         let _ = std::io::stdout().flush();
         std::thread::sleep(period);
     }
@@ -328,6 +423,24 @@ mod tests {
         command(&c, "").unwrap();
         command(&c, "quit").unwrap();
         assert!(c.stop.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_volume_writer_runs_and_verifies() {
+        let path = std::env::temp_dir().join(format!("amvm-vol-main-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 64 * volume::BLOCK]).unwrap();
+        let st = Mutex::new(None);
+        assert!(volume_command(&st, "load 5").is_none());
+        assert!(volume_command(&st, "verify").unwrap().unwrap_err().contains("no volume writer"));
+        assert!(volume_command(&st, "volume /nonexistent/dev").unwrap().unwrap_err().contains("cannot open"));
+        let started = volume_command(&st, &format!("volume {} 500", path.display())).unwrap().unwrap();
+        assert!(started.contains("blocks=64"), "{started}");
+        assert!(volume_command(&st, &format!("volume {}", path.display())).unwrap().is_err(), "twice");
+        std::thread::sleep(Duration::from_millis(300));
+        let v = volume_command(&st, "verify").unwrap().unwrap();
+        assert!(v.starts_with("amvm-verify ok=true"), "{v}");
+        assert!(!v.contains("acked=0 "), "{v}");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod monitor;
 pub mod policy;
 pub mod scheduler;
 pub mod sim;
+pub mod volume;

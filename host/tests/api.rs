@@ -558,3 +558,57 @@ async fn migration_progress_reports_phases_dirty_rate_and_bandwidth() {
     assert!(a.downtime_ms.is_some_and(|d| d > 0.0 && d < 1000.0), "{a:?}");
     assert!(a.page_faults.is_some(), "{a:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_and_their_moves_are_listed_per_vm() {
+    use amvm_host::controller::store::{VolumeAttachment, VolumeMove};
+    let e = env(Automation::Manual, 1000);
+    let store = &e.shared.store;
+    let att = |vol: &str, vm: &str| VolumeAttachment {
+        volume: vol.into(),
+        vm: vm.into(),
+        node: "node1".into(),
+        initiator: "10.0.0.11".into(),
+        portal: "10.0.0.1:3260".into(),
+        iqn: format!("iqn.2026-12.org.amvm:{vol}"),
+        lun: 1,
+        target_dev: "vdb".into(),
+        updated_at: 0,
+    };
+    store.put_attachment(&att("v1", "vm1")).unwrap();
+    store.put_attachment(&att("v2", "vm2")).unwrap();
+    let id = store
+        .begin_volume_move(&VolumeMove {
+            id: 0,
+            volume: "v1".into(),
+            vm: "vm1".into(),
+            from_node: "node1".into(),
+            from_initiator: "10.0.0.11".into(),
+            to_node: "node2".into(),
+            to_initiator: "10.0.0.12".into(),
+            mode: Some("post".into()),
+            step: String::new(),
+            state: String::new(),
+            error: None,
+            started_at: 0,
+            ended_at: None,
+        })
+        .unwrap();
+    store.end_volume_move(id, "FAILED", Some("injected"), None).unwrap();
+
+    let (s, v) = call(&e.app, "GET", "/api/v1/volumes", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let (_, v) = call(&e.app, "GET", "/api/v1/volumes?vm=vm1", Some(READ), None).await;
+    assert_eq!(v[0]["volume"], "v1");
+    assert_eq!(v[0]["iqn"], "iqn.2026-12.org.amvm:v1");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (_, v) = call(&e.app, "GET", "/api/v1/volumes/moves?vm=vm1&limit=5", Some(READ), None).await;
+    assert_eq!((v[0]["state"].as_str(), v[0]["error"].as_str()), (Some("FAILED"), Some("injected")));
+    let (_, v) = call(&e.app, "GET", "/api/v1/volumes/moves?vm=vm2", Some(READ), None).await;
+    assert!(v.as_array().unwrap().is_empty());
+    let (s, _) = call(&e.app, "GET", "/api/v1/volumes?bogus=1", Some(READ), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(&e.app, "GET", "/api/v1/volumes", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

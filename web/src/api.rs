@@ -287,6 +287,38 @@ pub struct VmDetail {
     pub migrations: Vec<Action>,
 }
 
+/// `GET /volumes`: an attached volume (docs/volumes.md).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct VolumeAttachment {
+    pub volume: String,
+    pub vm: String,
+    pub node: String,
+    pub initiator: String,
+    pub portal: String,
+    pub iqn: String,
+    pub lun: u32,
+    pub target_dev: String,
+    pub updated_at: i64,
+}
+
+/// `GET /volumes/moves`: one move of a volume with its VM.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct VolumeMove {
+    pub id: i64,
+    pub volume: String,
+    pub vm: String,
+    pub from_node: String,
+    pub to_node: String,
+    pub mode: Option<String>,
+    pub step: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Series {

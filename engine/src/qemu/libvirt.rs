@@ -379,3 +379,40 @@ pub fn abort_migration(uri: &str, name: &str) -> Result<(), MigrateError> {
     // SAFETY: `dom` holds a valid domain pointer for the duration of the call.
     checked(unsafe { sys::virDomainAbortJob(dom.as_ptr()) }).map_err(|e| MigrateError::Config(format!("abort: {e}")))
 }
+
+/// Hot-plugs a device (`<disk>` XML) into the running domain `name` at `uri`, and into its
+/// persistent definition when it has one (so a later migration's definition carries it).
+pub fn attach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let dom =
+        Domain::lookup_by_name(&conn, name).map_err(|e| format!("no domain {name:?} at {uri}: {}", e.message()))?;
+    let mut flags = sys::VIR_DOMAIN_AFFECT_LIVE;
+    if dom.is_persistent().unwrap_or(false) {
+        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    dom.attach_device_flags(xml, flags).map(drop).map_err(|e| format!("attach to {name}: {}", e.message()))
+}
+
+/// Unplugs a device (same XML as attached) from domain `name`, live and from its definition.
+pub fn detach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let dom =
+        Domain::lookup_by_name(&conn, name).map_err(|e| format!("no domain {name:?} at {uri}: {}", e.message()))?;
+    let mut flags = sys::VIR_DOMAIN_AFFECT_LIVE;
+    if dom.is_persistent().unwrap_or(false) {
+        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    dom.detach_device_flags(xml, flags).map(drop).map_err(|e| format!("detach from {name}: {}", e.message()))
+}
+
+/// The guest disks (`<target dev=…>`) of domain `name` in its live XML.
+pub fn disk_targets(uri: &str, name: &str) -> Result<Vec<String>, String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let dom =
+        Domain::lookup_by_name(&conn, name).map_err(|e| format!("no domain {name:?} at {uri}: {}", e.message()))?;
+    let xml = dom.get_xml_desc(0).map_err(|e| e.message().to_string())?;
+    Ok(xml.split("<target dev='").skip(1).filter_map(|r| r.split('\'').next()).map(str::to_string).collect())
+}

@@ -9,7 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::charts::Sparklines;
 use super::routes::*;
-use crate::controller::store::{ActionRow, AuditRow, ExperimentRow, ModuleRow, PlanRow, StrategyRow};
+use crate::controller::store::{
+    ActionRow, AuditRow, ExperimentRow, ModuleRow, PlanRow, StrategyRow, VolumeAttachment, VolumeMove,
+};
 use crate::controller::world::{HostView, SeriesData, VmView};
 use crate::controller::Guards;
 use crate::scheduler::OperatorRules;
@@ -51,6 +53,10 @@ const GRAPH: &[(&str, &str, &str)] = &[
 fn png(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({ "type": "string", "contentMediaType": "image/png" })
 }
+const VOLUME_VM: &[(&str, &str, &str)] = &[("vm", "string", "only this VM (by name)")];
+const VOLUMES: &[(&str, &str, &str)] =
+    &[("vm", "string", "only this VM (by name)"), ("limit", "integer", "at most this many")];
+
 const LIST: &[(&str, &str, &str)] = &[
     ("state", "string", "only this state"),
     ("vm", "integer", "only this VM"),
@@ -294,6 +300,26 @@ pub fn routes() -> Vec<RouteDoc> {
         },
         r("post", "/api/v1/experiments/{id}/stop", "Stop a live experiment", "admin", (200, Some(s::<ExperimentRow>))),
         r("get", "/api/v1/traces", "Traces offline experiments can use", "read", (200, Some(s::<Vec<String>>))),
+        RouteDoc {
+            query: VOLUME_VM,
+            ..r(
+                "get",
+                "/api/v1/volumes",
+                "Attached volumes and the connection each node uses",
+                "read",
+                (200, Some(s::<Vec<VolumeAttachment>>)),
+            )
+        },
+        RouteDoc {
+            query: VOLUMES,
+            ..r(
+                "get",
+                "/api/v1/volumes/moves",
+                "Volume moves with their VM (intent journal and history), newest first",
+                "read",
+                (200, Some(s::<Vec<VolumeMove>>)),
+            )
+        },
         RouteDoc {
             query: &[("limit", "integer", "at most this many")],
             ..r("get", "/api/v1/audit", "Who changed what", "read", (200, Some(s::<Vec<AuditRow>>)))

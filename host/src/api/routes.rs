@@ -807,6 +807,36 @@ async fn traces(State(st): State<AppState>) -> Json<Vec<String>> {
     Json(t)
 }
 
+/// Query of `GET /volumes` and `GET /volumes/moves`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeQuery {
+    /// Only this VM (by name).
+    pub vm: Option<String>,
+    /// At most this many moves, newest first (default 100, at most 10,000).
+    pub limit: Option<i64>,
+    /// The token for clients that cannot send headers (EventSource); read by the auth layer.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub access_token: Option<String>,
+}
+
+/// `GET /volumes`: attached volumes with the connection their node uses (docs/volumes.md).
+async fn volumes(
+    State(st): State<AppState>,
+    Query(q): Query<VolumeQuery>,
+) -> ApiResult<Json<Vec<crate::controller::store::VolumeAttachment>>> {
+    Ok(Json(st.shared.store.attachments(q.vm.as_deref())?))
+}
+
+/// `GET /volumes/moves`: volume moves with their VM (the migration history), newest first.
+async fn volume_moves(
+    State(st): State<AppState>,
+    Query(q): Query<VolumeQuery>,
+) -> ApiResult<Json<Vec<crate::controller::store::VolumeMove>>> {
+    Ok(Json(st.shared.store.volume_moves(q.vm.as_deref(), q.limit.unwrap_or(100).clamp(1, 10_000))?))
+}
+
 async fn audit(State(st): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<AuditRow>>> {
     Ok(Json(st.shared.store.audit_log(q.limit())?))
 }
@@ -905,6 +935,8 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .route("/experiments/{id}/report", get(experiment_report))
         .route("/experiments/{id}/stop", post(stop_experiment))
         .route("/traces", get(traces))
+        .route("/volumes", get(volumes))
+        .route("/volumes/moves", get(volume_moves))
         .route("/audit", get(audit))
         .route("/events", get(events))
         .route("/openapi.json", get(openapi))

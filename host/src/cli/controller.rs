@@ -94,6 +94,18 @@ pub struct ControllerFile {
     /// PlanetLab day directories offline experiments may use.
     pub traces: Option<PathBuf>,
     pub world: WorldFile,
+    /// Volumes (docs/volumes.md): at start, volume moves left open are resolved.
+    pub volumes: Option<VolumesFile>,
+}
+
+/// `[volumes]` of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumesFile {
+    /// The volume driver's configuration (`/etc/amvm/volumes.toml`).
+    pub config: PathBuf,
+    /// The lab whose guests the volumes are attached to.
+    pub lab: PathBuf,
 }
 
 /// `[world]` of the configuration.
@@ -323,6 +335,12 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
         a.config.display()
     );
     let data = rel(&f.data);
+    if let Some(v) = &f.volumes {
+        // A controller killed during a volume move left its intent record: finish it first.
+        for r in crate::volume::resolve_at_start(&data.join("state.db"), &rel(&v.config), &rel(&v.lab))? {
+            println!("volume move {} resolved: {} on {} ({})", r.id, r.volume, r.node, r.note);
+        }
+    }
     let data2 = data.clone();
     let mut cfg = ControllerConfig::new(data.clone());
     cfg.default_strategy = load_strategy_arg(&f.strategy)?;

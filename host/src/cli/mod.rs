@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod monitor;
 pub mod policy;
 pub mod sim;
+pub mod volume;
 
 /// AMVM: autonomous VM consolidation.
 #[derive(Debug, Parser)]
@@ -62,6 +63,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Several libvirt nodes on this machine with lab guests: up, status, load, migrate, down.
     Lab(lab::LabArgs),
+    /// Volumes on the disk array (tgtd): create, list, attach to a lab guest, migrate with it.
+    Volume(volume::VolumeArgs),
     /// One half of a memory migration (`source` / `dest`), usable across two machines.
     Engine {
         #[command(subcommand)]
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Ab(args) => sim::run_ab_cmd(args),
         Command::Migrate(args) => migrate::run_migrate(&args),
         Command::Lab(a) => lab::run(a),
+        Command::Volume(a) => volume::run(a),
         Command::Engine { cmd } => migrate::run_engine(cmd),
     };
     match result {

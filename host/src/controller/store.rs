@@ -57,7 +57,24 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
         target TEXT NOT NULL, detail TEXT NOT NULL);
     "#,
+    // 2: volumes (issue #11): each attached volume's connection, and the volume moves (the
+    // intent journal of `migrate_volume` and the migration history).
+    r#"
+    CREATE TABLE volume_attachments (
+        volume TEXT PRIMARY KEY, vm TEXT NOT NULL, node TEXT NOT NULL, initiator TEXT NOT NULL,
+        portal TEXT NOT NULL, iqn TEXT NOT NULL, lun INTEGER NOT NULL, target_dev TEXT NOT NULL,
+        updated_at INTEGER NOT NULL);
+    CREATE TABLE volume_moves (
+        id INTEGER PRIMARY KEY, volume TEXT NOT NULL, vm TEXT NOT NULL,
+        from_node TEXT NOT NULL, from_initiator TEXT NOT NULL, to_node TEXT NOT NULL,
+        to_initiator TEXT NOT NULL, mode TEXT, step TEXT NOT NULL, state TEXT NOT NULL, error TEXT,
+        started_at INTEGER NOT NULL, ended_at INTEGER);
+    CREATE INDEX volume_moves_state ON volume_moves (state);
+    "#,
 ];
+
+mod volumes;
+pub use volumes::{VolumeAttachment, VolumeMove};
 
 /// A database error, with what was being done.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api;
-use crate::api::{HostDetail, Series, VmDetail};
+use crate::api::{HostDetail, Series, VmDetail, VolumeAttachment, VolumeMove};
 use crate::app::use_set_query;
 use crate::chart::{use_range, use_range_key, ChartView, Line, LiveSeries, SeriesChart, TimeControl, COLORS};
 use crate::fmt;
@@ -359,6 +359,7 @@ fn VmView(id: u32) -> impl IntoView {
                     .into_any()
             }}
         </section>
+        {move || detail.data.with(|d| d.as_ref().map(|d| d.vm.name.clone())).map(|name| view! { <Volumes name/> })}
         <section class="card">
             <h2>"Migration history"</h2>
             {move || match detail.data.get() {
@@ -366,6 +367,65 @@ fn VmView(id: u32) -> impl IntoView {
                 Some(d) if d.migrations.is_empty() => view! { <Empty title="Never migrated" hint="This VM has stayed where it was first placed."/> }.into_any(),
                 Some(d) => view! { <crate::pages::migrations::History rows=d.migrations/> }.into_any(),
             }}
+        </section>
+    }
+}
+
+/// A VM's volumes (by its name): where each is mapped, and the volume moves.
+#[component]
+fn Volumes(name: String) -> impl IntoView {
+    let store = use_store();
+    let vols = Loader::<Vec<VolumeAttachment>>::new();
+    let moves = Loader::<Vec<VolumeMove>>::new();
+    let q = api::enc(&name);
+    Effect::new(move |_| {
+        let _ = store.ticks.migration_end.get();
+        vols.load(format!("/volumes?vm={q}"));
+        moves.load(format!("/volumes/moves?vm={q}&limit=20"));
+    });
+    view! {
+        <section class="card">
+            <h2>"Volumes"</h2>
+            {move || vols.error.get().map(|e| view! { <p class="error">{e.to_string()}</p> })}
+            {move || match vols.data.get() {
+                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(v) if v.is_empty() => view! { <Empty title="No volumes" hint="Attach one with `amvm volume attach NAME --vm VM`."/> }.into_any(),
+                Some(v) => view! {
+                    <table class="volumes">
+                        <thead><tr><th>"Volume"</th><th>"Disk"</th><th>"Mapped to"</th><th>"Portal"</th><th>"Target"</th></tr></thead>
+                        <tbody>
+                            {v.into_iter().map(|a| view! {
+                                <tr>
+                                    <td>{a.volume}</td>
+                                    <td>{format!("/dev/{}", a.target_dev)}</td>
+                                    <td>{format!("{} ({})", a.node, a.initiator)}</td>
+                                    <td>{a.portal}</td>
+                                    <td class="mono">{format!("{} LUN {}", a.iqn, a.lun)}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any(),
+            }}
+            {move || moves.data.get().filter(|m| !m.is_empty()).map(|m| view! {
+                <h3>"Volume moves"</h3>
+                <table class="volume-moves">
+                    <thead><tr><th>"#"</th><th>"Volume"</th><th>"From → to"</th><th>"Mode"</th><th>"State"</th><th>"Step"</th><th>"Note"</th></tr></thead>
+                    <tbody>
+                        {m.into_iter().map(|m| view! {
+                            <tr>
+                                <td>{m.id}</td>
+                                <td>{m.volume}</td>
+                                <td>{format!("{} → {}", m.from_node, m.to_node)}</td>
+                                <td>{m.mode.unwrap_or_default()}</td>
+                                <td>{badge(&m.state)}</td>
+                                <td>{m.step}</td>
+                                <td>{m.error.unwrap_or_default()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            })}
         </section>
     }
 }

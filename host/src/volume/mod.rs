@@ -1,0 +1,403 @@
+//! Volumes of running guests (issue #11, paper 3.1): attaching a disk-array volume to a guest
+//! through QEMU's own iSCSI initiator, detaching it, and [`migrate_volume`], the live migration
+//! of a guest together with its volume's mapping (paper Figure 3), with every step journaled in
+//! the controller's database so that a failure — or a controller killed between two steps —
+//! ends with the volume mapped to exactly the node the guest runs on ([`resolve_open_moves`]).
+//!
+//! Our order differs from the paper's (docs/volumes.md): the destination is mapped *before*
+//! the migration and the source unmapped *after* it, so the volume is readable throughout and
+//! the source's last writes are on the array before the destination resumes.
+
+pub mod lab_host;
+
+use std::time::Duration;
+
+use amvm_engine::memory::Mode;
+use amvm_engine::qemu::libvirt;
+use amvm_engine::volume::{disk_xml, DiskArray, Initiator};
+use anyhow::{anyhow, Context};
+
+use crate::controller::store::{state, Store, VolumeAttachment, VolumeMove};
+
+/// A node as the volume workflow sees it: its name, libvirt URI and iSCSI initiator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    pub name: String,
+    pub uri: String,
+    pub initiator: Initiator,
+}
+
+/// Where guests run and how they move (the lab's libvirt daemons in production and tests).
+pub trait GuestHost {
+    /// The node `vm` runs on now.
+    fn locate(&self, vm: &str) -> anyhow::Result<NodeRef>;
+    /// A node by name.
+    fn node(&self, name: &str) -> anyhow::Result<NodeRef>;
+    /// Live-migrates `vm` from `from` to `to`.
+    fn migrate(&self, vm: &str, from: &NodeRef, to: &NodeRef, mode: Option<Mode>) -> anyhow::Result<()>;
+}
+
+/// The steps of a volume move, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    CheckArray,
+    MapDestination,
+    Migrate,
+    UnmapSource,
+    Record,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::CheckArray => "check-array",
+            Step::MapDestination => "map-destination",
+            Step::Migrate => "migrate",
+            Step::UnmapSource => "unmap-source",
+            Step::Record => "record",
+        }
+    }
+}
+
+/// Fault injection (tests): fail a step, fail it only the first time, or stop right after a
+/// step as a killed controller would (no rollback, no journal update).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub fail: Option<Step>,
+    pub fail_once: Option<Step>,
+    pub crash_after: Option<Step>,
+}
+
+/// How a move ended without success.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// Nothing was changed (bad request).
+    #[error("{0}")]
+    Refused(String),
+    /// A step failed; the move was rolled back: the volume is mapped to `node` only, where the
+    /// guest runs.
+    #[error(
+        "volume move {id} failed at {step}: {cause:#}; rolled back: {volume} is mapped to {node} only, where {vm} runs"
+    )]
+    RolledBack { id: i64, step: &'static str, volume: String, vm: String, node: String, cause: anyhow::Error },
+    /// A step failed and neither rollback nor completion worked; the move stays open (its intent
+    /// record) for [`resolve_open_moves`].
+    #[error("volume move {id} failed at {step}: {cause:#}; left open: `amvm volume resolve` (or the controller at its next start) finishes it")]
+    Unresolved { id: i64, step: &'static str, cause: anyhow::Error },
+    /// Injected: the controller "died" after `step`.
+    #[error("volume move {id}: stopped after {step} (injected crash)")]
+    Crashed { id: i64, step: &'static str },
+}
+
+/// A finished move.
+#[derive(Debug, Clone)]
+pub struct MoveOutcome {
+    pub id: i64,
+    pub attachment: VolumeAttachment,
+    /// Retries the source's unmapping needed.
+    pub unmap_retries: u32,
+}
+
+fn injected(f: &mut Faults, step: Step) -> anyhow::Result<()> {
+    if f.fail == Some(step) {
+        return Err(anyhow!("injected fault at {}", step.name()));
+    }
+    if f.fail_once == Some(step) {
+        f.fail_once = None;
+        return Err(anyhow!("injected transient fault at {}", step.name()));
+    }
+    Ok(())
+}
+
+/// Retries `f` (3 tries, 200 ms apart); returns the retries it took.
+fn retry(mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<u32> {
+    let mut last = None;
+    for i in 0..3 {
+        match f() {
+            Ok(()) => return Ok(i),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no attempt")))
+}
+
+/// Attaches volume `volume` to the running guest `vm` as disk `target_dev`: maps it to the
+/// guest's node, hot-plugs the iSCSI disk, records the connection. Undone when a step fails.
+pub fn attach_volume(
+    store: &Store,
+    array: &dyn DiskArray,
+    host: &dyn GuestHost,
+    volume: &str,
+    vm: &str,
+    target_dev: &str,
+) -> anyhow::Result<VolumeAttachment> {
+    amvm_engine::volume::check_target_dev(target_dev)?;
+    if let Some(a) = store.attachment(volume)? {
+        anyhow::bail!("volume {volume:?} is already attached to {} (on {}) as {}", a.vm, a.node, a.target_dev);
+    }
+    let node = host.locate(vm)?;
+    if libvirt::disk_targets(&node.uri, vm).map_err(|e| anyhow!(e))?.iter().any(|d| d == target_dev) {
+        anyhow::bail!("{vm} already has a disk {target_dev}");
+    }
+    let conn = array.map(volume, &node.initiator).with_context(|| format!("map {volume} to {}", node.name))?;
+    if let Err(e) = libvirt::attach_device(&node.uri, vm, &disk_xml(&conn, target_dev)) {
+        let _ = array.unmap(volume, &node.initiator);
+        anyhow::bail!("{e} (the volume was unmapped again)");
+    }
+    let a = VolumeAttachment {
+        volume: volume.to_string(),
+        vm: vm.to_string(),
+        node: node.name.clone(),
+        initiator: node.initiator.to_string(),
+        portal: format!("{}:{}", conn.host, conn.port),
+        iqn: conn.iqn,
+        lun: conn.lun,
+        target_dev: target_dev.to_string(),
+        updated_at: 0,
+    };
+    store.put_attachment(&a)?;
+    store.audit("amvm", "volume.attach", volume, &format!("{vm} on {} as {target_dev}", node.name))?;
+    Ok(a)
+}
+
+/// Detaches a volume from its guest: unplugs the disk, unmaps the node, forgets the connection.
+pub fn detach_volume(store: &Store, array: &dyn DiskArray, host: &dyn GuestHost, volume: &str) -> anyhow::Result<()> {
+    let a = store.attachment(volume)?.ok_or_else(|| anyhow!("volume {volume:?} is not attached"))?;
+    let node = host.locate(&a.vm)?;
+    let conn = array.connection(volume)?;
+    libvirt::detach_device(&node.uri, &a.vm, &disk_xml(&conn, &a.target_dev)).map_err(|e| anyhow!(e))?;
+    array.unmap(volume, &node.initiator)?;
+    if node.name != a.node {
+        array.unmap(volume, &Initiator::parse(&a.initiator)?)?;
+    }
+    store.remove_attachment(volume)?;
+    store.audit("amvm", "volume.detach", volume, &format!("from {} on {}", a.vm, node.name))?;
+    Ok(())
+}
+
+/// Live-migrates the guest of `volume` to node `to`, moving the volume's mapping with it
+/// (paper Figure 3, in our order): map to the destination, migrate, unmap from the source,
+/// record the new connection. Each step is journaled before it acts.
+pub fn migrate_volume(
+    store: &Store,
+    array: &dyn DiskArray,
+    host: &dyn GuestHost,
+    volume: &str,
+    to: &str,
+    mode: Option<Mode>,
+    mut faults: Faults,
+) -> Result<MoveOutcome, MoveError> {
+    let refused = |e: anyhow::Error| MoveError::Refused(format!("{e:#}"));
+    let a = store
+        .attachment(volume)
+        .map_err(|e| refused(e.into()))?
+        .ok_or_else(|| MoveError::Refused(format!("volume {volume:?} is not attached to a guest")))?;
+    let src = host.locate(&a.vm).map_err(refused)?;
+    let dst = host.node(to).map_err(refused)?;
+    if src.name == dst.name {
+        return Err(MoveError::Refused(format!("{} already runs on {to}", a.vm)));
+    }
+    let intent = VolumeMove {
+        id: 0,
+        volume: volume.to_string(),
+        vm: a.vm.clone(),
+        from_node: src.name.clone(),
+        from_initiator: src.initiator.to_string(),
+        to_node: dst.name.clone(),
+        to_initiator: dst.initiator.to_string(),
+        mode: mode.map(|m| m.name().to_string()),
+        step: String::new(),
+        state: String::new(),
+        error: None,
+        started_at: 0,
+        ended_at: None,
+    };
+    let id = store.begin_volume_move(&intent).map_err(|e| refused(e.into()))?;
+    let journal = |step: Step| store.volume_move_step(id, step.name()).map_err(anyhow::Error::from);
+    let crash = |f: &Faults, step: Step| -> Result<(), MoveError> {
+        if f.crash_after == Some(step) {
+            Err(MoveError::Crashed { id, step: step.name() })
+        } else {
+            Ok(())
+        }
+    };
+    // Ends the move as rolled back (the guest on `node`).
+    let rolled_back = |step: Step, node: &NodeRef, cause: anyhow::Error| {
+        let msg = format!("{cause:#}");
+        match store.end_volume_move(id, state::FAILED, Some(&msg), None) {
+            Ok(()) => MoveError::RolledBack {
+                id,
+                step: step.name(),
+                volume: volume.to_string(),
+                vm: a.vm.clone(),
+                node: node.name.clone(),
+                cause,
+            },
+            Err(e) => MoveError::Unresolved { id, step: step.name(), cause: cause.context(e.to_string()) },
+        }
+    };
+
+    // 1. The array answers (its configuration read again).
+    let r = journal(Step::CheckArray)
+        .and_then(|()| injected(&mut faults, Step::CheckArray))
+        .and_then(|()| array.ping().map_err(anyhow::Error::from));
+    if let Err(e) = r {
+        return Err(rolled_back(Step::CheckArray, &src, e));
+    }
+    crash(&faults, Step::CheckArray)?;
+
+    // 2. Map to the destination: its first connection to the array (QEMU's initiator logs in
+    // when the incoming guest opens the disk).
+    let r = journal(Step::MapDestination)
+        .and_then(|()| injected(&mut faults, Step::MapDestination))
+        .and_then(|()| array.map(volume, &dst.initiator).map_err(anyhow::Error::from));
+    let conn = match r {
+        Ok(c) => c,
+        Err(e) => {
+            return match retry(|| array.unmap(volume, &dst.initiator).map_err(Into::into)) {
+                Ok(_) => Err(rolled_back(Step::MapDestination, &src, e)),
+                Err(u) => Err(MoveError::Unresolved {
+                    id,
+                    step: Step::MapDestination.name(),
+                    cause: e.context(format!("and unmapping the destination again failed: {u:#}")),
+                }),
+            };
+        }
+    };
+    crash(&faults, Step::MapDestination)?;
+
+    // 3. Live-migrate the guest.
+    let r = journal(Step::Migrate)
+        .and_then(|()| injected(&mut faults, Step::Migrate))
+        .and_then(|()| host.migrate(&a.vm, &src, &dst, mode));
+    if let Err(e) = r {
+        // Where the guest is decides: still on the source (pre-copy failed) → undo the map;
+        // on the destination (failed after the switch to post-copy) → carry on.
+        match host.locate(&a.vm) {
+            Ok(n) if n.name == src.name => {
+                return match retry(|| array.unmap(volume, &dst.initiator).map_err(Into::into)) {
+                    Ok(_) => Err(rolled_back(Step::Migrate, &src, e)),
+                    Err(u) => Err(MoveError::Unresolved {
+                        id,
+                        step: Step::Migrate.name(),
+                        cause: e.context(format!("and unmapping the destination failed: {u:#}")),
+                    }),
+                };
+            }
+            Ok(n) if n.name == dst.name => {
+                tracing::warn!(error = %e, "migration reported a failure but the guest runs on the destination")
+            }
+            Ok(n) => {
+                return Err(MoveError::Unresolved {
+                    id,
+                    step: Step::Migrate.name(),
+                    cause: e.context(format!("{} now runs on {}, neither source nor destination", a.vm, n.name)),
+                })
+            }
+            Err(l) => {
+                return Err(MoveError::Unresolved {
+                    id,
+                    step: Step::Migrate.name(),
+                    cause: e.context(format!("and the guest cannot be found: {l:#}")),
+                })
+            }
+        }
+    }
+    crash(&faults, Step::Migrate)?;
+
+    // 4. Unmap from the source (its QEMU is gone; its session closes with it).
+    let r = journal(Step::UnmapSource).and_then(|()| {
+        retry(|| {
+            injected(&mut faults, Step::UnmapSource)?;
+            array.unmap(volume, &src.initiator).map_err(Into::into)
+        })
+    });
+    let unmap_retries = match r {
+        Ok(n) => n,
+        Err(e) => return Err(MoveError::Unresolved { id, step: Step::UnmapSource.name(), cause: e }),
+    };
+    crash(&faults, Step::UnmapSource)?;
+
+    // 5. Record the new connection (and end the move) in one transaction.
+    let att = VolumeAttachment {
+        node: dst.name.clone(),
+        initiator: dst.initiator.to_string(),
+        portal: format!("{}:{}", conn.host, conn.port),
+        iqn: conn.iqn,
+        lun: conn.lun,
+        ..a.clone()
+    };
+    let r = journal(Step::Record)
+        .and_then(|()| injected(&mut faults, Step::Record))
+        .and_then(|()| store.end_volume_move(id, state::SUCCEEDED, None, Some(&att)).map_err(Into::into));
+    if let Err(e) = r {
+        return Err(MoveError::Unresolved { id, step: Step::Record.name(), cause: e });
+    }
+    Ok(MoveOutcome { id, attachment: att, unmap_retries })
+}
+
+/// What resolving an open move did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub id: i64,
+    pub volume: String,
+    /// The node the guest runs on, now the only one mapped.
+    pub node: String,
+    pub note: String,
+}
+
+/// Finishes every move left open (a crash, or an unresolved failure): finds where each guest
+/// runs now, maps its volume there and unmaps the other node of the move, records the
+/// connection and closes the move as `RESOLVED`. Run by the controller at start.
+pub fn resolve_open_moves(store: &Store, array: &dyn DiskArray, host: &dyn GuestHost) -> anyhow::Result<Vec<Resolved>> {
+    let mut out = Vec::new();
+    for m in store.open_volume_moves()? {
+        let here = host.locate(&m.vm).with_context(|| format!("move {}: where does {} run", m.id, m.vm))?;
+        let (keep, drop_init) = if here.name == m.to_node {
+            (Initiator::parse(&m.to_initiator)?, Initiator::parse(&m.from_initiator)?)
+        } else if here.name == m.from_node {
+            (Initiator::parse(&m.from_initiator)?, Initiator::parse(&m.to_initiator)?)
+        } else {
+            anyhow::bail!("move {}: {} runs on {}, neither {} nor {}", m.id, m.vm, here.name, m.from_node, m.to_node);
+        };
+        let conn = array.map(&m.volume, &keep).with_context(|| format!("move {}: map to {}", m.id, here.name))?;
+        array.unmap(&m.volume, &drop_init).with_context(|| format!("move {}: unmap the other node", m.id))?;
+        let a = store.attachment(&m.volume)?;
+        let att = VolumeAttachment {
+            volume: m.volume.clone(),
+            vm: m.vm.clone(),
+            node: here.name.clone(),
+            initiator: keep.to_string(),
+            portal: format!("{}:{}", conn.host, conn.port),
+            iqn: conn.iqn,
+            lun: conn.lun,
+            target_dev: a.map_or_else(|| "vdb".to_string(), |a| a.target_dev),
+            updated_at: 0,
+        };
+        let note = format!("resolved at step {}: {} runs on {}", m.step, m.vm, here.name);
+        store.end_volume_move(m.id, "RESOLVED", Some(&note), Some(&att))?;
+        out.push(Resolved { id: m.id, volume: m.volume, node: here.name, note });
+    }
+    Ok(out)
+}
+
+/// [`resolve_open_moves`] for a controller starting: its database at `db`, the driver's
+/// configuration at `config`, the guests on the lab at `lab`. Nothing to do without open moves
+/// (the lab is then not read).
+pub fn resolve_at_start(
+    db: &std::path::Path,
+    config: &std::path::Path,
+    lab: &std::path::Path,
+) -> anyhow::Result<Vec<Resolved>> {
+    let store = Store::open(db)?;
+    if store.open_volume_moves()?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let array = amvm_engine::volume::TgtArray::new(config);
+    let host = lab_host::LabHost {
+        state: crate::lab::LabState::load(lab)?,
+        opts: amvm_engine::qemu::MigrateOptions::new(Mode::Pre),
+    };
+    resolve_open_moves(&store, &array, &host)
+}
