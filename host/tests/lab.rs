@@ -41,7 +41,10 @@ fn three_node_lab_migrates_a_guest_every_way_and_cleans_up() {
         let st = Command::new(repo().join("scripts/build-guest.sh")).arg(&image).status().unwrap();
         assert!(st.success(), "scripts/build-guest.sh failed");
     }
-    let dir = std::env::temp_dir().join("amvm-lab-test");
+    // Parallel runs on one machine (several worktrees) pick their own lab with these.
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let dir = PathBuf::from(var("AMVM_LAB_TEST_DIR", &std::env::temp_dir().join("amvm-lab-test").to_string_lossy()));
+    let ifprefix = var("AMVM_LAB_TEST_IFPREFIX", "amvmt");
     let cfg = LabConfig {
         dir: dir.clone(),
         nodes: 3,
@@ -49,8 +52,8 @@ fn three_node_lab_migrates_a_guest_every_way_and_cleans_up() {
         memory_mib: 192,
         workload: "amvm.mode=memory amvm.mem=48 amvm.dirty=8 amvm.hot=20 amvm.load=10".into(),
         image,
-        subnet: "10.79.0".into(),
-        ifprefix: "amvmt".into(),
+        subnet: var("AMVM_LAB_TEST_SUBNET", "10.79.0"),
+        ifprefix: ifprefix.clone(),
         try_kvm: false,
         plane: None,
     };
@@ -97,7 +100,8 @@ fn three_node_lab_migrates_a_guest_every_way_and_cleans_up() {
         // The first full pass, then post-copy: a real hybrid even where pre-copy would converge.
         opts.switch = HybridSwitch::AfterFirstPass;
         let mut phases = Vec::new();
-        let (report, from) = lab::migrate(&state, "vm1", to, &opts, &mut |p| phases.push(p.phase)).unwrap();
+        let m = lab::migrate(&state, "vm1", to, &opts, None, &mut |p| phases.push(p.phase)).unwrap();
+        let (report, from) = (m.report, m.from);
         eprintln!("{mode:?} {from} -> {to}: {report:?}");
         let dst = state.node(to).unwrap();
         assert_eq!(lab::locate(&state, "vm1").unwrap().name, to, "runs on the destination");
@@ -121,6 +125,6 @@ fn three_node_lab_migrates_a_guest_every_way_and_cleans_up() {
     let ns: Vec<u64> = state.nodes.iter().map(|n| n.netns).collect();
     lab::down(&dir).unwrap();
     assert!(node::processes_in(&ns).is_empty(), "processes left in the lab's namespaces");
-    assert!(node::links_with_prefix("amvmt").is_empty(), "interfaces left");
+    assert!(node::links_with_prefix(&ifprefix).is_empty(), "interfaces left");
     assert!(!dir.exists(), "lab directory left");
 }

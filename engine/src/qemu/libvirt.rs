@@ -9,11 +9,17 @@
 //! - **hybrid**: `VIR_MIGRATE_POSTCOPY` and the switch requested by us, by the same rule as the
 //!   QMP backend ([`HybridSwitch`]): libvirt's own `--postcopy-after-precopy` is client-side and
 //!   racy (pre-copy may converge first on a fast link), so the pass count is watched here.
-//! - **Recovery**: a post-copy whose stream broke leaves the guest paused-for-recovery on the
-//!   destination (it cannot go back: the source lacks its newest writes); the migration is
-//!   resumed with `VIR_MIGRATE_POSTCOPY_RESUME` until `recovery_timeout`. Not yet verified
-//!   (docs/lab.md): breaking the stream on purpose is refused here; the QMP backend's recovery
-//!   is tested.
+//! - **Recovery**: a post-copy whose stream broke leaves the guest on the destination (it cannot
+//!   go back: the source lacks its newest writes), libvirt's states "paused (post-copy failed)"
+//!   at the source and "running (post-copy failed)" at the destination. The migration is resumed
+//!   with the same flags + `VIR_MIGRATE_POSTCOPY_RESUME` (retried every 250 ms while the link is
+//!   still down) until `recovery_timeout`, after which the call gives up waiting (the guest stays
+//!   on the destination). A stream that breaks *during* the switch, before the destination took
+//!   over, makes QEMU restart the guest on the source: the destination's incoming copy is then
+//!   destroyed and the migration fails. Verified with a real link cut in the lab
+//!   (`amvm lab migrate --cut-link-ms`); not reliable under TCG with libvirt 9.0 (docs/lab.md:
+//!   libvirt sends `migrate-recover` in-band, and a resume attempt can block for good).
+//!   Breaking the stream from here (`opts.cut_link_in_postcopy`) is refused.
 //!
 //! The source domain is persistent and is not undefined by libvirt (`VIR_MIGRATE_PERSIST_DEST`
 //! without `VIR_MIGRATE_UNDEFINE_SOURCE`): after a post-copy only the source still holds the
@@ -65,6 +71,14 @@ fn in_postcopy(dom: &Domain) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether the source domain is paused for a post-copy whose stream runs (not failed).
+fn postcopy_running(dom: &Domain) -> bool {
+    matches!(dom.get_state(), Ok((sys::VIR_DOMAIN_PAUSED, r)) if r == sys::VIR_DOMAIN_PAUSED_POSTCOPY as i32)
+}
+
+/// Pause between attempts to resume a broken post-copy stream.
+const RESUME_RETRY: Duration = Duration::from_millis(250);
 
 fn state_name(dom: &Domain) -> String {
     match dom.get_state() {
@@ -177,7 +191,7 @@ pub fn migrate_domain(
     }
     if opts.cut_link_in_postcopy {
         return Err(MigrateError::Config(
-            "breaking the stream on purpose is not supported through libvirt yet (the QMP backend does it)".into(),
+            "breaking the stream from the backend is not supported through libvirt (cut the link instead: `amvm lab migrate --cut-link-ms`; the QMP backend uses migrate-pause)".into(),
         ));
     }
     if src_uri == dst_uri {
@@ -210,7 +224,9 @@ pub fn migrate_domain(
     let mut dirty_rate = 0.0;
     let mut seen_active = false;
     let mut link_recoveries = 0u32;
-    let mut paused_since: Option<Instant> = None;
+    // The post-copy stream broke at this instant and has not been resumed yet.
+    let mut broken_since: Option<Instant> = None;
+    let mut paused_ms = 0.0;
     loop {
         let finished = match done.try_recv() {
             Ok(r) => Some(r),
@@ -219,16 +235,39 @@ pub fn migrate_domain(
         };
         let post = in_postcopy(&dom);
         match finished {
-            Some(Ok(())) => break,
-            Some(Err(e)) if post || switched_at_pass.is_some() && state_name(&dom).contains("post-copy failed") => {
+            Some(Ok(())) => {
+                if let Some(since) = broken_since.take() {
+                    link_recoveries += 1;
+                    paused_ms += since.elapsed().as_secs_f64() * 1e3;
+                }
+                break;
+            }
+            Some(Err(e)) if post && matches!(dom.get_state(), Ok((sys::VIR_DOMAIN_RUNNING, _))) => {
+                // The stream broke during the switch, before the destination took over: QEMU
+                // restarted the guest on the source. The destination's incoming domain is stale
+                // (and may be stuck on pages that will never come): it goes, so the guest runs
+                // on one node only.
+                let removed = Domain::lookup_by_name(&dst, name).map(|d| d.destroy().is_ok()).unwrap_or(false);
+                return Err(MigrateError::Failed {
+                    status: "failed".into(),
+                    desc: format!(
+                        "the stream broke during the switch to post-copy ({e}); the guest keeps running on the \
+                         source{}",
+                        if removed { ", the destination's incoming copy was destroyed" } else { "" }
+                    ),
+                });
+            }
+            Some(Err(e)) if post || broken_since.is_some() => {
                 // The stream broke in post-copy: the guest lives on the destination, paused
-                // where it lacks pages. Resume into it until the recovery timeout.
-                let since = *paused_since.get_or_insert_with(Instant::now);
+                // where it lacks pages; it cannot go back (the source lacks its newest writes).
+                // Resume into it (same flags + VIR_MIGRATE_POSTCOPY_RESUME) until the recovery
+                // timeout; while the link is still down each attempt fails at once.
+                let since = *broken_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > opts.recovery_timeout {
                     return Err(MigrateError::RecoveryTimeout { secs: opts.recovery_timeout.as_secs() });
                 }
-                tracing::info!(error = %e, "post-copy stream broken; resuming");
-                std::thread::sleep(opts.poll);
+                tracing::info!(error = %e, state = %state_name(&dom), "post-copy stream broken; resuming");
+                std::thread::sleep(RESUME_RETRY);
                 done = spawn_migrate(
                     src_uri,
                     dst_uri,
@@ -236,7 +275,6 @@ pub fn migrate_domain(
                     params(opts, migrate_uri),
                     flags | sys::VIR_MIGRATE_POSTCOPY_RESUME,
                 );
-                link_recoveries += 1;
                 continue;
             }
             Some(Err(e)) => {
@@ -251,6 +289,31 @@ pub fn migrate_domain(
                 return Err(MigrateError::Failed { status: "failed".into(), desc: e });
             }
             None => {}
+        }
+        if let Some(since) = broken_since.filter(|s| s.elapsed() > opts.recovery_timeout) {
+            // A resume attempt that does not return: libvirt 9.0 asks the destination QEMU for
+            // `migrate-recover` in-band, which never runs while a vCPU thread that faulted on a
+            // missing page holds QEMU's main lock (TCG delivering an interrupt, docs/lab.md).
+            return Err(MigrateError::Failed {
+                status: "post-copy paused".into(),
+                desc: format!(
+                    "not resumed within {:.0} s of the break (state at the source: {}); the guest stays on the \
+                     destination",
+                    since.elapsed().as_secs_f64(),
+                    state_name(&dom)
+                ),
+            });
+        }
+        if broken_since.is_none() && state_name(&dom).contains("post-copy failed") {
+            // Noticed here before the migration call returns its error.
+            broken_since = Some(Instant::now());
+        } else if let Some(since) = broken_since {
+            if postcopy_running(&dom) {
+                // A resume took effect: the stream runs again.
+                link_recoveries += 1;
+                paused_ms += since.elapsed().as_secs_f64() * 1e3;
+                broken_since = None;
+            }
         }
         let job = job_stats(&dom, 0).unwrap_or_default();
         let active = job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32;
@@ -364,6 +427,7 @@ pub fn migrate_domain(
         dirty_rate_bytes_per_s: dirty_rate,
         destination_state,
         link_recoveries,
+        paused_ms,
     })
 }
 

@@ -165,6 +165,11 @@ pub struct QemuReport {
     pub destination_state: String,
     /// Times a broken post-copy stream was re-established (`migrate-recover` + resume).
     pub link_recoveries: u32,
+    /// Milliseconds the post-copy stream was broken, summed over the recoveries: from the break
+    /// noticed to the resumed stream running (the guest runs on the destination meanwhile and
+    /// blocks on each page it still lacks).
+    #[serde(default)]
+    pub paused_ms: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +257,7 @@ pub fn migrate(
     let mut last_pass = 0u64;
     let mut dirty_rate = 0.0;
     let mut link_recoveries = 0u32;
+    let mut paused_ms = 0.0;
     let mut cut_done = false;
     let last = loop {
         let q = src.qmp.execute("query-migrate", Value::Null)?;
@@ -261,7 +267,9 @@ pub fn migrate(
             cut_done = true;
         }
         if status == "postcopy-paused" {
+            let broke = Instant::now();
             recover(src, dst, opts)?;
+            paused_ms += broke.elapsed().as_secs_f64() * 1e3;
             link_recoveries += 1;
             continue;
         }
@@ -374,6 +382,7 @@ pub fn migrate(
         dirty_rate_bytes_per_s: dirty_rate,
         destination_state,
         link_recoveries,
+        paused_ms,
     })
 }
 

@@ -101,6 +101,23 @@ pub enum LabCommand {
         /// Pre-copy still running after this many seconds is cancelled (the guest stays put).
         #[arg(long, default_value_t = 60)]
         timeout_s: u64,
+        /// Fault injection (post or hybrid): once post-copy has started, cut the link between the
+        /// source and the destination for this many milliseconds (packet filter in the source
+        /// node: TCP refused with resets, the rest dropped), then restore it. The broken post-copy
+        /// is resumed (VIR_MIGRATE_POSTCOPY_RESUME) once the link is back; the report gives
+        /// link_recoveries, paused_ms and the cut's timing.
+        #[arg(long, value_name = "MS")]
+        cut_link_ms: Option<u64>,
+        /// With --cut-link-ms: cut once post-copy has run this long (ms). Right at the switch the
+        /// destination still lacks the guest's hottest kernel pages; a TCG vCPU faulting on one
+        /// while delivering an interrupt holds QEMU's main lock, and libvirt's in-band
+        /// migrate-recover then never runs (docs/lab.md).
+        #[arg(long, value_name = "MS", default_value_t = 500)]
+        cut_after_ms: u64,
+        /// How long a broken post-copy may take to resume before the command gives up waiting
+        /// (the guest stays on the destination either way).
+        #[arg(long, default_value_t = 60)]
+        recovery_timeout_s: u64,
         #[arg(long)]
         json: bool,
     },
@@ -196,7 +213,18 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             let n = lab::set_load(&state, &vm, level)?;
             println!("{vm} on {}: load {level} %", n.name);
         }
-        LabCommand::Migrate { vm, to, mode, bandwidth, switch, timeout_s, json } => {
+        LabCommand::Migrate {
+            vm,
+            to,
+            mode,
+            bandwidth,
+            switch,
+            timeout_s,
+            cut_link_ms,
+            cut_after_ms,
+            recovery_timeout_s,
+            json,
+        } => {
             let state = LabState::load(&a.dir)?;
             let mut opts = MigrateOptions::new(lab::parse_mode(&mode)?);
             opts.bandwidth = bandwidth.as_deref().map(parse_rate).transpose()?;
@@ -206,8 +234,16 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                 other => anyhow::bail!("unknown switch rule {other:?}: at-stall or after-first-pass"),
             };
             opts.timeout = Duration::from_secs(timeout_s);
+            opts.recovery_timeout = Duration::from_secs(recovery_timeout_s);
+            if let Some(ms) = cut_link_ms {
+                anyhow::ensure!((1..=600_000).contains(&ms), "--cut-link-ms must be 1..=600000");
+            }
             let mut last_phase = None;
-            let (report, from) = lab::migrate(&state, &vm, &to, &opts, &mut |p| {
+            let cut = cut_link_ms.map(|ms| lab::LinkCutPlan {
+                after: Duration::from_millis(cut_after_ms),
+                length: Duration::from_millis(ms),
+            });
+            let m = lab::migrate(&state, &vm, &to, &opts, cut, &mut |p| {
                 if !json && last_phase != Some(p.phase) {
                     eprintln!(
                         "lab: {vm}: {:?} at {:.0} ms (pass {}, {} MB sent)",
@@ -220,11 +256,14 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                 }
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
+                let report = &m.report;
                 println!(
-                    "{vm}: {from} → {to}, {} (completed as {}): {:.0} ms total, {:.1} ms downtime, {:.1} MB sent, {} page \
-                     faults, {} passes{}",
+                    "{vm}: {} → {}, {} (completed as {}): {:.0} ms total, {:.1} ms downtime, {:.1} MB sent, {} page \
+                     faults, {} passes",
+                    m.from,
+                    m.to,
                     mode,
                     report.completed_as,
                     report.total_time_ms,
@@ -232,12 +271,14 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                     report.bytes_transferred as f64 / 1e6,
                     report.page_faults,
                     report.passes,
-                    if report.link_recoveries > 0 {
-                        format!(", stream recovered {}×", report.link_recoveries)
-                    } else {
-                        String::new()
-                    }
                 );
+                if let Some(c) = &m.link_cut {
+                    println!(
+                        "  link {}–{} cut {:.0} ms after the start for {:.0} ms; post-copy stream broken for {:.0} ms, \
+                         resumed {}×",
+                        c.node, c.peer, c.cut_after_ms, c.lasted_ms, report.paused_ms, report.link_recoveries
+                    );
+                }
             }
         }
         LabCommand::Down => {

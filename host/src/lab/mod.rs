@@ -6,6 +6,7 @@
 //! and directory the lab created, and is written before each is created, so `down` — or an `up`
 //! after a crash — removes all of it.
 
+pub mod link;
 pub mod live;
 pub mod node;
 
@@ -512,23 +513,120 @@ pub fn set_load<'a>(state: &'a LabState, vm: &str, level: u32) -> Result<&'a Nod
     Ok(n)
 }
 
-/// Live-migrates a guest to node `to` through libvirt.
+/// A link cut to make during a lab migration: `after` post-copy has started, for `length`.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkCutPlan {
+    pub after: Duration,
+    pub length: Duration,
+}
+
+/// A link cut during a lab migration, as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkCutReport {
+    /// How long the cut was asked to last (ms).
+    pub requested_ms: u64,
+    /// From the migration's start to the cut (ms): the first progress sample in post-copy.
+    pub cut_after_ms: f64,
+    /// How long it lasted (ms).
+    pub lasted_ms: f64,
+    /// The node whose packet filter cut the link (the source) and its peer.
+    pub node: String,
+    pub peer: String,
+}
+
+/// A lab migration: libvirt's report, from where to where, and the link cut if one was asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabMigration {
+    #[serde(flatten)]
+    pub report: QemuReport,
+    pub from: String,
+    pub to: String,
+    pub link_cut: Option<LinkCutReport>,
+}
+
+/// Live-migrates a guest to node `to` through libvirt. With `cut_link`, the link between the
+/// source and the destination is cut ([`link::LinkCut`]) once post-copy has run for
+/// `cut_link.after` and restored after `cut_link.length`; the backend resumes the broken post-copy
+/// (`VIR_MIGRATE_POSTCOPY_RESUME`) once the link is back.
 pub fn migrate(
     state: &LabState,
     vm: &str,
     to: &str,
     opts: &MigrateOptions,
+    cut_link: Option<LinkCutPlan>,
     on_progress: &mut dyn FnMut(&Progress),
-) -> Result<(QemuReport, String)> {
+) -> Result<LabMigration> {
     let dst = state.node(to)?;
     let src = locate(state, vm)?;
     if src.name == dst.name {
         bail!("{vm} already runs on {to}");
     }
+    if cut_link.is_some() && opts.mode == Mode::Pre {
+        bail!("a link cut is for post-copy recovery: use --mode post or hybrid");
+    }
     let uri = format!("tcp://{}", dst.ip);
-    let report = libvirt::migrate_domain(&src.uri(), &dst.uri(), vm, Some(&uri), opts, on_progress)
-        .with_context(|| format!("migrating {vm} from {} to {to}", src.name))?;
-    Ok((report, src.name.clone()))
+    // The cut is made from the progress callback and lifted by a thread after `cut_link`, so the
+    // backend keeps polling (and resuming) meanwhile.
+    let mut lifter: Option<std::thread::JoinHandle<Result<f64>>> = None;
+    let mut cut_after_ms = 0.0;
+    let mut cut_error = None;
+    let mut postcopy_at: Option<f64> = None;
+    let result = libvirt::migrate_domain(&src.uri(), &dst.uri(), vm, Some(&uri), opts, &mut |p| {
+        if let Some(plan) = cut_link {
+            // Post-copy has begun when the source is paused for it (libvirt's own post-copy
+            // states appear as soon as the switch is asked for, before QEMU has made it).
+            if p.phase == amvm_engine::qemu::Phase::PostCopy
+                && postcopy_at.is_none()
+                && source_paused_for_postcopy(src, vm)
+            {
+                postcopy_at = Some(p.elapsed_ms);
+            }
+            let due = postcopy_at.is_some_and(|t| p.elapsed_ms - t >= plan.after.as_secs_f64() * 1e3);
+            if due && p.phase == amvm_engine::qemu::Phase::PostCopy && lifter.is_none() && cut_error.is_none() {
+                let len = plan.length;
+                match link::LinkCut::cut(src, dst) {
+                    Ok(cut) => {
+                        cut_after_ms = p.elapsed_ms;
+                        lifter = Some(std::thread::spawn(move || {
+                            std::thread::sleep(len);
+                            Ok(cut.restore()?.as_secs_f64() * 1e3)
+                        }));
+                    }
+                    Err(e) => cut_error = Some(e),
+                }
+            }
+        }
+        on_progress(p);
+    });
+    // The link is always restored before returning, whatever the migration's outcome.
+    let lasted = lifter.map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the link-restore thread panicked"))));
+    let report = result.with_context(|| format!("migrating {vm} from {} to {to}", src.name))?;
+    if let Some(e) = cut_error {
+        return Err(e.context(format!("{vm} migrated to {to}, but the link cut was not made")));
+    }
+    let link_cut = match (cut_link, lasted) {
+        (Some(plan), Some(lasted)) => Some(LinkCutReport {
+            requested_ms: plan.length.as_millis() as u64,
+            cut_after_ms,
+            lasted_ms: lasted.context("cannot restore the link")?,
+            node: src.name.clone(),
+            peer: dst.name.clone(),
+        }),
+        (Some(_), None) => bail!("{vm} migrated to {to} before the cut was due: the link was not cut"),
+        _ => None,
+    };
+    Ok(LabMigration { report, from: src.name.clone(), to: to.to_string(), link_cut })
+}
+
+/// Whether `vm` on `node` is paused for a running post-copy (the guest now runs on the destination).
+fn source_paused_for_postcopy(node: &NodeRecord, vm: &str) -> bool {
+    let Ok(mut c) = Connect::open(Some(&node.uri())) else { return false };
+    let paused = Domain::lookup_by_name(&c, vm)
+        .ok()
+        .and_then(|d| d.get_state().ok())
+        .is_some_and(|(st, r)| st == virt::sys::VIR_DOMAIN_PAUSED && r == virt::sys::VIR_DOMAIN_PAUSED_POSTCOPY as i32);
+    let _ = c.close();
+    paused
 }
 
 /// Parses `pre|post|hybrid`.
