@@ -38,6 +38,6 @@ impl GuestHost for LabHost {
         if let Some(m) = mode {
             opts.mode = m;
         }
-        lab::migrate(&self.state, vm, &to.name, &opts, &mut |_| {}).map(drop)
+        lab::migrate(&self.state, vm, &to.name, &opts, None, &mut |_| {}).map(drop)
     }
 }
