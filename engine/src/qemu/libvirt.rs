@@ -444,9 +444,9 @@ pub fn abort_migration(uri: &str, name: &str) -> Result<(), MigrateError> {
     checked(unsafe { sys::virDomainAbortJob(dom.as_ptr()) }).map_err(|e| MigrateError::Config(format!("abort: {e}")))
 }
 
-/// Hot-plugs a device (`<disk>` XML) into the running domain `name` at `uri`, and into its
-/// persistent definition when it has one (so a later migration's definition carries it).
-pub fn attach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
+/// The running domain `name` at `uri` and the flags that change it live and, when it has a
+/// persistent definition, in that definition too (so a later migration's definition carries it).
+fn live_and_config(uri: &str, name: &str) -> Result<(Domain, u32), String> {
     virt::error::clear_error_callback();
     let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
     let dom =
@@ -455,19 +455,19 @@ pub fn attach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
     if dom.is_persistent().unwrap_or(false) {
         flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
     }
+    Ok((dom, flags))
+}
+
+/// Hot-plugs a device (`<disk>` XML) into the running domain `name` at `uri`, and into its
+/// persistent definition when it has one.
+pub fn attach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
+    let (dom, flags) = live_and_config(uri, name)?;
     dom.attach_device_flags(xml, flags).map(drop).map_err(|e| format!("attach to {name}: {}", e.message()))
 }
 
 /// Unplugs a device (same XML as attached) from domain `name`, live and from its definition.
 pub fn detach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
-    virt::error::clear_error_callback();
-    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
-    let dom =
-        Domain::lookup_by_name(&conn, name).map_err(|e| format!("no domain {name:?} at {uri}: {}", e.message()))?;
-    let mut flags = sys::VIR_DOMAIN_AFFECT_LIVE;
-    if dom.is_persistent().unwrap_or(false) {
-        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
-    }
+    let (dom, flags) = live_and_config(uri, name)?;
     dom.detach_device_flags(xml, flags).map(drop).map_err(|e| format!("detach from {name}: {}", e.message()))
 }
 
