@@ -543,7 +543,12 @@ async fn migration_progress_reports_phases_dirty_rate_and_bandwidth() {
     let (s, v) = call(&e.app, "GET", "/api/v1/status", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK);
     let m = &v["migrations_in_flight"][0];
-    assert_eq!(m["mode"], "hybrid", "{m}");
+    // The card shows the mode the plan chose for this move (the model's, by default), as the
+    // journal does.
+    let id = m["action_id"].as_i64().unwrap();
+    let row = e.shared.store.action(id).unwrap().expect("the move is journaled");
+    assert!(["pre", "post", "hybrid"].contains(&m["mode"].as_str().unwrap()), "{m}");
+    assert_eq!(row.mode.as_deref(), m["mode"].as_str(), "{m}");
     assert!(m["bandwidth_bps"].as_f64().unwrap() > 1e6, "{m}");
     assert!(m["dirty_rate_bps"].as_f64().unwrap() >= 0.0, "{m}");
     assert!(m["bytes_total"].as_f64().unwrap() >= m["bytes_sent"].as_f64().unwrap(), "{m}");

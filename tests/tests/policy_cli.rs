@@ -45,6 +45,20 @@ fn check_accepts_a_good_module_with_one_ok_line() {
     assert!(out.status.success());
 }
 
+#[test]
+fn a_builtin_is_found_by_name_even_beside_a_folder_of_that_name() {
+    // The repository root has a `model/` crate; `model` is also the built-in migration-mode
+    // policy, and `builtin:NAME` is how output names built-ins.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    assert!(root.join("model").is_dir());
+    for spec in ["model", "builtin:model", "builtin:lr"] {
+        let out = Command::new(amvm_bin()).args(["policy", "check", spec]).current_dir(root).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{spec}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("OK: "), "{spec}: {stdout}");
+    }
+}
+
 fn check_fails(args: &[&str], needle: &str) {
     let out = amvm(args);
     let stderr = String::from_utf8_lossy(&out.stderr);

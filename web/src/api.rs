@@ -380,6 +380,8 @@ pub struct Action {
     pub note: Option<String>,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// `pre`, `post` or `hybrid`: the plan's choice (its migration-mode policy).
+    pub mode: Option<String>,
     pub total_s: Option<f64>,
     pub downtime_ms: Option<f64>,
     pub bytes: Option<f64>,

@@ -86,8 +86,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn load(runtime: &PolicyRuntime, spec: &str) -> Result<std::sync::Arc<PolicyModule>, PolicyError> {
+    // `builtin:NAME` (how modules are named in output) or a bare name; a folder of that name in
+    // the working directory (the repository has `model/`) is not a module file.
+    let spec = spec.strip_prefix("builtin:").unwrap_or(spec);
     let path = Path::new(spec);
-    if path.exists() || spec.ends_with(".wasm") || spec.contains('/') {
+    if path.is_file() || spec.ends_with(".wasm") || spec.contains('/') {
         runtime.load_file(path)
     } else {
         runtime.builtin(spec)
@@ -222,8 +225,9 @@ fn split_params(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 
 /// The bytes and display name of a module given as a path or a built-in name.
 fn module_bytes(spec: &str) -> Result<(std::borrow::Cow<'static, [u8]>, String), PolicyError> {
+    let spec = spec.strip_prefix("builtin:").unwrap_or(spec);
     let path = Path::new(spec);
-    if path.exists() || spec.ends_with(".wasm") || spec.contains('/') {
+    if path.is_file() || spec.ends_with(".wasm") || spec.contains('/') {
         let bytes =
             std::fs::read(path).map_err(|source| PolicyError::Io { path: path.display().to_string(), source })?;
         return Ok((bytes.into(), path.display().to_string()));

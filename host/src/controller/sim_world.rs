@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use amvm_model::Mode;
+
 use super::sim_migration::MigrationModel;
 use super::store::ActionRow;
 use super::world::{
@@ -378,9 +380,9 @@ impl World for SimWorld {
                 continue;
             }
             match *a {
-                ActionReq::Migrate { vm, from, to, .. } => {
+                ActionReq::Migrate { vm, from, to, mode, .. } => {
                     moves.push((vm, from, to));
-                    at.push(i);
+                    at.push((i, mode.unwrap_or(Mode::Hybrid)));
                 }
                 // The simulated hosts sleep when their last VM has left and wake when one
                 // arrives: nothing to do but to check the request.
@@ -397,9 +399,9 @@ impl World for SimWorld {
         let start = self.sim.now() + into_step * interval;
         for (k, ok) in self.sim.start_migrations(&moves).into_iter().enumerate() {
             let (vm, from, to) = moves[k];
-            let i = at[k];
+            let (i, mode) = at[k];
             if ok {
-                self.models.insert(vm, self.migration_model(vm, start));
+                self.models.insert(vm, self.migration_model(vm, mode, start));
                 self.running.insert(vm, actions[i].id());
             } else {
                 results[i] = Err(format!(
@@ -426,7 +428,8 @@ impl World for SimWorld {
             .into_iter()
             .filter_map(|(vm, from, to, start, _)| {
                 let id = *self.running.get(&vm)?;
-                let model = self.models.get(&vm).copied().unwrap_or_else(|| self.migration_model(vm, start));
+                let model =
+                    self.models.get(&vm).copied().unwrap_or_else(|| self.migration_model(vm, Mode::Hybrid, start));
                 Some(model.progress(id, (vm, from, to), t))
             })
             .collect()
@@ -626,8 +629,9 @@ impl SimWorld {
     }
 
     /// The progress model of `vm` moving from world time `start`: its RAM, the link share the
-    /// simulator gives it (RAM ÷ its migration time) and a dirty rate from its load now.
-    fn migration_model(&self, vm: u32, start: f64) -> MigrationModel {
+    /// simulator gives it (RAM ÷ its migration time), a dirty rate from its load now and the
+    /// mode the plan chose (hybrid, the default, when it chose none).
+    fn migration_model(&self, vm: u32, mode: Mode, start: f64) -> MigrationModel {
         let ram = self.sim.vm_facts(vm as usize).1;
         let bw = self
             .sim
@@ -636,7 +640,7 @@ impl SimWorld {
             .find(|m| m.0 == vm)
             .map(|(_, _, _, s, e)| if e > s { ram / (e - s) } else { ram })
             .unwrap_or(ram);
-        MigrationModel::new(start, ram, bw, self.vm_util(vm as usize))
+        MigrationModel::new(start, mode, ram, bw, self.vm_util(vm as usize))
     }
 
     fn collect_ended(&mut self) -> Vec<(i64, Outcome)> {

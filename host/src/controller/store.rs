@@ -192,7 +192,7 @@ pub struct ActionRow {
     pub exec_seq: Option<i64>,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
-    /// Migration mode (`pre`, `post`, `hybrid`); the simulated world models one copy of RAM.
+    /// Migration mode (`pre`, `post`, `hybrid`) the plan chose; none when the world's default ran.
     pub mode: Option<String>,
     /// The engine's metrics: total time, downtime, bytes, page faults (`null` = not measured by
     /// this world).

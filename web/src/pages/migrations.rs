@@ -113,6 +113,7 @@ pub fn History(rows: Vec<Action>) -> impl IntoView {
                         <th>"VM"</th>
                         <th>"From → to"</th>
                         <th>"Reason"</th>
+                        <th>"Mode"</th>
                         <th>"State"</th>
                         <th class="num">"Total time"</th>
                         <th class="num">"Downtime"</th>
@@ -137,6 +138,7 @@ pub fn History(rows: Vec<Action>) -> impl IntoView {
                                         )}
                                     </td>
                                     <td>{a.reason.clone().unwrap_or_default()}</td>
+                                    <td>{a.mode.clone().unwrap_or_else(|| "–".into())}</td>
                                     <td>{badge(&a.state)}</td>
                                     <td class="num">{a.total_s.map(fmt::dur).unwrap_or_else(|| "–".into())}</td>
                                     <td class="num">{a.downtime_ms.map(|d| format!("{d:.0} ms")).unwrap_or_else(|| "n/a".into())}</td>
