@@ -38,6 +38,24 @@ fn overload_then_underload_by_hand() {
 }
 
 #[test]
+fn what_a_move_costs_besides_ram_counts_in_vm_selection() {
+    // As in the test above, MMT picks b (500 MB: 8 s on 62.5 MB/s) over a (1000 MB: 16 s). Give
+    // b a volume whose remapping costs 10 s more (the live world's `extra_migration_s`): b now
+    // takes 18 s, and a leaves instead.
+    let rt = runtime();
+    let mut s = Scheduler::new(&rt, &Strategy::builtin("thr-mmt-0.8").unwrap()).unwrap();
+    let mut snap = three_hosts();
+    snap.vms.extra_migration_s = vec![0.0, 10.0, 0.0, 0.0];
+    let out = s.cycle(&snap);
+    let first = &moves(&out.plan)[0];
+    assert_eq!((first.vm, first.from, first.reason), (0, 100, MigrationReason::Overload), "{:?}", out.plan);
+    assert!(out.plan.migrations.iter().all(|m| m.vm != 1), "{:?}", out.plan);
+    // At 7 s more, b takes 15 s, still less than a's 16 s: b leaves, as without a volume.
+    snap.vms.extra_migration_s = vec![0.0, 7.0, 0.0, 0.0];
+    assert_eq!(moves(&s.cycle(&snap).plan)[0], mig(1, 100, 101, MigrationReason::Overload));
+}
+
+#[test]
 fn a_sleeping_host_is_woken_when_it_is_the_best_destination() {
     use HostState::{Active, Asleep};
     // Host 0 at 0.9 (a 0.6 / 2000 MB, b 0.3 / 300 MB); host 1 at 0.75 has no room under 0.8

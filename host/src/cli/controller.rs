@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::api::{self, ApiConfig, AppState, Role, Tokens};
+use crate::controller::live_volumes::LiveVolumesConfig;
 use crate::controller::live_world::{LiveHost, LiveWorld, LiveWorldConfig};
 use crate::controller::sim_world::{SimWorld, SimWorldConfig};
 use crate::controller::world::World;
@@ -104,8 +105,13 @@ pub struct ControllerFile {
 pub struct VolumesFile {
     /// The volume driver's configuration (`/etc/amvm/volumes.toml`).
     pub config: PathBuf,
-    /// The lab whose guests the volumes are attached to.
-    pub lab: PathBuf,
+    /// The lab whose guests the volumes are attached to: volume moves left open are resolved
+    /// through it at start. (A live world resolves them itself, through its agents.)
+    pub lab: Option<PathBuf>,
+    /// Live world: seconds one attached volume adds to its VM's migration time (default 1).
+    pub move_overhead_s: Option<f64>,
+    /// Live world: how often each node's reach of the array is checked again (default 30 s).
+    pub recheck_s: Option<u64>,
 }
 
 /// `[world]` of the configuration.
@@ -241,7 +247,12 @@ enum WorldChoice {
     Live(LiveWorldConfig, CollectorConfig),
 }
 
-fn live_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Result<WorldChoice> {
+fn live_world(
+    w: &WorldFile,
+    volumes: Option<&VolumesFile>,
+    rel: &dyn Fn(&Path) -> PathBuf,
+    data: &Path,
+) -> Result<WorldChoice> {
     let key = crate::monitor::key::load(w.key_file.as_deref().map(rel).as_deref())?;
     let collector = w.collector.as_deref().unwrap_or("0.0.0.0:8649");
     let listen = crate::monitor::agent::resolve(collector)?;
@@ -274,6 +285,12 @@ fn live_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Res
         bandwidth_bps: w.bandwidth_bps,
         ids_file: Some(data.join("live-vm-ids.json")),
         asleep_file: Some(data.join("live-asleep.json")),
+        volumes: volumes.map(|v| LiveVolumesConfig {
+            db: data.join("state.db"),
+            array_config: rel(&v.config),
+            move_overhead_s: v.move_overhead_s.unwrap_or(crate::controller::live_volumes::DEFAULT_MOVE_OVERHEAD_S),
+            recheck: Duration::from_secs(v.recheck_s.unwrap_or(30).max(1)),
+        }),
     };
     Ok(WorldChoice::Live(cfg, col))
 }
@@ -335,9 +352,9 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
         a.config.display()
     );
     let data = rel(&f.data);
-    if let Some(v) = &f.volumes {
+    if let Some((v, lab)) = f.volumes.as_ref().and_then(|v| Some((v, v.lab.as_ref()?))) {
         // A controller killed during a volume move left its intent record: finish it first.
-        for r in crate::volume::resolve_at_start(&data.join("state.db"), &rel(&v.config), &rel(&v.lab))? {
+        for r in crate::volume::resolve_at_start(&data.join("state.db"), &rel(&v.config), &rel(lab))? {
             println!("volume move {} resolved: {} on {} ({})", r.id, r.volume, r.node, r.note);
         }
     }
@@ -356,7 +373,7 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
         metrics_public: f.metrics_public,
         cfg,
         world: if f.world.kind == "live" {
-            live_world(&f.world, &rel, &data2)?
+            live_world(&f.world, f.volumes.as_ref(), &rel, &data2)?
         } else {
             WorldChoice::Sim(sim_world(
                 &f.world.trace,

@@ -67,6 +67,12 @@ pub fn sub_snapshot(snap: &Snapshot, keep: impl Fn(usize) -> bool) -> Snapshot {
         vms.ram_mb.push(snap.vms.ram_mb[v]);
         vms.cpu_history.extend_from_slice(&snap.vms.cpu_history[v * w..(v + 1) * w]);
         vms.migrating.push(snap.vms.migrating[v]);
+        if !snap.vms.dirty_mbps.is_empty() {
+            vms.dirty_mbps.push(snap.vms.dirty_mbps[v]);
+        }
+        if !snap.vms.extra_migration_s.is_empty() {
+            vms.extra_migration_s.push(snap.vms.extra_migration_s[v]);
+        }
     }
     Snapshot {
         cycle: snap.cycle,
@@ -182,6 +188,7 @@ mod tests {
                 cpu_history: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
                 migrating: vec![false; 3],
                 dirty_mbps: Vec::new(),
+                extra_migration_s: Vec::new(),
             },
             ..Snapshot::default()
         };

@@ -206,6 +206,7 @@ mod tests {
                 cpu_history: vec![0.2, 0.3],
                 migrating: vec![false, false],
                 dirty_mbps: Vec::new(),
+                extra_migration_s: Vec::new(),
             },
             ..Snapshot::default()
         };

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amvm_engine::qemu::Phase;
 
+use super::live_volumes::{self, AgentGuests, LiveVolumes, LiveVolumesConfig};
 use super::sim_world::downsample;
 use super::store::ActionRow;
 use super::world::{
@@ -36,7 +37,8 @@ use crate::monitor::agent::control::{self, Client, ControlError, JobView, Op};
 use crate::monitor::proto::{uuid_string, ClusterKey};
 use crate::monitor::store::{Owner, SeriesKey};
 use crate::monitor::{Metric, Mirror};
-use crate::scheduler::{HostState, Mode, Snapshot};
+use crate::scheduler::{HostState, Mode, OperatorRules, Snapshot};
+use crate::volume::{GuestHost, NodeRef, PreparedMove};
 
 /// Watts at 0 %, 10 %, …, 100 % CPU used for the live hosts' power estimate (SPECpower's HP
 /// ProLiant ML110 G4, the simulator's first reference host): the live world measures no power.
@@ -90,6 +92,8 @@ pub struct LiveWorldConfig {
     /// Where the names of the hosts this world put to sleep are kept: after a restart they are
     /// still asleep (silent on purpose, wakeable), not down.
     pub asleep_file: Option<std::path::PathBuf>,
+    /// Disk-array volumes of the guests (`[volumes]`); `None`: the world ignores volumes.
+    pub volumes: Option<LiveVolumesConfig>,
 }
 
 struct Running {
@@ -102,6 +106,8 @@ struct Running {
     started: Instant,
     last: Option<JobView>,
     poll_failures: u32,
+    /// The moves of the VM's volumes, prepared before the migration started.
+    volume_moves: Vec<PreparedMove>,
 }
 
 /// What the API shows of one VM, kept from the last snapshot.
@@ -145,6 +151,9 @@ pub struct LiveWorld {
     shutdowns_total: u64,
     /// Energy since the world started (estimated from the power curve, kWh).
     energy_kwh: f64,
+    volumes: Option<LiveVolumes>,
+    /// Each host as the volume workflow sees it (`None`: no address for its initiator).
+    nodes: Vec<Option<NodeRef>>,
 }
 
 impl std::fmt::Debug for LiveWorld {
@@ -218,7 +227,18 @@ impl LiveWorld {
                 }
             }
         }
+        let volumes = match cfg.volumes.clone() {
+            Some(v) => Some(LiveVolumes::open(v, cfg.hosts.len())?),
+            None => None,
+        };
+        let nodes = cfg
+            .hosts
+            .iter()
+            .map(|h| live_volumes::node_ref(&h.name, &h.libvirt, h.migrate_uri.as_deref()).ok())
+            .collect();
         Ok(LiveWorld {
+            volumes,
+            nodes,
             capacity: vec![None; cfg.hosts.len()],
             runs_on: Vec::new(),
             cfg,
@@ -341,14 +361,109 @@ impl LiveWorld {
             mode: mode.clone(),
             bandwidth_bps: self.cfg.bandwidth_bps,
         };
-        let job: String = self.clients[from as usize]
-            .call_as(&op)
-            .map_err(|e| format!("agent of {}: {}", self.cfg.hosts[from as usize].name, e))?;
+        let name = self.vm_facts[vm as usize].name.clone();
+        let volume_moves = self.begin_volume_moves(&name, from, to, mode.parse().ok())?;
+        let job: String = match self.clients[from as usize].call_as(&op) {
+            Ok(j) => j,
+            Err(e) => {
+                let err = format!("agent of {}: {}", self.cfg.hosts[from as usize].name, e);
+                let mut msg = err.clone();
+                for r in self.finish_volume_moves(volume_moves, Err(err), Some(from)) {
+                    if let Err(v) = r {
+                        msg.push_str(&format!("; {v}"));
+                    }
+                }
+                return Err(msg);
+            }
+        };
         tracing::info!(vm = %self.vm_facts[vm as usize].name, from = %self.cfg.hosts[from as usize].name, to = %dst.name, job, mode, "migration started");
         self.snap.vms.migrating[v] = true;
-        self.running
-            .insert(id, Running { vm, from, to, job, mode, started: Instant::now(), last: None, poll_failures: 0 });
+        self.running.insert(
+            id,
+            Running { vm, from, to, job, mode, started: Instant::now(), last: None, poll_failures: 0, volume_moves },
+        );
         Ok(())
+    }
+
+    /// Prepares the moves of VM `name`'s volumes from host `from` to `to` (nothing without
+    /// volumes).
+    fn begin_volume_moves(
+        &self,
+        name: &str,
+        from: u32,
+        to: u32,
+        mode: Option<Mode>,
+    ) -> Result<Vec<PreparedMove>, String> {
+        let Some(v) = self.volumes.as_ref().filter(|v| !v.volumes_of(name).is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let node = |h: u32| {
+            self.nodes[h as usize].clone().ok_or_else(|| {
+                format!("host {} has no address for its iSCSI initiator", self.cfg.hosts[h as usize].name)
+            })
+        };
+        if !v.reaches(to as usize) {
+            return Err(format!(
+                "host {} does not reach the disk array of {name}'s volumes",
+                self.cfg.hosts[to as usize].name
+            ));
+        }
+        v.begin(name, &node(from)?, &node(to)?, mode)
+    }
+
+    /// Finishes prepared volume moves after their migration ended; the guest is on host `on`
+    /// when known, else located through the agents.
+    fn finish_volume_moves(
+        &self,
+        moves: Vec<PreparedMove>,
+        migrated: Result<(), String>,
+        on: Option<u32>,
+    ) -> Vec<Result<String, String>> {
+        let Some(v) = self.volumes.as_ref().filter(|_| !moves.is_empty()) else {
+            return Vec::new();
+        };
+        let guests = self.agent_guests();
+        let vm = moves[0].attachment.vm.clone();
+        let locate = || match on.and_then(|h| self.nodes[h as usize].clone()) {
+            Some(n) => Ok(n),
+            None => guests.locate(&vm),
+        };
+        v.finish(moves, migrated, &locate)
+    }
+
+    fn agent_guests(&self) -> AgentGuests<'_> {
+        AgentGuests {
+            nodes: self
+                .nodes
+                .iter()
+                .zip(&self.cfg.hosts)
+                .map(|(n, h)| {
+                    n.clone().unwrap_or_else(|| NodeRef {
+                        name: h.name.clone(),
+                        uri: h.libvirt.clone(),
+                        initiator: amvm_engine::volume::Initiator::Iqn("unknown".into()),
+                    })
+                })
+                .collect(),
+            clients: &self.clients,
+            awake: (0..self.cfg.hosts.len() as u32).map(|h| self.state_of(h) == HostState::Active).collect(),
+        }
+    }
+
+    /// Volumes for the snapshot just built: attachments and the array's reach re-read, each
+    /// VM's volume cost, and open moves resolved while no migration runs.
+    fn observe_volumes(&mut self) {
+        let Some(mut v) = self.volumes.take() else { return };
+        let names: Vec<String> = self.cfg.hosts.iter().map(|h| h.name.clone()).collect();
+        let awake: Vec<bool> = (0..names.len() as u32).map(|h| self.state_of(h) == HostState::Active).collect();
+        let vms: Vec<(u32, String)> =
+            self.snap.vms.id.iter().map(|&id| (id, self.vm_facts[id as usize].name.clone())).collect();
+        v.refresh(&self.clients, &names, &awake, &vms);
+        self.snap.vms.extra_migration_s = vms.iter().map(|(_, n)| v.extra_migration_s(n)).collect();
+        if self.running.is_empty() && v.has_open_moves() {
+            v.resolve(&self.agent_guests());
+        }
+        self.volumes = Some(v);
     }
 
     /// Puts hosts whose sleep is pending to sleep once nothing is on them or moving to or from them.
@@ -402,12 +517,27 @@ impl LiveWorld {
                             let rep = r.last.as_ref().and_then(|j| j.report.clone());
                             self.arrived.insert(r.vm, (r.to, Instant::now()));
                             self.migrations_total += 1;
+                            for v in self.finish_volume_moves(r.volume_moves, Ok(()), Some(r.to)) {
+                                match v {
+                                    Ok(done) => tracing::info!(job = %r.job, "{done}"),
+                                    Err(e) => {
+                                        tracing::error!(job = %r.job, "the guest moved but its volume did not: {e}")
+                                    }
+                                }
+                            }
                             ended.push((id, outcome_of(rep.as_ref())));
                         }
                         _ => {
                             let Some(r) = self.running.remove(&id) else { continue };
                             let why = r.last.and_then(|j| j.error).unwrap_or_else(|| state.clone());
-                            ended.push((id, Outcome::Failed(format!("migration {state}: {why}"))));
+                            let mut msg = format!("migration {state}: {why}");
+                            for v in self.finish_volume_moves(r.volume_moves, Err(msg.clone()), None) {
+                                match v {
+                                    Ok(done) => msg.push_str(&format!("; {done}")),
+                                    Err(e) => msg.push_str(&format!("; {e}")),
+                                }
+                            }
+                            ended.push((id, Outcome::Failed(msg)));
                         }
                     }
                 }
@@ -416,6 +546,9 @@ impl LiveWorld {
                     tracing::warn!(job = %r.job, "cannot poll the migration: {e}");
                     if r.poll_failures >= MAX_POLL_FAILURES || matches!(e, ControlError::Refused(_)) {
                         let Some(r) = self.running.remove(&id) else { continue };
+                        // Where the guest is cannot be told now: its volume moves stay open and
+                        // are resolved from where the agents report it.
+                        drop(r.volume_moves);
                         ended.push((
                             id,
                             Outcome::Failed(format!(
@@ -689,6 +822,9 @@ impl World for LiveWorld {
                     started: Instant::now(),
                     last: Some(j),
                     poll_failures: 0,
+                    // Its volume moves were journaled by the controller before it stopped:
+                    // they are resolved once the migration has ended.
+                    volume_moves: Vec::new(),
                 };
                 self.adopted.lock().unwrap_or_else(|p| p.into_inner()).push((action.id, r));
                 Reconciled::Ongoing
@@ -703,8 +839,17 @@ impl World for LiveWorld {
 
     fn observe(&mut self, maintenance: &[u32]) -> &Snapshot {
         self.build_snapshot(maintenance);
+        self.observe_volumes();
         self.record(maintenance);
         &self.snap
+    }
+
+    fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    fn rules(&self) -> OperatorRules {
+        self.volumes.as_ref().map(LiveVolumes::rules).unwrap_or_default()
     }
 
     fn execute(&mut self, actions: &[ActionReq]) -> Vec<Result<(), String>> {
@@ -995,6 +1140,123 @@ mod tests {
     }
 
     #[test]
+    fn volumes_cost_migration_time_pin_vms_to_nodes_that_reach_the_array_and_move_first() {
+        use crate::controller::store::{state, Store, VolumeAttachment};
+        let now = unix_now();
+        let mirror = Arc::new(Mirror::new(20));
+        let (with, without) = ([1u8; 16], [2u8; 16]);
+        for (h, vms) in [("n1", vec![with, without]), ("n2", vec![])] {
+            mirror.host_seen("default", h, now, 2, "Linux", Some(vms));
+            mirror.push(now, [(hk(h, Metric::CpuNum), Some(2.0)), (hk(h, Metric::MemTotal), Some(4096.0 * 1048576.0))]);
+        }
+        for u in [with, without] {
+            mirror
+                .push(now, [(vk(u, Metric::VcpuNum), Some(1.0)), (vk(u, Metric::VmemTotal), Some(256.0 * 1048576.0))]);
+        }
+        mirror.name_vms([(&with, "vm1"), (&without, "vm2")]);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let store = Store::open(&db).unwrap();
+        store
+            .put_attachment(&VolumeAttachment {
+                volume: "vol1".into(),
+                vm: "vm1".into(),
+                node: "n1".into(),
+                initiator: "127.0.0.1".into(),
+                portal: "127.0.0.1:3260".into(),
+                iqn: "iqn.test:vol1".into(),
+                lun: 1,
+                target_dev: "vdb".into(),
+                updated_at: 0,
+            })
+            .unwrap();
+        // The array's portal: a socket that accepts (every node reaches it), then one that
+        // refuses. No tgtd answers its management port, so a move's check-array fails.
+        let portal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let array_config = dir.path().join("volumes.toml");
+        let write = |portal: &str| {
+            let c = amvm_engine::volume::ArrayConfig::local(portal, 1, &dir.path().join("pool"));
+            std::fs::write(&array_config, c.to_toml()).unwrap();
+        };
+        write(&portal.local_addr().unwrap().to_string());
+        let agents = [agent("n1"), agent("n2")];
+        let hosts = ["n1", "n2"]
+            .iter()
+            .zip(&agents)
+            .map(|(n, a)| LiveHost {
+                name: (*n).into(),
+                control: a.local_addr,
+                libvirt: "qemu+tcp://127.0.0.1/system".into(),
+                migrate_uri: None,
+                wake_cmd: None,
+                cores: None,
+            })
+            .collect();
+        let cfg = LiveWorldConfig {
+            cluster: "default".into(),
+            hosts,
+            key: key(),
+            pace: Duration::from_secs(1),
+            window: 4,
+            core_mips: 1000.0,
+            mode: "hybrid".into(),
+            bandwidth_bps: Some(100e6),
+            ids_file: None,
+            asleep_file: None,
+            volumes: Some(LiveVolumesConfig {
+                db: db.clone(),
+                array_config: array_config.clone(),
+                move_overhead_s: 2.0,
+                recheck: Duration::ZERO,
+            }),
+        };
+        let mut w = LiveWorld::new(cfg, mirror).unwrap();
+        let s = w.observe(&[]).clone();
+        let names: Vec<String> = s.vms.id.iter().map(|&id| w.vm_facts[id as usize].name.clone()).collect();
+        let (v1, v2) = (names.iter().position(|n| n == "vm1").unwrap(), names.iter().position(|n| n == "vm2").unwrap());
+        // The volume's remapping is part of vm1's migration time, not of vm2's.
+        assert_eq!(s.vms.extra_migration_s[v1], 2.0);
+        assert_eq!(s.vms.extra_migration_s[v2], 0.0);
+        // Both nodes reach the array: vm1 may run on either.
+        let r = w.rules();
+        assert_eq!(r.host_groups[0].hosts, vec![0, 1]);
+        assert_eq!(r.vm_host[0].vms, vec![s.vms.id[v1]]);
+        assert_eq!(r.vm_host[0].relation, crate::scheduler::rules::HostRelation::RunOn);
+        r.validate().unwrap();
+
+        // The portal stops answering: no node reaches it, so vm1 has no destination, and a
+        // migration asked for anyway is refused before any agent is called.
+        drop(portal);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        write(&closed.to_string());
+        w.observe(&[]);
+        assert!(w.rules().host_groups[0].hosts.is_empty(), "{:?}", w.rules());
+        let vm1 = s.vms.id[v1];
+        let res = w.execute(&[ActionReq::Migrate { id: 1, vm: vm1, from: 0, to: 1, mode: None }]);
+        assert!(res[0].as_ref().unwrap_err().contains("does not reach the disk array"), "{res:?}");
+        assert!(store.volume_moves(None, 10).unwrap().is_empty(), "nothing was journaled");
+
+        // It answers again, but the array's management does not: the move is journaled, fails
+        // at check-array, and nothing was changed; the guest was never sent.
+        let portal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        write(&portal.local_addr().unwrap().to_string());
+        w.observe(&[]);
+        assert_eq!(w.rules().host_groups[0].hosts, vec![0, 1]);
+        let res = w.execute(&[ActionReq::Migrate { id: 2, vm: vm1, from: 0, to: 1, mode: None }]);
+        let err = res[0].as_ref().unwrap_err();
+        assert!(err.contains("volume vol1") && err.contains("check-array"), "{err}");
+        let moves = store.volume_moves(None, 10).unwrap();
+        assert_eq!((moves.len(), moves[0].state.as_str()), (1, state::FAILED), "{moves:?}");
+        assert_eq!(store.attachment("vol1").unwrap().unwrap().node, "n1");
+        assert!(w.running.is_empty());
+        // vm2 has no volume: its migration goes straight to the agent (which has no libvirt).
+        let vm2 = s.vms.id[v2];
+        let res = w.execute(&[ActionReq::Migrate { id: 3, vm: vm2, from: 0, to: 1, mode: None }]);
+        assert!(res[0].as_ref().unwrap_err().contains("no libvirt"), "{res:?}");
+        assert_eq!(store.volume_moves(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
     fn snapshot_from_the_mirror_and_actions_through_the_agents() {
         let now = unix_now();
         let mirror = Arc::new(Mirror::new(20));
@@ -1039,6 +1301,7 @@ mod tests {
             bandwidth_bps: None,
             ids_file: None,
             asleep_file: None,
+            volumes: None,
         };
         let mut w = LiveWorld::new(cfg, mirror).unwrap();
         let s = w.observe(&[]).clone();

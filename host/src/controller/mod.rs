@@ -15,6 +15,7 @@
 mod cohorts;
 pub mod events;
 pub mod experiment;
+pub mod live_volumes;
 pub mod live_world;
 pub mod sim_migration;
 pub mod sim_world;
@@ -699,11 +700,14 @@ impl Loop {
             return Ok(());
         };
         let maintenance = self.maintenance.clone();
-        // Hosts in maintenance are emptied by the scheduler (operator rules), not hidden from it.
+        self.world.observe(&maintenance);
+        // Hosts in maintenance are emptied by the scheduler (operator rules), not hidden from it;
+        // the world adds its own rules for what it just observed.
         let mut extra = self.rules.clone();
         if !maintenance.is_empty() {
             extra.maintenance.push(Maintenance { hosts: maintenance.clone(), windows: Vec::new() });
         }
+        extra.merge(&self.world.rules());
         scheduler.set_extra_rules(extra.clone());
         if let Some(co) = self.cohorts.as_mut() {
             co.scheduler.set_extra_rules(extra.clone());
@@ -711,7 +715,7 @@ impl Loop {
         if let Some(sh) = self.shadow.as_mut() {
             sh.scheduler.set_extra_rules(extra);
         }
-        let snap = self.world.observe(&maintenance);
+        let snap = self.world.snapshot();
         let t = Instant::now();
         let outcome = match self.cohorts.as_mut() {
             None => scheduler.cycle(snap),

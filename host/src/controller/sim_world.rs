@@ -370,6 +370,10 @@ impl World for SimWorld {
         self.sim.snapshot_mut()
     }
 
+    fn snapshot(&self) -> &Snapshot {
+        self.sim.snapshot()
+    }
+
     fn execute(&mut self, actions: &[ActionReq]) -> Vec<Result<(), String>> {
         let mut results = vec![Ok(()); actions.len()];
         let mut moves = Vec::new();

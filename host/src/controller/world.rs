@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::store::ActionRow;
-use crate::scheduler::{Mode, Snapshot};
+use crate::scheduler::{Mode, OperatorRules, Snapshot};
 
 /// What a world is.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -245,6 +245,14 @@ pub trait World: Send {
     /// The state for the next decision cycle; hosts in `maintenance` are reported down (never a
     /// destination, never acted on).
     fn observe(&mut self, maintenance: &[u32]) -> &Snapshot;
+    /// The snapshot the last [`World::observe`] returned.
+    fn snapshot(&self) -> &Snapshot;
+    /// Operator rules the world itself imposes as of the last [`World::observe`], on top of the
+    /// strategy's and the cluster's (the live world: VMs with volumes run only on nodes that
+    /// reach the disk array). None by default.
+    fn rules(&self) -> OperatorRules {
+        OperatorRules::default()
+    }
     /// Starts actions; one result per request (an `Err` is the world's refusal reason).
     fn execute(&mut self, actions: &[ActionReq]) -> Vec<Result<(), String>>;
     /// Closes the current step's bookkeeping (after every action of the step was executed).

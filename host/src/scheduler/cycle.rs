@@ -771,7 +771,7 @@ impl Cycle<'_> {
     fn vm_migration_s(&self, vm: usize) -> f32 {
         let bw = self.work.snap.migration_bandwidth_mbps;
         if bw > 0.0 {
-            self.work.snap.vms.ram_mb[vm] / bw
+            self.work.snap.vms.ram_mb[vm] / bw + self.work.snap.vms.extra_migration_s(vm)
         } else {
             f32::INFINITY
         }
@@ -964,7 +964,7 @@ impl Cycle<'_> {
                     break;
                 }
                 let host = self.work.host_batch(&[h]);
-                let vms = self.work.vm_batch(&candidates);
+                let vms = self.work.selection_batch(&candidates);
                 let order = self.call(&mut s.selection, |p, ctx| p.select(ctx, &host, &vms))?;
                 if order.is_empty() {
                     break;

@@ -86,6 +86,10 @@ pub struct VmTable {
     /// Memory the VM dirties per second (MB/s) as last measured, NaN where not measured;
     /// empty when the world measures none (the simulator). The migration-mode policy reads it.
     pub dirty_mbps: Vec<f32>,
+    /// Seconds a move of the VM costs besides copying its RAM (the live world: remapping its
+    /// volumes to the destination, per attached volume); empty = none. Part of its migration time
+    /// wherever the scheduler and the policies see one.
+    pub extra_migration_s: Vec<f32>,
 }
 
 impl VmTable {
@@ -95,6 +99,11 @@ impl VmTable {
 
     pub fn is_empty(&self) -> bool {
         self.id.is_empty()
+    }
+
+    /// What a move of VM `vm` costs besides its RAM, in seconds.
+    pub fn extra_migration_s(&self, vm: usize) -> f32 {
+        self.extra_migration_s.get(vm).copied().unwrap_or(0.0)
     }
 }
 

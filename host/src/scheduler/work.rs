@@ -93,7 +93,7 @@ impl<'a> Work<'a> {
     pub fn migration_s(&self, vm: usize) -> f32 {
         let bw = self.snap.migration_bandwidth_mbps;
         if bw > 0.0 {
-            self.snap.vms.ram_mb[vm] / bw
+            self.snap.vms.ram_mb[vm] / bw + self.snap.vms.extra_migration_s(vm)
         } else {
             0.0
         }
@@ -234,5 +234,17 @@ impl<'a> Work<'a> {
             mips: idx.iter().map(|&v| self.snap.vms.mips[v]).collect(),
             ram_mb: idx.iter().map(|&v| self.snap.vms.ram_mb[v]).collect(),
         }
+    }
+
+    /// [`Self::vm_batch`] for VM selection: `ram-mb` is each VM's migration cost in MB of the
+    /// migration link, its RAM plus what its move costs besides (volumes: the seconds of
+    /// remapping × the bandwidth), so that a policy minimising migration time (MMT) counts it.
+    pub fn selection_batch(&self, idx: &[usize]) -> types::Vms {
+        let mut b = self.vm_batch(idx);
+        let bw = self.snap.migration_bandwidth_mbps.max(0.0);
+        for (r, &v) in b.ram_mb.iter_mut().zip(idx) {
+            *r += self.snap.vms.extra_migration_s(v) * bw;
+        }
+        b
     }
 }

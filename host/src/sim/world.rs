@@ -276,6 +276,11 @@ impl SimCluster {
         self.in_flight.iter().map(|m| (m.vm, m.from, m.to, m.start_s, m.end_s)).collect()
     }
 
+    /// The snapshot the last [`Cluster::observe`] returned.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
     /// The snapshot the last [`Cluster::observe`] returned, for a world wrapper to adjust (e.g.
     /// hosts in maintenance reported down).
     pub fn snapshot_mut(&mut self) -> &mut Snapshot {
@@ -562,6 +567,7 @@ impl SimCluster {
             cpu_history: vec![f32::NAN; n * self.window],
             migrating: vec![false; n],
             dirty_mbps: Vec::new(),
+            extra_migration_s: Vec::new(),
         };
         let min_bw = self.host_mig_mbps.iter().copied().fold(f64::INFINITY, f64::min);
         self.snapshot = Snapshot {

@@ -195,146 +195,210 @@ pub fn migrate_volume(
         .ok_or_else(|| MoveError::Refused(format!("volume {volume:?} is not attached to a guest")))?;
     let src = host.locate(&a.vm).map_err(refused)?;
     let dst = host.node(to).map_err(refused)?;
-    if src.name == dst.name {
-        return Err(MoveError::Refused(format!("{} already runs on {to}", a.vm)));
-    }
-    let intent = VolumeMove {
-        id: 0,
-        volume: volume.to_string(),
-        vm: a.vm.clone(),
-        from_node: src.name.clone(),
-        from_initiator: src.initiator.to_string(),
-        to_node: dst.name.clone(),
-        to_initiator: dst.initiator.to_string(),
-        mode: mode.map(|m| m.name().to_string()),
-        step: String::new(),
-        state: String::new(),
-        error: None,
-        started_at: 0,
-        ended_at: None,
-    };
-    let id = store.begin_volume_move(&intent).map_err(|e| refused(e.into()))?;
-    let journal = |step: Step| store.volume_move_step(id, step.name()).map_err(anyhow::Error::from);
-    let crash = |f: &Faults, step: Step| -> Result<(), MoveError> {
-        if f.crash_after == Some(step) {
-            Err(MoveError::Crashed { id, step: step.name() })
-        } else {
-            Ok(())
-        }
-    };
-    // Ends the move as rolled back (the guest on `node`).
-    let rolled_back = |step: Step, node: &NodeRef, cause: anyhow::Error| {
-        let msg = format!("{cause:#}");
-        match store.end_volume_move(id, state::FAILED, Some(&msg), None) {
-            Ok(()) => MoveError::RolledBack {
-                id,
-                step: step.name(),
-                volume: volume.to_string(),
-                vm: a.vm.clone(),
-                node: node.name.clone(),
-                cause,
-            },
-            Err(e) => MoveError::Unresolved { id, step: step.name(), cause: cause.context(e.to_string()) },
-        }
-    };
+    let moving = PreparedMove::begin(store, array, a, src, dst, mode, &mut faults)?;
+    let vm = moving.attachment.vm.clone();
+    let r = injected(&mut faults, Step::Migrate).and_then(|()| host.migrate(&vm, &moving.src, &moving.dst, mode));
+    moving.finish(store, array, r, &|| host.locate(&vm), &mut faults)
+}
 
-    // 1. The array answers (its configuration read again).
-    let r = journal(Step::CheckArray)
-        .and_then(|()| injected(&mut faults, Step::CheckArray))
-        .and_then(|()| array.ping().map_err(anyhow::Error::from));
-    if let Err(e) = r {
-        return Err(rolled_back(Step::CheckArray, &src, e));
-    }
-    crash(&faults, Step::CheckArray)?;
+/// A volume move whose guest is about to migrate: journaled, the array checked, the volume
+/// mapped to the destination as well ([`PreparedMove::begin`]). The caller migrates the guest
+/// (itself, or through an agent as the controller's live world does) and then calls
+/// [`PreparedMove::finish`] with how the migration ended.
+#[derive(Debug)]
+pub struct PreparedMove {
+    pub id: i64,
+    pub attachment: VolumeAttachment,
+    pub src: NodeRef,
+    pub dst: NodeRef,
+    /// The destination's connection, once mapped.
+    conn: Option<amvm_engine::volume::Connection>,
+}
 
-    // 2. Map to the destination: its first connection to the array (QEMU's initiator logs in
-    // when the incoming guest opens the disk).
-    let r = journal(Step::MapDestination)
-        .and_then(|()| injected(&mut faults, Step::MapDestination))
-        .and_then(|()| array.map(volume, &dst.initiator).map_err(anyhow::Error::from));
-    let conn = match r {
-        Ok(c) => c,
-        Err(e) => {
-            return match retry(|| array.unmap(volume, &dst.initiator).map_err(Into::into)) {
-                Ok(_) => Err(rolled_back(Step::MapDestination, &src, e)),
-                Err(u) => Err(MoveError::Unresolved {
-                    id,
-                    step: Step::MapDestination.name(),
-                    cause: e.context(format!("and unmapping the destination again failed: {u:#}")),
-                }),
-            };
+impl PreparedMove {
+    /// Steps 1–2: journals the intent, checks that the array answers (its configuration read
+    /// again) and maps the volume to the destination (its first connection to the array: QEMU's
+    /// initiator logs in when the incoming guest opens the disk). On failure nothing stays
+    /// changed and the move is `FAILED`.
+    pub fn begin(
+        store: &Store,
+        array: &dyn DiskArray,
+        a: VolumeAttachment,
+        src: NodeRef,
+        dst: NodeRef,
+        mode: Option<Mode>,
+        faults: &mut Faults,
+    ) -> Result<PreparedMove, MoveError> {
+        if src.name == dst.name {
+            return Err(MoveError::Refused(format!("{} already runs on {}", a.vm, dst.name)));
         }
-    };
-    crash(&faults, Step::MapDestination)?;
+        let intent = VolumeMove {
+            id: 0,
+            volume: a.volume.clone(),
+            vm: a.vm.clone(),
+            from_node: src.name.clone(),
+            from_initiator: src.initiator.to_string(),
+            to_node: dst.name.clone(),
+            to_initiator: dst.initiator.to_string(),
+            mode: mode.map(|m| m.name().to_string()),
+            step: String::new(),
+            state: String::new(),
+            error: None,
+            started_at: 0,
+            ended_at: None,
+        };
+        let id = store.begin_volume_move(&intent).map_err(|e| MoveError::Refused(format!("{e:#}")))?;
+        let mut m = PreparedMove { id, attachment: a, src, dst, conn: None };
 
-    // 3. Live-migrate the guest.
-    let r = journal(Step::Migrate)
-        .and_then(|()| injected(&mut faults, Step::Migrate))
-        .and_then(|()| host.migrate(&a.vm, &src, &dst, mode));
-    if let Err(e) = r {
-        // Where the guest is decides: still on the source (pre-copy failed) → undo the map;
-        // on the destination (failed after the switch to post-copy) → carry on.
-        match host.locate(&a.vm) {
-            Ok(n) if n.name == src.name => {
-                return match retry(|| array.unmap(volume, &dst.initiator).map_err(Into::into)) {
-                    Ok(_) => Err(rolled_back(Step::Migrate, &src, e)),
+        // 1. The array answers.
+        let r = m
+            .journal(store, Step::CheckArray)
+            .and_then(|()| injected(faults, Step::CheckArray))
+            .and_then(|()| array.ping().map_err(anyhow::Error::from));
+        if let Err(e) = r {
+            return Err(m.rolled_back(store, Step::CheckArray, e));
+        }
+        m.crash(faults, Step::CheckArray)?;
+
+        // 2. Map to the destination.
+        let r = m
+            .journal(store, Step::MapDestination)
+            .and_then(|()| injected(faults, Step::MapDestination))
+            .and_then(|()| array.map(&m.attachment.volume, &m.dst.initiator).map_err(anyhow::Error::from));
+        match r {
+            Ok(c) => m.conn = Some(c),
+            Err(e) => {
+                return match retry(|| array.unmap(&m.attachment.volume, &m.dst.initiator).map_err(Into::into)) {
+                    Ok(_) => Err(m.rolled_back(store, Step::MapDestination, e)),
                     Err(u) => Err(MoveError::Unresolved {
                         id,
-                        step: Step::Migrate.name(),
-                        cause: e.context(format!("and unmapping the destination failed: {u:#}")),
+                        step: Step::MapDestination.name(),
+                        cause: e.context(format!("and unmapping the destination again failed: {u:#}")),
                     }),
                 };
             }
-            Ok(n) if n.name == dst.name => {
-                tracing::warn!(error = %e, "migration reported a failure but the guest runs on the destination")
-            }
-            Ok(n) => {
-                return Err(MoveError::Unresolved {
-                    id,
-                    step: Step::Migrate.name(),
-                    cause: e.context(format!("{} now runs on {}, neither source nor destination", a.vm, n.name)),
-                })
-            }
-            Err(l) => {
-                return Err(MoveError::Unresolved {
-                    id,
-                    step: Step::Migrate.name(),
-                    cause: e.context(format!("and the guest cannot be found: {l:#}")),
-                })
+        }
+        m.crash(faults, Step::MapDestination)?;
+        m.journal(store, Step::Migrate).map_err(|e| MoveError::Unresolved {
+            id,
+            step: Step::Migrate.name(),
+            cause: e,
+        })?;
+        Ok(m)
+    }
+
+    /// Steps 3–5 once the guest's migration has ended with `migrated`: where the guest runs
+    /// (`locate`) decides. Still on the source (a failed pre-copy) → the destination is unmapped
+    /// again and the move `FAILED`; on the destination (success, or a failure after the switch
+    /// to post-copy) → the source is unmapped and the new connection recorded; anywhere else
+    /// the move stays open for [`resolve_open_moves`].
+    pub fn finish(
+        self,
+        store: &Store,
+        array: &dyn DiskArray,
+        migrated: anyhow::Result<()>,
+        locate: &dyn Fn() -> anyhow::Result<NodeRef>,
+        faults: &mut Faults,
+    ) -> Result<MoveOutcome, MoveError> {
+        let (id, volume, vm) = (self.id, self.attachment.volume.clone(), self.attachment.vm.clone());
+        if let Err(e) = migrated {
+            match locate() {
+                Ok(n) if n.name == self.src.name => {
+                    return match retry(|| array.unmap(&volume, &self.dst.initiator).map_err(Into::into)) {
+                        Ok(_) => Err(self.rolled_back(store, Step::Migrate, e)),
+                        Err(u) => Err(MoveError::Unresolved {
+                            id,
+                            step: Step::Migrate.name(),
+                            cause: e.context(format!("and unmapping the destination failed: {u:#}")),
+                        }),
+                    };
+                }
+                Ok(n) if n.name == self.dst.name => {
+                    tracing::warn!(error = %e, "migration reported a failure but the guest runs on the destination")
+                }
+                Ok(n) => {
+                    return Err(MoveError::Unresolved {
+                        id,
+                        step: Step::Migrate.name(),
+                        cause: e.context(format!("{vm} now runs on {}, neither source nor destination", n.name)),
+                    })
+                }
+                Err(l) => {
+                    return Err(MoveError::Unresolved {
+                        id,
+                        step: Step::Migrate.name(),
+                        cause: e.context(format!("and the guest cannot be found: {l:#}")),
+                    })
+                }
             }
         }
-    }
-    crash(&faults, Step::Migrate)?;
+        self.crash(faults, Step::Migrate)?;
 
-    // 4. Unmap from the source (its QEMU is gone; its session closes with it).
-    let r = journal(Step::UnmapSource).and_then(|()| {
-        retry(|| {
-            injected(&mut faults, Step::UnmapSource)?;
-            array.unmap(volume, &src.initiator).map_err(Into::into)
-        })
-    });
-    let unmap_retries = match r {
-        Ok(n) => n,
-        Err(e) => return Err(MoveError::Unresolved { id, step: Step::UnmapSource.name(), cause: e }),
-    };
-    crash(&faults, Step::UnmapSource)?;
+        // 4. Unmap from the source (its QEMU is gone; its session closes with it).
+        let r = self.journal(store, Step::UnmapSource).and_then(|()| {
+            retry(|| {
+                injected(faults, Step::UnmapSource)?;
+                array.unmap(&volume, &self.src.initiator).map_err(Into::into)
+            })
+        });
+        let unmap_retries = match r {
+            Ok(n) => n,
+            Err(e) => return Err(MoveError::Unresolved { id, step: Step::UnmapSource.name(), cause: e }),
+        };
+        self.crash(faults, Step::UnmapSource)?;
 
-    // 5. Record the new connection (and end the move) in one transaction.
-    let att = VolumeAttachment {
-        node: dst.name.clone(),
-        initiator: dst.initiator.to_string(),
-        portal: format!("{}:{}", conn.host, conn.port),
-        iqn: conn.iqn,
-        lun: conn.lun,
-        ..a.clone()
-    };
-    let r = journal(Step::Record)
-        .and_then(|()| injected(&mut faults, Step::Record))
-        .and_then(|()| store.end_volume_move(id, state::SUCCEEDED, None, Some(&att)).map_err(Into::into));
-    if let Err(e) = r {
-        return Err(MoveError::Unresolved { id, step: Step::Record.name(), cause: e });
+        // 5. Record the new connection (and end the move) in one transaction.
+        let Some(conn) = self.conn.clone() else {
+            let cause = anyhow!("no connection to the destination was recorded at map-destination");
+            return Err(MoveError::Unresolved { id, step: Step::Record.name(), cause });
+        };
+        let att = VolumeAttachment {
+            node: self.dst.name.clone(),
+            initiator: self.dst.initiator.to_string(),
+            portal: format!("{}:{}", conn.host, conn.port),
+            iqn: conn.iqn,
+            lun: conn.lun,
+            ..self.attachment.clone()
+        };
+        let r = self
+            .journal(store, Step::Record)
+            .and_then(|()| injected(faults, Step::Record))
+            .and_then(|()| store.end_volume_move(id, state::SUCCEEDED, None, Some(&att)).map_err(Into::into));
+        if let Err(e) = r {
+            return Err(MoveError::Unresolved { id, step: Step::Record.name(), cause: e });
+        }
+        Ok(MoveOutcome { id, attachment: att, unmap_retries })
     }
-    Ok(MoveOutcome { id, attachment: att, unmap_retries })
+
+    fn journal(&self, store: &Store, step: Step) -> anyhow::Result<()> {
+        store.volume_move_step(self.id, step.name()).map_err(anyhow::Error::from)
+    }
+
+    /// Injected: the controller "dies" right after `step`.
+    fn crash(&self, f: &Faults, step: Step) -> Result<(), MoveError> {
+        if f.crash_after == Some(step) {
+            Err(MoveError::Crashed { id: self.id, step: step.name() })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends the move as rolled back: the guest on the source, mapped there only.
+    fn rolled_back(&self, store: &Store, step: Step, cause: anyhow::Error) -> MoveError {
+        let msg = format!("{cause:#}");
+        let node = &self.src;
+        match store.end_volume_move(self.id, state::FAILED, Some(&msg), None) {
+            Ok(()) => MoveError::RolledBack {
+                id: self.id,
+                step: step.name(),
+                volume: self.attachment.volume.clone(),
+                vm: self.attachment.vm.clone(),
+                node: node.name.clone(),
+                cause,
+            },
+            Err(e) => MoveError::Unresolved { id: self.id, step: step.name(), cause: cause.context(e.to_string()) },
+        }
+    }
 }
 
 /// What resolving an open move did.

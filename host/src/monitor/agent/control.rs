@@ -104,6 +104,24 @@ pub enum Op {
     Wake {
         host: String,
     },
+    /// Whether this node reaches `addr` (`HOST:PORT`, e.g. the disk array's iSCSI portal): a
+    /// TCP connection from the node's own network, within [`REACH_TIMEOUT`]. Answers
+    /// [`Reach`].
+    Reach {
+        addr: String,
+    },
+}
+
+/// How long [`Op::Reach`] waits for a connection.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The answer to [`Op::Reach`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    pub reachable: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -492,6 +510,19 @@ impl Server {
                 run_shell(cmd, &[("AMVM_WAKE_HOST", &host)])?;
                 Ok(serde_json::Value::Null)
             }
+            Op::Reach { addr } => {
+                use std::net::ToSocketAddrs;
+                let target = addr
+                    .to_socket_addrs()
+                    .map_err(|e| format!("bad address {addr:?}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("{addr:?} resolves to no address"))?;
+                let r = match std::net::TcpStream::connect_timeout(&target, REACH_TIMEOUT) {
+                    Ok(_) => Reach { reachable: true, error: None },
+                    Err(e) => Reach { reachable: false, error: Some(e.to_string()) },
+                };
+                json(&r)
+            }
         }
     }
 
@@ -704,6 +735,21 @@ mod tests {
             Err(ControlError::Refused(e)) => assert!(e.contains("no job"), "{e}"),
             other => panic!("{other:?}"),
         }
+        s.stop();
+    }
+
+    #[test]
+    fn reach_connects_from_the_node() {
+        let s = server(None);
+        let c = Client::new(s.local_addr, key(7));
+        let open = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r: Reach = c.call_as(&Op::Reach { addr: open.local_addr().unwrap().to_string() }).unwrap();
+        assert!(r.reachable && r.error.is_none(), "{r:?}");
+        // A port nothing listens on (the listener dropped) is refused.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let r: Reach = c.call_as(&Op::Reach { addr: closed.to_string() }).unwrap();
+        assert!(!r.reachable && r.error.is_some(), "{r:?}");
+        assert!(matches!(c.call(&Op::Reach { addr: "no port".into() }), Err(ControlError::Refused(_))));
         s.stop();
     }
 
