@@ -353,7 +353,9 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
     );
     let data = rel(&f.data);
     if let Some((v, lab)) = f.volumes.as_ref().and_then(|v| Some((v, v.lab.as_ref()?))) {
-        // A controller killed during a volume move left its intent record: finish it first.
+        // A controller killed during a volume move left its intent record: finish it first
+        // (on a first start the data directory does not exist yet).
+        std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
         for r in crate::volume::resolve_at_start(&data.join("state.db"), &rel(&v.config), &rel(lab))? {
             println!("volume move {} resolved: {} on {} ({})", r.id, r.volume, r.node, r.note);
         }

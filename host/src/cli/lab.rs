@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use amvm_engine::qemu::{HybridSwitch, MigrateOptions};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::migrate::parse_rate;
@@ -75,6 +75,11 @@ pub enum LabCommand {
         /// plans; this is used when it and its fallback failed, and for hand migrations.
         #[arg(long, default_value = "hybrid")]
         migration_mode: String,
+        /// The disk-array driver's configuration (docs/volumes.md): the lab controller then moves
+        /// each guest's attached volumes with it, places such guests only on nodes that reach
+        /// the array, and counts the volumes in their migration cost.
+        #[arg(long, value_name = "FILE")]
+        volumes: Option<std::path::PathBuf>,
     },
     /// Nodes by name, each with its guests (state, memory, last heartbeat).
     Status {
@@ -143,6 +148,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             step_ms,
             report_interval_s,
             migration_mode,
+            volumes,
         } => {
             lab::parse_mode(&migration_mode)?;
             anyhow::ensure!(step_ms >= 100, "--step-ms must be at least 100");
@@ -159,6 +165,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
                 report_interval_s,
                 mode: migration_mode,
                 controller: !no_controller,
+                volumes: volumes.map(std::fs::canonicalize).transpose().context("--volumes")?,
             });
             let cfg = LabConfig {
                 dir: a.dir,

@@ -563,7 +563,9 @@ impl LiveWorld {
         ended
     }
 
-    fn build_snapshot(&mut self, maintenance: &[u32]) {
+    /// The snapshot from the agents' reports. A host in maintenance is reported as it is (its
+    /// VMs included): the controller's maintenance rule evacuates it and keeps VMs off it.
+    fn build_snapshot(&mut self) {
         let now = unix_now();
         let statuses: HashMap<String, crate::monitor::HostStatus> = self
             .mirror
@@ -593,9 +595,7 @@ impl LiveWorld {
             let id = h as u32;
             let status = statuses.get(&host.name);
             let reporting = status.is_some_and(|s| s.up);
-            let state = if maintenance.contains(&id) {
-                HostState::Down
-            } else if self.asleep.contains(&id) {
+            let state = if self.asleep.contains(&id) {
                 HostState::Asleep
             } else if reporting || self.woken_at.contains_key(&id) {
                 HostState::Active
@@ -838,7 +838,7 @@ impl World for LiveWorld {
     }
 
     fn observe(&mut self, maintenance: &[u32]) -> &Snapshot {
-        self.build_snapshot(maintenance);
+        self.build_snapshot();
         self.observe_volumes();
         self.record(maintenance);
         &self.snap
@@ -897,7 +897,7 @@ impl World for LiveWorld {
         }
         let ended = self.poll();
         // Sleeps need the placement as it is now.
-        self.build_snapshot(&[]);
+        self.build_snapshot();
         self.carry_out_sleeps();
         ended
     }

@@ -46,6 +46,8 @@ pub struct ControlPlane {
     pub mode: String,
     /// `false`: agents only (`--no-controller`).
     pub controller: bool,
+    /// The disk-array driver's configuration: the controller's `[volumes]` (`--volumes`).
+    pub volumes: Option<PathBuf>,
 }
 
 /// The cgroup v2 hierarchy (`/sys/fs/cgroup` on a unified system, `/sys/fs/cgroup/unified` on a
@@ -217,6 +219,14 @@ pub fn start(state: &mut LabState, plane: &ControlPlane, say: &mut dyn FnMut(&st
             let cmd = format!("echo 0 > {}", shell_quote(&freeze.to_string_lossy()));
             toml.push_str(&format!("wake_cmd = {}\n", toml_string(&cmd)));
         }
+    }
+    if let Some(v) = &plane.volumes {
+        // Reach of the array re-checked every 2 s (a lab changes fast); moves a killed controller
+        // left open are finished at its start through this lab.
+        toml.push_str(&format!(
+            "\n[volumes]\nconfig = {}\nlab = \".\"\nrecheck_s = 2\n",
+            toml_string(&v.to_string_lossy())
+        ));
     }
     if plane.strategy == "lab" {
         std::fs::write(state.dir.join("strategy.toml"), LAB_STRATEGY)?;
