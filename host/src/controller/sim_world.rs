@@ -385,7 +385,7 @@ impl World for SimWorld {
             }
             match *a {
                 ActionReq::Migrate { vm, from, to, mode, .. } => {
-                    moves.push((vm, from, to));
+                    moves.push((vm, from, to, mode));
                     at.push((i, mode.unwrap_or(Mode::Hybrid)));
                 }
                 // The simulated hosts sleep when their last VM has left and wake when one
@@ -402,7 +402,7 @@ impl World for SimWorld {
         let into_step = if self.replaying { 0.0 } else { (self.step_began.elapsed().as_secs_f64() / pace).min(1.0) };
         let start = self.sim.now() + into_step * interval;
         for (k, ok) in self.sim.start_migrations(&moves).into_iter().enumerate() {
-            let (vm, from, to) = moves[k];
+            let (vm, from, to, _) = moves[k];
             let (i, mode) = at[k];
             if ok {
                 self.models.insert(vm, self.migration_model(vm, mode, start));

@@ -1344,6 +1344,8 @@ impl CloudsimRun {
             simulated_s: self.last_process,
             elapsed_ms,
             scheduler_ms: 0.0,
+            // CloudSim ignores the mode: every migration is its RAM ÷ bandwidth copy.
+            migrations_by_mode: Default::default(),
             series,
         }
     }

@@ -44,8 +44,20 @@ pub struct RunReport {
     /// Of `elapsed_ms`, the time spent deciding (scheduler cycles with their policy calls).
     #[serde(default)]
     pub scheduler_ms: f64,
+    /// Migrations started per mode (pre, post, hybrid); one the plan gave no mode counts as
+    /// pre-copy, the world's own default.
+    #[serde(default)]
+    pub migrations_by_mode: ModeCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<Series>,
+}
+
+/// Migrations per mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeCounts {
+    pub pre: u64,
+    pub post: u64,
+    pub hybrid: u64,
 }
 
 /// Per-step time series (one entry at t = 0 and one per scheduling step).
@@ -75,6 +87,7 @@ pub(crate) struct Accumulator {
     pub shutdowns: u64,
     pub policy_failures: u64,
     pub cycles: u64,
+    pub by_mode: ModeCounts,
     active_host_sum: f64,
     active_host_samples: u64,
     util_sum: f64,
@@ -95,6 +108,7 @@ impl Default for Accumulator {
             shutdowns: 0,
             policy_failures: 0,
             cycles: 0,
+            by_mode: ModeCounts::default(),
             active_host_sum: 0.0,
             active_host_samples: 0,
             util_sum: 0.0,
@@ -105,6 +119,16 @@ impl Default for Accumulator {
 }
 
 impl Accumulator {
+    /// Counts one started migration under its mode (none: pre-copy, the world's default).
+    pub fn count_mode(&mut self, mode: Option<crate::scheduler::Mode>) {
+        use crate::scheduler::Mode;
+        match mode.unwrap_or(Mode::Pre) {
+            Mode::Pre => self.by_mode.pre += 1,
+            Mode::Post => self.by_mode.post += 1,
+            Mode::Hybrid => self.by_mode.hybrid += 1,
+        }
+    }
+
     /// Records one powered host's utilization sample.
     pub fn utilization_sample(&mut self, u: f64) {
         let u = u.clamp(0.0, 1.0);

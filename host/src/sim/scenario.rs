@@ -143,6 +143,15 @@ pub struct MigrationModel {
     /// reproduces that (the snapshot then reports effectively unlimited host memory); `true`
     /// makes every destination hold the VM's full RAM.
     pub check_memory: bool,
+    /// Mode accounting: the plan's mode of each migration (pre, post, hybrid) sets its
+    /// duration and the VM's loss while it runs, from the paper's equations 1–7 (amvm-model):
+    /// pre-copy's rounds, the downtime, post-copy's page faults. `false`: every migration takes
+    /// RAM ÷ bandwidth and loses `degradation`, whatever its mode (CloudSim's model).
+    pub mode_accounting: bool,
+    /// The memory a VM dirties per second at 100 % CPU (MB/s), scaled by its utilization; the
+    /// snapshot reports it as the VM's measured dirty rate. 0 (the default): the PlanetLab
+    /// traces carry no memory activity, and pre-copy converges in its first round.
+    pub dirty_mbps_at_full_cpu: f64,
 }
 
 impl Default for Scenario {
@@ -195,7 +204,14 @@ impl Default for Vms {
 
 impl Default for MigrationModel {
     fn default() -> Self {
-        MigrationModel { bandwidth_share: 0.5, degradation: 0.1, destination_share: 0.1, check_memory: false }
+        MigrationModel {
+            bandwidth_share: 0.5,
+            degradation: 0.1,
+            destination_share: 0.1,
+            check_memory: false,
+            mode_accounting: true,
+            dirty_mbps_at_full_cpu: 0.0,
+        }
     }
 }
 
@@ -301,6 +317,9 @@ impl Scenario {
         }
         if !(0.0..1.0).contains(&m.degradation) || !(0.0..=1.0).contains(&m.destination_share) {
             return Err(err("migration.degradation must be in [0, 1) and destination_share in [0, 1]".into()));
+        }
+        if !(m.dirty_mbps_at_full_cpu.is_finite() && m.dirty_mbps_at_full_cpu >= 0.0) {
+            return Err(err("migration.dirty_mbps_at_full_cpu must be a finite number ≥ 0 (MB/s)".into()));
         }
         Ok(())
     }

@@ -166,6 +166,25 @@ mod tests {
         let r = run(&s, trace, set.decider(&spec).expect("decider"), RunOptions::default()).expect("run");
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
         assert_eq!((r.migrations, r.host_shutdowns, r.rejected_migrations, r.policy_failures), (1, 1, 0, 0));
+        // Mode accounting (the default): the model policy picks pre-copy (no dirty rate), whose
+        // stop-copy adds the downtime t_d = 1 MiB of vCPU state ÷ 50 MiB/s + 5 ms = 25 ms to the
+        // move (T = 10.025 s) and loses it whole: PDM loss 20 × (10 % × 10 + 0.025).
+        assert_eq!(r.migrations_by_mode.pre, 1);
+        let td = 1.0 / 50.0 + 0.005;
+        let t = 10.0 + td;
+        assert!(close(r.energy_kwh, (120.0 * t + 132.0 * t + 150.0 * (600.0 - t)) / 3.6e6), "{}", r.energy_kwh);
+        assert!(close(r.slatah, t / (600.0 + t)), "{}", r.slatah);
+        assert!(close(r.pdm, 200.0 * (1.0 + td) / 300_000.0), "{}", r.pdm);
+        // Without it, CloudSim's model: 10 s, 10 % lost.
+        s.migration.mode_accounting = false;
+        let trace = Arc::new(Trace {
+            name: "hand".into(),
+            source: "test".into(),
+            interval_s: 300.0,
+            vms: vec![vm("a", 20.0), vm("b", 30.0)],
+            order: "file",
+        });
+        let r = run(&s, trace, set.decider(&spec).expect("decider"), RunOptions::default()).expect("run");
         assert!(close(r.energy_kwh, (1200.0 + 1320.0 + 88_500.0) / 3.6e6), "{}", r.energy_kwh);
         assert!(close(r.slatah, 10.0 / 610.0), "{}", r.slatah);
         assert!(close(r.pdm, 200.0 / 300_000.0), "{}", r.pdm);

@@ -25,7 +25,7 @@ use super::metrics::{Accumulator, RunReport, Series};
 use super::power::PowerCurve;
 use super::scenario::{InitialPlacement, Scenario};
 use super::trace::Trace;
-use crate::scheduler::{Cluster, HostState, HostTable, Plan, Snapshot, VmTable};
+use crate::scheduler::{Cluster, HostState, HostTable, Mode, Plan, Snapshot, VmTable};
 
 mod placement;
 
@@ -104,6 +104,10 @@ pub struct SimCluster {
     degradation: f64,
     destination_share: f64,
     check_memory: bool,
+    /// `migration.mode_accounting`: the plan's mode sets duration and loss.
+    mode_accounting: bool,
+    /// `migration.dirty_mbps_at_full_cpu` (MB/s at 100 % CPU).
+    dirty_at_full: f64,
     curves: Vec<PowerCurve>,
     // hosts (static)
     host_cap: Vec<f64>,
@@ -125,6 +129,9 @@ pub struct SimCluster {
     vm_req: Vec<f64>,
     host_entry: Vec<HostEntry>,
     vm_entry: Vec<VmEntry>,
+    /// Share of its demand a migrating VM gets at its source (`1 − degradation`, or from its
+    /// mode under mode accounting), set when its migration starts.
+    vm_keep: Vec<f64>,
     snapshot: Snapshot,
     acc: Accumulator,
     series: Series,
@@ -189,6 +196,8 @@ impl SimCluster {
             degradation: scenario.migration.degradation,
             destination_share: scenario.migration.destination_share,
             check_memory: scenario.migration.check_memory,
+            mode_accounting: scenario.migration.mode_accounting,
+            dirty_at_full: scenario.migration.dirty_mbps_at_full_cpu,
             curves,
             host_cap,
             host_core,
@@ -207,6 +216,7 @@ impl SimCluster {
             vm_req: vec![0.0; n_vms],
             host_entry: vec![HostEntry::default(); n_hosts],
             vm_entry: vec![VmEntry::default(); n_vms],
+            vm_keep: vec![1.0 - scenario.migration.degradation; n_vms],
             snapshot: Snapshot::default(),
             acc: Accumulator::default(),
             series: Series::default(),
@@ -263,8 +273,9 @@ impl SimCluster {
     /// executes a plan's actions; `true` for each one the world accepted. Unlike
     /// [`Cluster::apply`] it records no series point (call [`SimCluster::record_series`] once per
     /// step).
-    pub fn start_migrations(&mut self, moves: &[(u32, u32, u32)]) -> Vec<bool> {
-        let started: Vec<bool> = moves.iter().map(|&(vm, from, to)| self.start_migration(vm, from, to)).collect();
+    pub fn start_migrations(&mut self, moves: &[(u32, u32, u32, Option<Mode>)]) -> Vec<bool> {
+        let started: Vec<bool> =
+            moves.iter().map(|&(vm, from, to, mode)| self.start_migration(vm, from, to, mode)).collect();
         if started.iter().any(|&b| b) {
             self.update(self.now, false);
         }
@@ -385,6 +396,7 @@ impl SimCluster {
             simulated_s: self.now,
             elapsed_ms,
             scheduler_ms: 0.0,
+            migrations_by_mode: self.acc.by_mode,
             series: with_series.then(|| self.series.clone()),
         }
     }
@@ -444,7 +456,7 @@ impl SimCluster {
                 *req = self.trace.utilization(v, t) * self.vm_mips[v];
             }
         }
-        let (degr_keep, dest_share) = (1.0 - self.degradation, self.destination_share);
+        let dest_share = self.destination_share;
         let dynamic = self.accounting == PowerAccounting::Dynamic;
         for h in 0..self.host_cap.len() {
             if dynamic && self.host_vms[h].is_empty() {
@@ -484,6 +496,7 @@ impl SimCluster {
                 let capped = req.min(core);
                 let incoming = self.vm_dest[vi] == h as u32;
                 let outgoing = self.vm_dest[vi] != NONE && !incoming;
+                let degr_keep = self.vm_keep[vi];
                 let alloc = match (oversubscribed, outgoing, incoming) {
                     (false, true, _) => capped * degr_keep,
                     (false, _, true) => capped * dest_share,
@@ -505,7 +518,11 @@ impl SimCluster {
                     }
                     *e = VmEntry { t, allocated: alloc, requested: req, migrating: outgoing };
                     // The host still runs the whole VM while it leaves.
-                    host_alloc += if outgoing && degr_keep > 0.0 { alloc / degr_keep } else { alloc };
+                    host_alloc += match (outgoing, oversubscribed) {
+                        (true, false) => capped,
+                        (true, true) if degr_keep > 0.0 => alloc / degr_keep,
+                        _ => alloc,
+                    };
                 }
                 host_req += req;
             }
@@ -541,6 +558,11 @@ impl SimCluster {
         for (v, row) in hist.chunks_exact_mut(w).enumerate() {
             row.copy_within(1.., 0);
             row[w - 1] = (self.vm_req[v] / self.vm_mips[v]) as f32;
+        }
+        if self.mode_accounting {
+            // The world's dirty rates, as an agent would measure them, for the mode policy.
+            let dirty: Vec<f32> = (0..self.vm_mips.len()).map(|v| self.dirty_mbps(v) as f32).collect();
+            self.snapshot.vms.dirty_mbps = dirty;
         }
         for e in &self.host_entry {
             if e.utilization > 0.0 {
@@ -601,8 +623,41 @@ impl SimCluster {
         }
     }
 
+    /// The dirty rate the world assumes for VM `v` now (MB/s): its utilization × the scenario's
+    /// `dirty_mbps_at_full_cpu`.
+    fn dirty_mbps(&self, v: usize) -> f64 {
+        (self.vm_req[v] / self.vm_mips[v]).clamp(0.0, 1.0) * self.dirty_at_full
+    }
+
+    /// Duration (s) of VM `v`'s migration to host `to` in `mode`, and the share of its demand
+    /// it keeps while it runs. Without mode accounting (or without a mode): RAM ÷ bandwidth
+    /// and `1 − degradation`. With it, the paper's model (amvm-model, eqs. 1–7) on the VM's RAM,
+    /// the destination's migration bandwidth and the VM's dirty rate gives the duration; the
+    /// loss is `degradation` over the copy rounds while the VM runs at its source (pre-copy's
+    /// rounds, hybrid's first pass), all of it during the downtime, and each post-copy page
+    /// fault's network delay (eq. 6 × λ), spread over the whole move as one share.
+    fn migration_cost(&self, v: usize, to: usize, mode: Option<Mode>) -> (f64, f64) {
+        let (ram, bw) = (self.vm_ram[v], self.host_mig_mbps[to]);
+        let classic = (ram / bw, 1.0 - self.degradation);
+        let Some(mode) = mode.filter(|_| self.mode_accounting) else { return classic };
+        const MB: f64 = 1024.0 * 1024.0;
+        let p = amvm_model::Params::from_link(ram * MB, bw * MB, self.dirty_mbps(v) * MB);
+        let pred = amvm_model::predict(mode, &p);
+        if !(pred.t_mig.is_finite() && pred.t_mig > 0.0) {
+            return classic;
+        }
+        let at_source = match mode {
+            Mode::Pre => pred.t_mig - pred.t_down,
+            Mode::Hybrid => ram / bw,
+            Mode::Post => 0.0,
+        };
+        let lost_s = self.degradation * at_source.max(0.0) + pred.t_down + pred.faults * p.latency;
+        // Never below 1 %: the host still runs the VM (its use is the allocation ÷ this share).
+        (pred.t_mig, (1.0 - lost_s / pred.t_mig).clamp(0.01, 1.0))
+    }
+
     /// Starts one migration if the world allows it; `false` (and a count) when it does not.
-    fn start_migration(&mut self, vm: u32, from: u32, to: u32) -> bool {
+    fn start_migration(&mut self, vm: u32, from: u32, to: u32, mode: Option<Mode>) -> bool {
         let (vi, n_hosts) = (vm as usize, self.host_cap.len());
         let ok = vi < self.vm_mips.len()
             && self.vm_dest[vi] == NONE
@@ -620,7 +675,10 @@ impl SimCluster {
         self.vm_dest[vi] = to;
         self.host_vms[ti].push(vm);
         self.host_ram_used[ti] += self.vm_ram[vi];
-        let end_s = self.now + self.vm_ram[vi] / self.host_mig_mbps[ti];
+        let (duration_s, keep) = self.migration_cost(vi, ti, mode);
+        self.vm_keep[vi] = keep;
+        let end_s = self.now + duration_s;
+        self.acc.count_mode(mode);
         self.in_flight.push(InFlight { vm, from, to, start_s: self.now, end_s });
         self.acc.migrations += 1;
         self.step_migrations += 1;
@@ -637,7 +695,7 @@ impl Cluster for SimCluster {
     fn apply(&mut self, plan: &Plan) {
         let mut started = 0;
         for m in &plan.migrations {
-            if self.start_migration(m.vm, m.from, m.to) {
+            if self.start_migration(m.vm, m.from, m.to, m.mode) {
                 started += 1;
             }
         }

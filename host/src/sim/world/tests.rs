@@ -196,3 +196,77 @@ fn power_aware_initial_placement_prefers_empty_efficient_hosts() {
     let ff = SimCluster::new(&s, t, InitialPlacement::FirstFit, PowerAccounting::Dynamic).expect("ff");
     assert_eq!(ff.placement(), &[0, 0]);
 }
+
+fn migrate_in(mode: Mode) -> Plan {
+    let mut p = migrate(1, 1, 0);
+    p.migrations[0].mode = Some(mode);
+    p
+}
+
+#[test]
+fn each_mode_costs_its_own_duration_and_loss() {
+    // one_migration_by_hand with a mode and a dirty rate: VM1 (500 MB, 30 % of 1000 MIPS)
+    // dirties 0.3 × 100 = 30 MB/s against the 50 MB/s link. The paper's model gives each mode's
+    // duration T and the VM's lost seconds L (10 % over the rounds at the source, all of the
+    // downtime, λ per post-copy fault); PDM = 300 MIPS × L ÷ 420 000, and VM1 leaves host 1
+    // after T (host 1 active for T s).
+    let mut sc = scenario(2);
+    sc.migration.dirty_mbps_at_full_cpu = 100.0;
+    let mb = 1024.0 * 1024.0;
+    let p = amvm_model::Params::from_link(500.0 * mb, 50.0 * mb, 30.0 * mb);
+    let mut seen = Vec::new();
+    for mode in Mode::ALL {
+        let r = run(&sc, trace(&[&[40.0; 4], &[30.0; 4]]), scripted(vec![migrate_in(mode)]), RunOptions::default())
+            .expect("run");
+        let pred = amvm_model::predict(mode, &p);
+        let at_source = match mode {
+            Mode::Pre => pred.t_mig - pred.t_down,
+            Mode::Hybrid => 10.0,
+            Mode::Post => 0.0,
+        };
+        let lost = 0.1 * at_source + pred.t_down + pred.faults * p.latency;
+        assert!(close(r.pdm, 300.0 * lost / 420_000.0), "{mode:?}: pdm {} for T {} L {lost}", r.pdm, pred.t_mig);
+        let by_mode = r.migrations_by_mode;
+        assert_eq!(by_mode.pre + by_mode.post + by_mode.hybrid, 1);
+        assert_eq!(
+            match mode {
+                Mode::Pre => by_mode.pre,
+                Mode::Post => by_mode.post,
+                Mode::Hybrid => by_mode.hybrid,
+            },
+            1
+        );
+        // Host 0 is active 600 s, host 1 for the migration's T: violation = T (the incoming
+        // reservation on host 0 while it runs).
+        assert!(close(r.slatah, pred.t_mig / (600.0 + pred.t_mig)), "{mode:?}: slatah {}", r.slatah);
+        seen.push((mode, pred.t_mig, lost));
+    }
+    // At ρ = 0.6 pre-copy needs 7 rounds (~25 s) but loses only its 10 %; post-copy faults on
+    // every page (~19 s waiting on the network); hybrid's first pass halves the faults.
+    let (pre, post, hybrid) = (seen[0], seen[1], seen[2]);
+    assert!(pre.1 > hybrid.1, "{seen:?}");
+    assert!(pre.2 < hybrid.2 && hybrid.2 < post.2, "{seen:?}");
+
+    // Mode accounting off: every mode is CloudSim's 10 s copy losing 10 % (one_migration_by_hand).
+    sc.migration.mode_accounting = false;
+    for mode in Mode::ALL {
+        let r = run(&sc, trace(&[&[40.0; 4], &[30.0; 4]]), scripted(vec![migrate_in(mode)]), RunOptions::default())
+            .expect("run");
+        assert!(close(r.pdm, 300.0 / 420_000.0), "{mode:?}: {}", r.pdm);
+        assert!(close(r.slatah, 10.0 / 610.0), "{mode:?}: {}", r.slatah);
+    }
+}
+
+#[test]
+fn the_snapshot_reports_the_world_s_dirty_rates() {
+    let mut sc = scenario(2);
+    sc.migration.dirty_mbps_at_full_cpu = 50.0;
+    let mut w =
+        SimCluster::new(&sc, trace(&[&[40.0; 4], &[30.0; 4]]), InitialPlacement::FirstFit, PowerAccounting::Dynamic)
+            .expect("world");
+    assert!(w.advance());
+    let s = w.observe();
+    assert_eq!(s.vms.dirty_mbps, vec![20.0, 15.0]);
+    sc.migration.dirty_mbps_at_full_cpu = -1.0;
+    assert!(SimCluster::new(&sc, trace(&[&[40.0; 4]]), InitialPlacement::FirstFit, PowerAccounting::Dynamic).is_err());
+}
