@@ -6,41 +6,21 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use amvm_engine::memory::Mode;
 use amvm_engine::qemu::{HybridSwitch, MigrateOptions};
 use amvm_host::lab::{self, node, LabConfig};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for tool in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64"] {
-        if !std::path::Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (scripts/install-deps.sh --tests)"));
-        }
-    }
-    None
-}
+mod lab_common;
 
 #[test]
 fn three_node_lab_migrates_a_guest_every_way_and_cleans_up() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = lab_common::skip_reason(&[], false) {
         eprintln!("skipping the lab test: {why}");
         return;
     }
-    let image = repo().join("target/guest");
-    if !image.join("initrd.img").is_file() {
-        let st = Command::new(repo().join("scripts/build-guest.sh")).arg(&image).status().unwrap();
-        assert!(st.success(), "scripts/build-guest.sh failed");
-    }
+    let image = lab_common::guest_image();
     // Parallel runs on one machine (several worktrees) pick their own lab with these.
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let dir = PathBuf::from(var("AMVM_LAB_TEST_DIR", &std::env::temp_dir().join("amvm-lab-test").to_string_lossy()));

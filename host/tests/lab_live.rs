@@ -13,80 +13,23 @@
 
 #![allow(clippy::tests_outside_test_module)]
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use amvm_host::monitor::agent::control::{Client, JobView, Op};
+use lab_common::{wait_for, Api};
 use serde_json::Value;
+
+mod lab_common;
 
 const AMVM: &str = env!("CARGO_BIN_EXE_amvm");
 const LISTEN: &str = "127.0.0.1:18491";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for tool in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64"] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (scripts/install-deps.sh --tests)"));
-        }
-    }
-    if amvm_host::lab::live::cgroup2_root().is_none() {
-        return Some("no cgroup v2 hierarchy with the freezer (nodes cannot sleep)".into());
-    }
-    None
-}
 
 fn amvm(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(AMVM).arg("lab").arg("--dir").arg(dir).args(args).output().unwrap();
     assert!(out.status.success(), "amvm lab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// GET on the controller's API with the lab's token.
-fn api(token: &str, path: &str) -> Value {
-    http(token, "GET", path)
-}
-
-fn http(token: &str, method: &str, path: &str) -> Value {
-    // A connection reset (seen once under load) is retried; anything else fails the test.
-    let mut last = None;
-    for _ in 0..5 {
-        match http_once(token, method, path) {
-            Ok(text) => {
-                let (head, body) = text.split_once("\r\n\r\n").unwrap();
-                assert!(
-                    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-                    "{method} {path}: {head}\n{body}"
-                );
-                return serde_json::from_str(body).unwrap();
-            }
-            Err(e) => {
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        }
-    }
-    panic!("{method} {path}: {last:?}");
-}
-
-fn http_once(token: &str, method: &str, path: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(LISTEN)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} /api/v1/{path} HTTP/1.0\r\nHost: {LISTEN}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
 }
 
 /// Node name → guests it runs (from `amvm lab status --json`), frozen nodes as `None`.
@@ -116,17 +59,6 @@ fn placement(dir: &Path) -> Vec<(String, Option<Vec<String>>)> {
 fn frozen(cgroup: &Path, node: &str) -> bool {
     let events = std::fs::read_to_string(cgroup.join(node).join("cgroup.events")).unwrap_or_default();
     events.lines().any(|l| l == "frozen 1")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {} s waiting for {what}", timeout.as_secs());
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// Kills the controller `old` with SIGKILL (as a crash), reaps it when this test started it, and
@@ -162,7 +94,7 @@ fn restart_controller(dir: &Path, old: u32, child: Option<std::process::Child>) 
 
 #[test]
 fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = lab_common::skip_reason(&[], true) {
         eprintln!("skipping the live lab test: {why}");
         return;
     }
@@ -175,11 +107,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         eprintln!("skipping the live lab test: something already listens on {LISTEN}");
         return;
     }
-    let image = repo().join("target/guest");
-    if !image.join("initrd.img").is_file() {
-        let st = Command::new(repo().join("scripts/build-guest.sh")).arg(&image).status().unwrap();
-        assert!(st.success(), "scripts/build-guest.sh failed");
-    }
+    let image = lab_common::guest_image();
     let t0 = Instant::now();
     let up = Command::new(AMVM)
         .arg("lab")
@@ -195,17 +123,17 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     assert!(up.success(), "amvm lab up failed");
     let state = amvm_host::lab::LabState::load(&dir).unwrap();
     let cgroup = state.cgroup.clone().expect("the lab made its cgroups");
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let api = Api { listen: LISTEN, token: std::fs::read_to_string(dir.join("admin.token")).unwrap() };
     eprintln!("lab up after {:.1} s", t0.elapsed().as_secs_f64());
 
     // The controller sees the three nodes and the three guests through the agents.
     wait_for("3 hosts and 3 VMs in the API", Duration::from_secs(30), || {
-        let hosts = api(&token, "hosts");
-        let vms = api(&token, "vms");
+        let hosts = api.get("hosts");
+        let vms = api.get("vms");
         let names: Vec<&str> = hosts.as_array()?.iter().filter_map(|h| h["name"].as_str()).collect();
         (names == ["node1", "node2", "node3"] && vms.as_array()?.len() == 3).then_some(())
     });
-    let status = api(&token, "status");
+    let status = api.get("status");
     eprintln!("world: {}", status["world"]);
 
     // Idle guests: consolidated onto one node, the two emptied nodes asleep (frozen).
@@ -219,7 +147,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
                 .then(|| (full[0].0.clone(), t0.elapsed()))
         });
     eprintln!("consolidated onto {awake}, two nodes frozen, after {:.1} s", t_sleep.as_secs_f64());
-    let hosts = api(&token, "hosts");
+    let hosts = api.get("hosts");
     let asleep_api = hosts.as_array().unwrap().iter().filter(|h| h["state"] == "asleep").count();
     assert_eq!(asleep_api, 2, "the API shows the frozen nodes asleep: {hosts}");
 
@@ -235,7 +163,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         x.sort();
         x
     };
-    let before = ids(&api(&token, "vms"));
+    let before = ids(&api.get("vms"));
     // From now on migrations are capped at 10 MB/s (about 20 s for a guest), so that the second
     // restart below happens while one runs.
     let config = dir.join("controller.toml");
@@ -246,9 +174,9 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     let t_restart = Instant::now();
     wait_for("the restarted controller with two hosts asleep and the same VMs", Duration::from_secs(40), || {
         std::net::TcpStream::connect(LISTEN).ok()?;
-        let hosts = api(&token, "hosts");
+        let hosts = api.get("hosts");
         let asleep = hosts.as_array()?.iter().filter(|h| h["state"] == "asleep").count();
-        (asleep == 2 && ids(&api(&token, "vms")) == before).then_some(())
+        (asleep == 2 && ids(&api.get("vms")) == before).then_some(())
     });
     eprintln!("controller restarted: hosts and VM ids as before after {:.1} s", t_restart.elapsed().as_secs_f64());
 
@@ -266,7 +194,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     };
     // (Journaled ONGOING comes before the request reaches the agent: wait for its running job.)
     let ongoing = wait_for("a migration under way at its source's agent", Duration::from_secs(60), || {
-        let all = api(&token, "migrations");
+        let all = api.get("migrations");
         let m = all.as_array()?.iter().find(|m| m["state"] == "ONGOING")?;
         let from = &state.nodes[m["from_host"].as_u64()? as usize];
         let jobs: Vec<JobView> = agent_of(from).call_as(&Op::Jobs).ok()?;
@@ -275,7 +203,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     restarted = restart_controller(&dir, restarted.id(), Some(restarted));
     let reconciled = wait_for("the migration ended after the restart", Duration::from_secs(90), || {
         std::net::TcpStream::connect(LISTEN).ok()?;
-        let m = api(&token, &format!("migrations/{ongoing}"));
+        let m = api.get(&format!("migrations/{ongoing}"));
         let m = m["migration"].clone();
         (m["state"] != "ONGOING").then_some(m)
     });
@@ -301,7 +229,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     assert!(next.seq > hb.seq && next.load == 100, "{next:?}");
 
     // The journal has the migration with libvirt's figures.
-    let migrations = api(&token, "migrations");
+    let migrations = api.get("migrations");
     let done: Vec<&Value> = migrations
         .as_array()
         .unwrap()
@@ -312,7 +240,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         if let Some(m) = done.first() {
             return Some((*m).clone());
         }
-        let all = api(&token, "migrations");
+        let all = api.get("migrations");
         all.as_array()?.iter().find(|m| m["state"] == "SUCCEEDED" && m["reason"] == "overload").cloned()
     });
     eprintln!(
@@ -331,8 +259,8 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     // while the move runs, and at full load the controller keeps moving guests, so the
     // controller is paused (it then starts nothing new but follows the moves under way to their
     // end) and the check waits for a moment with none in flight.
-    let ongoing = || api(&token, "migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
-    http(&token, "POST", "pause");
+    let ongoing = || api.get("migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
+    api.call("POST", "pause", "");
     wait_for("the moves under way to end, paused", Duration::from_secs(90), || (!ongoing()).then_some(()));
     wait_for("every guest on exactly one node", Duration::from_secs(30), || {
         let p = placement(&dir);
@@ -345,7 +273,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     // The API shows every guest on the node it runs on (the moved one may have moved again
     // since: at full load the lab's thresholds keep guests moving).
     let p = placement(&dir);
-    let vms = api(&token, "vms");
+    let vms = api.get("vms");
     for vm in ["vm1", "vm2", "vm3"] {
         let node = p.iter().find(|(_, v)| v.as_ref().is_some_and(|v| v.iter().any(|g| g == vm))).unwrap().0.clone();
         let id = state.nodes.iter().position(|n| n.name == node).unwrap() as u64;
@@ -361,11 +289,11 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     // 2 MB/s is aborted and the guest keeps running on its source.
     // It needs a quiet moment with two awake nodes that both run guests (a node without guests
     // may be about to sleep): the controller keeps deciding until then, and is paused for it.
-    let ongoing_any = || api(&token, "migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
+    let ongoing_any = || api.get("migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
     // Paused, the controller starts nothing new but still follows the moves under way to their
     // end; a moment that does not fit is resumed and tried again a little later.
     let (src, dst) = wait_for("two awake nodes with guests and no migration, paused", Duration::from_secs(240), || {
-        http(&token, "POST", "pause");
+        api.call("POST", "pause", "");
         let quiet = Instant::now() + Duration::from_secs(60);
         while ongoing_any() && Instant::now() < quiet {
             std::thread::sleep(Duration::from_millis(500));
@@ -374,7 +302,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         let busy: Vec<&String> =
             p.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_empty())).map(|(n, _)| n).collect();
         if ongoing_any() || busy.len() < 2 {
-            http(&token, "POST", "resume");
+            api.call("POST", "resume", "");
             std::thread::sleep(Duration::from_secs(4));
             return None;
         }
@@ -411,7 +339,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         .expect("the heartbeat continues on the source after the cancel");
 
     // Lower the load again, controller resumed: the underloaded nodes are evacuated and sleep.
-    http(&token, "POST", "resume");
+    api.call("POST", "resume", "");
     for vm in ["vm1", "vm2", "vm3"] {
         amvm(&dir, &["load", vm, "5"]);
     }
@@ -437,12 +365,13 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let t_kill = Instant::now();
     wait_for("the silent node down in the API", Duration::from_secs(30), || {
-        let hosts = api(&token, "hosts");
+        let hosts = api.get("hosts");
         hosts.as_array()?.iter().any(|h| h["name"] == home.as_str() && h["state"] == "down").then_some(())
     });
     eprintln!("{home} down in the API {:.1} s after its agent was killed", t_kill.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(4));
-    let late: Vec<Value> = api(&token, "migrations")
+    let late: Vec<Value> = api
+        .get("migrations")
         .as_array()
         .unwrap()
         .iter()

@@ -14,7 +14,6 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use amvm_engine::memory::Mode;
@@ -24,53 +23,12 @@ use amvm_engine::volume::{ArrayConfig, DiskArray, TgtArray, VolumeError};
 use amvm_host::controller::store::Store;
 use amvm_host::lab::{self, node, LabConfig, LabState};
 use amvm_host::volume::{self, lab_host::LabHost, Faults, GuestHost, MoveError, Step};
+use lab_common::{acked, console, field, guest_image, writes_continue};
+
+mod lab_common;
 
 const SUBNET: &str = "10.79.0";
 const IFPREFIX: &str = "avol";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for (tool, pkg) in [
-        ("/usr/sbin/libvirtd", "libvirt-daemon-system"),
-        ("/usr/sbin/virtlogd", "libvirt-daemon-system"),
-        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-        ("/usr/sbin/tgtd", "tgt"),
-        ("/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so", "qemu-block-extra (bookworm-backports)"),
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (Debian {pkg}; scripts/install-deps.sh --tests)"));
-        }
-    }
-    None
-}
-
-/// The lab guest, rebuilt when the workload or the build script is newer than it.
-fn guest_image() -> PathBuf {
-    let image = repo().join("target/guest");
-    let built = std::fs::metadata(image.join("initrd.img")).and_then(|m| m.modified()).ok();
-    let newest = ["guest/src/main.rs", "guest/src/volume.rs", "guest/src/lib.rs", "scripts/build-guest.sh"]
-        .iter()
-        .filter_map(|p| std::fs::metadata(repo().join(p)).and_then(|m| m.modified()).ok())
-        .max();
-    if built.is_none() || newest > built {
-        let st = Command::new(repo().join("scripts/build-guest.sh")).arg(&image).status().unwrap();
-        assert!(st.success(), "scripts/build-guest.sh failed");
-    }
-    image
-}
-
-/// The guest's console log on the node it runs on now.
-fn console(state: &LabState, vm: &str) -> String {
-    let n = lab::locate(state, vm).unwrap();
-    std::fs::read_to_string(lab::console_log(n, vm)).unwrap_or_default()
-}
 
 /// Waits for a console line starting with `prefix` that was not there before (`seen` lines).
 fn wait_line(state: &LabState, vm: &str, prefix: &str, seen: usize, timeout: Duration) -> String {
@@ -88,34 +46,6 @@ fn wait_line(state: &LabState, vm: &str, prefix: &str, seen: usize, timeout: Dur
 
 fn count_lines(state: &LabState, vm: &str, prefix: &str) -> usize {
     console(state, vm).lines().filter(|l| l.starts_with(prefix)).count()
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} in {line}"))
-}
-
-/// The writer's acknowledged count from its latest console line (0 before the first).
-fn acked(state: &LabState, vm: &str) -> u64 {
-    console(state, vm)
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("amvm-volume "))
-        .map_or(0, |l| field(l, "acked").parse().unwrap())
-}
-
-/// Waits until the writer has acknowledged more than `after`.
-fn writes_continue(state: &LabState, vm: &str, after: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let a = acked(state, vm);
-        if a > after {
-            return a;
-        }
-        assert!(Instant::now() < deadline, "the volume writer stalled at {after}:\n{}", console(state, vm));
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The invariant: the volume is mapped to exactly the node the guest runs on, and that is the
@@ -140,7 +70,11 @@ fn other(n: &str) -> &'static str {
 
 #[test]
 fn a_guest_writes_to_its_volume_while_it_migrates_and_every_fault_rolls_back() {
-    if let Some(why) = skip_reason() {
+    let extra = [
+        ("/usr/sbin/tgtd", "tgt"),
+        ("/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so", "qemu-block-extra (bookworm-backports)"),
+    ];
+    if let Some(why) = lab_common::skip_reason(&extra, false) {
         eprintln!("skipping the lab volume test: {why}");
         return;
     }

@@ -15,126 +15,27 @@
 
 #![allow(clippy::tests_outside_test_module)]
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use amvm_engine::volume::daemon::{free_port, TgtDaemon};
 use amvm_engine::volume::{ArrayConfig, DiskArray, Initiator, TgtArray};
 use amvm_host::lab::{self, LabState, NodeRecord};
+use lab_common::{console, field, wait_for, writes_continue, Api};
 use serde_json::Value;
+
+mod lab_common;
 
 const AMVM: &str = env!("CARGO_BIN_EXE_amvm");
 const LISTEN: &str = "127.0.0.1:18495";
 const SUBNET: &str = "10.81.0";
 const IFPREFIX: &str = "avlv";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for (tool, pkg) in [
-        ("/usr/sbin/libvirtd", "libvirt-daemon-system"),
-        ("/usr/sbin/virtlogd", "libvirt-daemon-system"),
-        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-        ("/usr/sbin/tgtd", "tgt"),
-        ("/usr/sbin/iptables", "iptables"),
-        ("/usr/bin/nsenter", "util-linux"),
-        ("/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so", "qemu-block-extra (bookworm-backports)"),
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (Debian {pkg}; scripts/install-deps.sh --tests)"));
-        }
-    }
-    if lab::live::cgroup2_root().is_none() {
-        return Some("no cgroup v2 hierarchy with the freezer (nodes cannot sleep)".into());
-    }
-    None
-}
-
 fn amvm(args: &[&str]) -> String {
     let out = Command::new(AMVM).args(args).output().unwrap();
     assert!(out.status.success(), "amvm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn http(token: &str, method: &str, path: &str, body: &str) -> Value {
-    let mut last = None;
-    for _ in 0..5 {
-        match http_once(token, method, path, body) {
-            Ok(text) => {
-                let (head, body) = text.split_once("\r\n\r\n").unwrap();
-                assert!(
-                    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-                    "{method} {path}: {head}\n{body}"
-                );
-                return serde_json::from_str(body).unwrap();
-            }
-            Err(e) => {
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        }
-    }
-    panic!("{method} {path}: {last:?}");
-}
-
-fn http_once(token: &str, method: &str, path: &str, body: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(LISTEN)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} /api/v1/{path} HTTP/1.0\r\nHost: {LISTEN}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {} s waiting for {what}", timeout.as_secs());
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn console(state: &LabState, vm: &str) -> String {
-    let n = lab::locate(state, vm).unwrap();
-    std::fs::read_to_string(lab::console_log(n, vm)).unwrap_or_default()
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} in {line}"))
-}
-
-/// The writer's acknowledged count from its latest console line (0 before the first).
-fn acked(state: &LabState, vm: &str) -> u64 {
-    console(state, vm)
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("amvm-volume "))
-        .map_or(0, |l| field(l, "acked").parse().unwrap())
-}
-
-fn writes_continue(state: &LabState, vm: &str, after: u64) -> u64 {
-    wait_for(&format!("the volume writer past {after}"), Duration::from_secs(30), || {
-        let a = acked(state, vm);
-        (a > after).then_some(a)
-    })
 }
 
 /// iptables in a node's network namespace (entered through its holder process).
@@ -150,7 +51,13 @@ fn node_iptables(n: &NodeRecord, args: &[&str]) {
 
 #[test]
 fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_array() {
-    if let Some(why) = skip_reason() {
+    let extra = [
+        ("/usr/sbin/tgtd", "tgt"),
+        ("/usr/sbin/iptables", "iptables"),
+        ("/usr/bin/nsenter", "util-linux"),
+        ("/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so", "qemu-block-extra (bookworm-backports)"),
+    ];
+    if let Some(why) = lab_common::skip_reason(&extra, true) {
         eprintln!("skipping the live lab volume test: {why}");
         return;
     }
@@ -162,11 +69,7 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
         eprintln!("skipping the live lab volume test: something already listens on {LISTEN}");
         return;
     }
-    let image = repo().join("target/guest");
-    if !image.join("initrd.img").is_file() {
-        let st = Command::new(repo().join("scripts/build-guest.sh")).arg(&image).status().unwrap();
-        assert!(st.success(), "scripts/build-guest.sh failed");
-    }
+    let image = lab_common::guest_image();
     let t0 = Instant::now();
     let work = tempfile::tempdir().unwrap();
     let control = 21000 + ((std::process::id() + 5000) % 10000) as u16;
@@ -189,10 +92,10 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
         .status()
         .unwrap();
     assert!(up.success(), "amvm lab up --volumes failed");
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let api = Api { listen: LISTEN, token: std::fs::read_to_string(dir.join("admin.token")).unwrap() };
     // Paused while the operator attaches the volume (idle guests would be consolidated).
-    http(&token, "POST", "pause", "");
-    let ongoing = || http(&token, "GET", "migrations", "").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
+    api.call("POST", "pause", "");
+    let ongoing = || api.get("migrations").as_array().unwrap().iter().any(|m| m["state"] == "ONGOING");
     wait_for("no migration under way, paused", Duration::from_secs(90), || (!ongoing()).then_some(()));
     let state = LabState::load(&dir).unwrap();
     eprintln!("lab up and paused after {:.1} s", t0.elapsed().as_secs_f64());
@@ -251,15 +154,15 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     add.extend(rule);
     node_iptables(&dst, &add);
     let src_id = state.nodes.iter().position(|n| n.name == src.name).unwrap();
-    let vms = http(&token, "GET", "vms", "");
+    let vms = api.get("vms");
     let vm_id =
         vms.as_array().unwrap().iter().find(|v| v["name"] == vm).expect("vm1 in the API")["id"].as_i64().unwrap();
-    http(&token, "POST", "resume", "");
-    http(&token, "POST", &format!("hosts/{src_id}/maintenance"), "{\"on\":true}");
+    api.call("POST", "resume", "");
+    api.call("POST", &format!("hosts/{src_id}/maintenance"), "{\"on\":true}");
     // Long enough for the agents' reach to be re-checked (2 s) and for several decision cycles
     // (2 s each): the guest must stay, as no other node reaches the array.
     std::thread::sleep(Duration::from_secs(16));
-    let migs = http(&token, "GET", "migrations", "");
+    let migs = api.get("migrations");
     let of_vm: Vec<&Value> = migs.as_array().unwrap().iter().filter(|m| m["vm"].as_i64() == Some(vm_id)).collect();
     assert!(
         of_vm.iter().all(|m| m["state"] != "SUCCEEDED" && m["state"] != "ONGOING"),
@@ -281,7 +184,7 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     node_iptables(&dst, &del);
     let t_move = Instant::now();
     let m = wait_for(&format!("{vm} migrated by the controller"), Duration::from_secs(150), || {
-        let all = http(&token, "GET", "migrations", "");
+        let all = api.get("migrations");
         all.as_array()?.iter().find(|m| m["state"] == "SUCCEEDED" && m["vm"].as_i64() == Some(vm_id)).cloned()
     });
     eprintln!("controller's migration after {:.1} s: {m}", t_move.elapsed().as_secs_f64());
@@ -297,10 +200,10 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
         "only the destination's session is open: {:?}",
         v.sessions
     );
-    let atts = http(&token, "GET", "volumes", "");
+    let atts = api.get("volumes");
     let a = atts.as_array().unwrap().iter().find(|a| a["volume"] == vol).expect("the attachment in the API");
     assert_eq!((a["node"].as_str(), a["initiator"].as_str()), (Some(dst.name.as_str()), Some(dst.ip.as_str())), "{a}");
-    let moves = http(&token, "GET", "volumes/moves", "");
+    let moves = api.get("volumes/moves");
     let done: Vec<&Value> = moves.as_array().unwrap().iter().filter(|m| m["state"] == "SUCCEEDED").collect();
     assert_eq!(done.len(), 1, "one volume move: {moves}");
     assert_eq!(
@@ -327,8 +230,8 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     let file = amvm_guest::volume::verify(Path::new(&v.path), run_id, blocks, final_acked).unwrap();
     assert!(file.ok(), "the array's file: {file:?}");
 
-    http(&token, "POST", &format!("hosts/{src_id}/maintenance"), "{\"on\":false}");
-    http(&token, "POST", "pause", "");
+    api.call("POST", &format!("hosts/{src_id}/maintenance"), "{\"on\":false}");
+    api.call("POST", "pause", "");
     amvm(&["lab", "--dir", d, "down"]);
     assert!(lab::node::links_with_prefix(IFPREFIX).is_empty(), "interfaces left");
     eprintln!("live lab volume test: {:.1} s", t0.elapsed().as_secs_f64());
