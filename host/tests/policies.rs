@@ -125,6 +125,14 @@ fn lrr_resists_an_outlier_that_trips_lr() {
     let mut lrr = instance(&rt, "lrr", &[("safety", 1.5)]);
     assert_eq!(classify(&mut lr, &[&glitch], 30.0), vec![O]);
     assert_eq!(classify(&mut lrr, &[&glitch], 30.0), vec![N]);
+    // robust = 0: plain least squares, as CloudSim 3.0.3's LRR computes (lr-equals-lrr): the
+    // glitch trips it as it trips LR.
+    let params: ParamValues =
+        [("safety".to_string(), ParamValue::Float(1.5)), ("robust".to_string(), ParamValue::Integer(0))]
+            .into_iter()
+            .collect();
+    let mut plain = rt.instantiate(&rt.builtin("lrr").unwrap(), &params).unwrap();
+    assert_eq!(classify(&mut plain, &[&glitch], 30.0), vec![O]);
     // On a clean line both agree: prediction 0.72 at x = 12, × 1.5 = 1.08 ≥ 1.
     let line: Vec<f32> = (1..=10).map(|x| 0.48 + 0.02 * x as f32).collect();
     assert_eq!(classify(&mut lrr, &[&line], 301.0), vec![O]);

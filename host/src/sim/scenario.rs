@@ -25,11 +25,17 @@ pub struct Scenario {
     pub interval_s: f64,
     /// Simulated time (s); 0 = the trace's length (samples × its interval).
     pub duration_s: f64,
+    /// Scheduling steps fall this long after each multiple of `interval_s` (s; 0 ≤ x <
+    /// interval), with the demand interpolated there. 0 (default); CloudSim 3.0.3's events fall
+    /// at 300.1, 600.1, … s (its `event-offset`: cloudlets are submitted at 0.1 s).
+    pub step_offset_s: f64,
     /// Samples of utilization history the policies see per VM.
     pub window: usize,
     pub hosts: Hosts,
     pub vms: Vms,
     pub migration: MigrationModel,
+    /// How the run's metrics are counted where CloudSim 3.0.3 counts differently.
+    pub metrics: MetricsModel,
     /// Operator rules (host and VM groups, pinned VMs, maintenance, …) every strategy run on
     /// this scenario obeys, in addition to the strategy's own (`[operator_rules]`).
     #[serde(skip_serializing_if = "OperatorRules::is_empty")]
@@ -154,15 +160,50 @@ pub struct MigrationModel {
     pub dirty_mbps_at_full_cpu: f64,
 }
 
+/// Metric accounting choices of the default model, each named after the CloudSim 3.0.3 quirk it
+/// switches on (docs/simulation.md, "CloudSim's quirks"). `compat = "cloudsim-3.0.3"` follows
+/// CloudSim whatever these say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsModel {
+    /// `last-vm-left` (default): a host shutdown is a host whose last VM has left.
+    /// `active-transitions` (CloudSim's `shutdown-from-active`): every active → inactive change
+    /// of a host's history counts, and every history starts "active", so a host idle at the
+    /// first step counts once.
+    pub shutdowns: ShutdownCount,
+    /// `true` (default): the run is accounted to the trace's end. `false` (CloudSim's
+    /// `npa-287-intervals`, part of `event-offset`): accounting stops at the last scheduling
+    /// step, where only the migrations still in flight complete; NPA then bills 287 of a day's
+    /// 288 intervals.
+    pub final_interval: bool,
+}
+
+/// See [`MetricsModel::shutdowns`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShutdownCount {
+    #[default]
+    LastVmLeft,
+    ActiveTransitions,
+}
+
+impl Default for MetricsModel {
+    fn default() -> Self {
+        MetricsModel { shutdowns: ShutdownCount::LastVmLeft, final_interval: true }
+    }
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Scenario {
             interval_s: 300.0,
             duration_s: 0.0,
+            step_offset_s: 0.0,
             window: 30,
             hosts: Hosts::default(),
             vms: Vms::default(),
             migration: MigrationModel::default(),
+            metrics: MetricsModel::default(),
             operator_rules: OperatorRules::default(),
             compat: Compat::None,
             compat_seed: 1,
@@ -252,6 +293,9 @@ impl Scenario {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.interval_s) {
             return Err(err("interval_s must be > 0".into()));
+        }
+        if !(self.step_offset_s.is_finite() && (0.0..self.interval_s).contains(&self.step_offset_s)) {
+            return Err(err(format!("step_offset_s must be in [0, interval_s = {}) s", self.interval_s)));
         }
         if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {
             return Err(err("duration_s must be ≥ 0 (0 = the trace's length)".into()));

@@ -163,7 +163,7 @@ mod tests {
         });
         let spec = StrategySpec::parse("thr-mmt-0.8");
         let set = StrategySet::prepare(std::slice::from_ref(&spec)).expect("prepare");
-        let r = run(&s, trace, set.decider(&spec).expect("decider"), RunOptions::default()).expect("run");
+        let r = run(&s, Arc::clone(&trace), set.decider(&spec).expect("decider"), RunOptions::default()).expect("run");
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
         assert_eq!((r.migrations, r.host_shutdowns, r.rejected_migrations, r.policy_failures), (1, 1, 0, 0));
         // Mode accounting (the default): the model policy picks pre-copy (no dirty rate), whose
@@ -177,13 +177,6 @@ mod tests {
         assert!(close(r.pdm, 200.0 * (1.0 + td) / 300_000.0), "{}", r.pdm);
         // Without it, CloudSim's model: 10 s, 10 % lost.
         s.migration.mode_accounting = false;
-        let trace = Arc::new(Trace {
-            name: "hand".into(),
-            source: "test".into(),
-            interval_s: 300.0,
-            vms: vec![vm("a", 20.0), vm("b", 30.0)],
-            order: "file",
-        });
         let r = run(&s, trace, set.decider(&spec).expect("decider"), RunOptions::default()).expect("run");
         assert!(close(r.energy_kwh, (1200.0 + 1320.0 + 88_500.0) / 3.6e6), "{}", r.energy_kwh);
         assert!(close(r.slatah, 10.0 / 610.0), "{}", r.slatah);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::error::{Result, SimError};
 use super::metrics::{Accumulator, RunReport, Series};
 use super::power::PowerCurve;
-use super::scenario::{InitialPlacement, Scenario};
+use super::scenario::{InitialPlacement, Scenario, ShutdownCount};
 use super::trace::Trace;
 use crate::scheduler::{Cluster, HostState, HostTable, Mode, Plan, Snapshot, VmTable};
 
@@ -99,6 +99,8 @@ pub struct SimCluster {
     trace: Arc<Trace>,
     accounting: PowerAccounting,
     interval_s: f64,
+    /// `step_offset_s`: steps fall this long after each multiple of the interval.
+    step_offset_s: f64,
     duration_s: f64,
     window: usize,
     degradation: f64,
@@ -108,6 +110,10 @@ pub struct SimCluster {
     mode_accounting: bool,
     /// `migration.dirty_mbps_at_full_cpu` (MB/s at 100 % CPU).
     dirty_at_full: f64,
+    /// `metrics.shutdowns`: how host shutdowns are counted.
+    shutdowns: ShutdownCount,
+    /// `metrics.final_interval`: whether the span after the last scheduling step is accounted.
+    final_interval: bool,
     curves: Vec<PowerCurve>,
     // hosts (static)
     host_cap: Vec<f64>,
@@ -128,6 +134,9 @@ pub struct SimCluster {
     now: f64,
     vm_req: Vec<f64>,
     host_entry: Vec<HostEntry>,
+    /// Per host, whether its history's previous entry was active (`active-transitions`
+    /// shutdowns; every history starts active, as CloudSim's does).
+    host_was_active: Vec<bool>,
     vm_entry: Vec<VmEntry>,
     /// Share of its demand a migrating VM gets at its source (`1 − degradation`, or from its
     /// mode under mode accounting), set when its migration starts.
@@ -191,6 +200,7 @@ impl SimCluster {
             trace,
             accounting,
             interval_s: scenario.interval_s,
+            step_offset_s: scenario.step_offset_s,
             duration_s,
             window,
             degradation: scenario.migration.degradation,
@@ -198,6 +208,8 @@ impl SimCluster {
             check_memory: scenario.migration.check_memory,
             mode_accounting: scenario.migration.mode_accounting,
             dirty_at_full: scenario.migration.dirty_mbps_at_full_cpu,
+            shutdowns: scenario.metrics.shutdowns,
+            final_interval: scenario.metrics.final_interval,
             curves,
             host_cap,
             host_core,
@@ -215,6 +227,7 @@ impl SimCluster {
             now: 0.0,
             vm_req: vec![0.0; n_vms],
             host_entry: vec![HostEntry::default(); n_hosts],
+            host_was_active: vec![true; n_hosts],
             vm_entry: vec![VmEntry::default(); n_vms],
             vm_keep: vec![1.0 - scenario.migration.degradation; n_vms],
             snapshot: Snapshot::default(),
@@ -253,13 +266,23 @@ impl SimCluster {
             return false;
         }
         self.step += 1;
-        let target = self.step as f64 * self.interval_s;
+        let target = self.step as f64 * self.interval_s + self.step_offset_s;
         let last = target >= self.duration_s - 1e-9;
         let target = target.min(self.duration_s);
         self.complete_migrations_until(target);
-        self.update(target, true);
+        if last && !self.final_interval {
+            // Accounting stopped at the last step: only the migrations in flight completed.
+        } else {
+            self.update(target, true);
+        }
         self.step_migrations = 0;
         if last {
+            if self.shutdowns == ShutdownCount::ActiveTransitions {
+                // The last entries end the host histories.
+                for h in 0..self.host_entry.len() {
+                    self.note_transition(h, self.host_entry[h].active);
+                }
+            }
             self.finished = true;
             self.record_series();
             return false;
@@ -339,6 +362,12 @@ impl SimCluster {
     /// Static VM facts: MIPS and RAM (MB).
     pub fn vm_facts(&self, v: usize) -> (f64, f64) {
         (self.vm_mips[v], self.vm_ram[v])
+    }
+
+    /// VM `v`'s migration into host `to`: the destination's migration bandwidth and the VM's
+    /// dirty rate now (MB/s), the numbers its migration's duration comes from.
+    pub fn migration_link(&self, v: usize, to: usize) -> (f64, f64) {
+        (self.host_mig_mbps[to], self.dirty_mbps(v))
     }
 
     /// The VM's requested MIPS at the last stop.
@@ -442,8 +471,19 @@ impl SimCluster {
         self.host_vms[to].push(v);
         self.vm_host[v as usize] = m.to;
         self.vm_dest[v as usize] = NONE;
-        if self.host_vms[from].is_empty() {
+        if self.host_vms[from].is_empty() && self.shutdowns == ShutdownCount::LastVmLeft {
             self.acc.shutdowns += 1;
+        }
+    }
+
+    /// `active-transitions` shutdowns: host `h`'s history entry that is being superseded (at a
+    /// later time) was `active`; a change from active to inactive counts.
+    fn note_transition(&mut self, h: usize, active: bool) {
+        if self.shutdowns == ShutdownCount::ActiveTransitions {
+            if self.host_was_active[h] && !active {
+                self.acc.shutdowns += 1;
+            }
+            self.host_was_active[h] = active;
         }
     }
 
@@ -462,7 +502,11 @@ impl SimCluster {
             if dynamic && self.host_vms[h].is_empty() {
                 let e = &mut self.host_entry[h];
                 if !e.active && e.utilization == 0.0 && e.requested == 0.0 {
+                    let later = accumulate && t > e.t && e.t > 0.0;
                     e.t = t; // switched off before and after: no energy, no active time
+                    if later {
+                        self.note_transition(h, false);
+                    }
                     continue;
                 }
             }
@@ -530,6 +574,10 @@ impl SimCluster {
             if utilization > 1.0 {
                 utilization = 1.0;
             }
+            // The entries at t = 0 are no history yet (CloudSim's begin at the first step).
+            if accumulate && t > self.host_entry[h].t && self.host_entry[h].t > 0.0 {
+                self.note_transition(h, self.host_entry[h].active);
+            }
             let e = &mut self.host_entry[h];
             if accumulate {
                 let span = t - e.t;
@@ -561,7 +609,12 @@ impl SimCluster {
         }
         if self.mode_accounting {
             // The world's dirty rates, as an agent would measure them, for the mode policy.
-            let dirty: Vec<f32> = (0..self.vm_mips.len()).map(|v| self.dirty_mbps(v) as f32).collect();
+            let n = self.vm_mips.len();
+            let mut dirty = std::mem::take(&mut self.snapshot.vms.dirty_mbps);
+            dirty.resize(n, 0.0);
+            for (v, d) in dirty.iter_mut().enumerate() {
+                *d = self.dirty_mbps(v) as f32;
+            }
             self.snapshot.vms.dirty_mbps = dirty;
         }
         for e in &self.host_entry {

@@ -270,3 +270,62 @@ fn the_snapshot_reports_the_world_s_dirty_rates() {
     sc.migration.dirty_mbps_at_full_cpu = -1.0;
     assert!(SimCluster::new(&sc, trace(&[&[40.0; 4]]), InitialPlacement::FirstFit, PowerAccounting::Dynamic).is_err());
 }
+
+#[test]
+fn shutdowns_counted_as_cloudsim_does_from_active_transitions() {
+    use crate::sim::scenario::ShutdownCount;
+    // One VM on host 0 at 0 % at the first step (300), then 50 % (600, 900); hosts 1 and 2
+    // stay empty. No VM ever leaves a host: `last-vm-left` counts 0. `active-transitions`:
+    // every history starts active; host 0's entry at 300 is inactive (it allocates nothing) and
+    // counts when superseded at 600, hosts 1 and 2 likewise: 3.
+    let t = || trace(&[&[0.0, 0.0, 50.0, 50.0]]);
+    let r = run(&scenario(3), t(), Decider::Baseline(Baseline::Dvfs), RunOptions::default()).expect("run");
+    assert_eq!(r.host_shutdowns, 0);
+    let mut s = scenario(3);
+    s.metrics.shutdowns = ShutdownCount::ActiveTransitions;
+    let r = run(&s, t(), Decider::Baseline(Baseline::Dvfs), RunOptions::default()).expect("run");
+    assert_eq!(r.host_shutdowns, 3);
+    // A host emptied by a migration counts once either way (one_migration_by_hand's setup):
+    // host 1 is active at 300 and 310, inactive from 600 on.
+    let two = || trace(&[&[40.0; 4], &[30.0; 4]]);
+    let mut s = scenario(2);
+    s.metrics.shutdowns = ShutdownCount::ActiveTransitions;
+    let r = run(&s, two(), scripted(vec![migrate(1, 1, 0)]), RunOptions::default()).expect("run");
+    assert_eq!((r.migrations, r.host_shutdowns), (1, 1));
+}
+
+#[test]
+fn without_the_final_interval_accounting_stops_at_the_last_step() {
+    // NPA, 2 hosts × 200 W: accounted to 900 s it is 360 000 W·s; stopped at the last
+    // scheduling step (600 s) 240 000 W·s, 2 of 3 intervals (CloudSim's 287 of 288).
+    let mut s = scenario(2);
+    s.metrics.final_interval = false;
+    let r = run(&s, trace(&[&[50.0; 4]]), Decider::Baseline(Baseline::Npa), RunOptions::default()).expect("run");
+    assert!(close(r.energy_kwh, 240_000.0 / 3.6e6), "{}", r.energy_kwh);
+    assert_eq!(r.cycles, 2);
+    // With CloudSim's event offset the last step is at 600.1 s: 2 × 200 W × 600.1 s.
+    s.step_offset_s = 0.1;
+    let r = run(&s, trace(&[&[50.0; 4]]), Decider::Baseline(Baseline::Npa), RunOptions::default()).expect("run");
+    assert!(close(r.energy_kwh, 240_040.0 / 3.6e6), "{}", r.energy_kwh);
+    assert!(close(r.simulated_s, 600.1), "{}", r.simulated_s);
+    s.step_offset_s = 0.0;
+    // DVFS: [300, 600] at 150 W only.
+    let r = run(&s, trace(&[&[50.0; 4]]), Decider::Baseline(Baseline::Dvfs), RunOptions::default()).expect("run");
+    assert!(close(r.energy_kwh, 45_000.0 / 3.6e6), "{}", r.energy_kwh);
+}
+
+#[test]
+fn steps_fall_at_the_offset_with_the_demand_interpolated_there() {
+    // Offset 30 s: steps at 330, 630 and the end at 900. The VM ramps 0 → 60 % over [300, 600]
+    // and stays: at 330 it asks 6 %, at 630 60 %. DVFS energy from 330 (nothing before the first
+    // step): [330, 630] trapezoid (106 + 160)/2 W × 300 s = 39 900; [630, 900] 160 W × 270 s =
+    // 43 200. Total 83 100 W·s.
+    let mut s = scenario(1);
+    s.step_offset_s = 30.0;
+    let r = run(&s, trace(&[&[0.0, 0.0, 60.0, 60.0]]), Decider::Baseline(Baseline::Dvfs), RunOptions::default())
+        .expect("run");
+    assert!(close(r.energy_kwh, 83_100.0 / 3.6e6), "{}", r.energy_kwh);
+    assert_eq!(r.cycles, 2);
+    let bad = Scenario { step_offset_s: 300.0, ..scenario(1) };
+    assert!(bad.validate(std::path::Path::new("s.toml")).is_err(), "an offset of a whole interval is refused");
+}

@@ -5,21 +5,29 @@
 use amvm_sdk::prelude::*;
 use amvm_sdk::rules::Predictive;
 
-struct Policy(Predictive);
+/// The predictive rule and whether its fit is robust (`robust`, 1 by default; 0 is plain least
+/// squares, as CloudSim 3.0.3's LRR computes: its robust weights are never 0, so it falls back
+/// to the unweighted fit — the `lr-equals-lrr` quirk of docs/simulation.md).
+struct Policy(Predictive, bool);
 
 impl ThresholdPolicy for Policy {
     fn describe() -> Descriptor {
         let d = Descriptor::threshold("lrr", env!("CARGO_PKG_VERSION"))
             .summary("Predictive threshold: overloaded when safety x predicted utilization >= 1");
-        Predictive::declare(d)
+        Predictive::declare(d).param(
+            ParamSpec::integer("robust", 1)
+                .range(0.0, 1.0)
+                .help("1: robust (bisquare) fit; 0: plain least squares, as CloudSim 3.0.3's LRR (= LR)"),
+        )
     }
 
     fn configure(p: &Params) -> Result<Self, String> {
-        Ok(Policy(Predictive::configure(p)))
+        Ok(Policy(Predictive::configure(p), p.integer("robust") == 1))
     }
 
     fn classify(&mut self, ctx: &Context, hosts: &Hosts) -> Vec<HostClass> {
-        self.0.classify(ctx, hosts, stats::robust_linear_fit)
+        let fit = if self.1 { stats::robust_linear_fit } else { stats::linear_fit };
+        self.0.classify(ctx, hosts, fit)
     }
 }
 
