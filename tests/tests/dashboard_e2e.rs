@@ -475,6 +475,17 @@ fn dashboard_pages_in_chromium() {
         "document.querySelector('.mig') || document.querySelectorAll('[data-testid=migration-history] tbody tr').length > 0",
         60,
     );
+    // The history names the hosts of each move ("host-0003 → host-0010"), once the host table
+    // has arrived.
+    if b.js("return document.querySelectorAll('[data-testid=migration-history] tbody tr').length > 0").as_bool()
+        == Some(true)
+    {
+        b.wait(
+            "host names in the migration history",
+            "/^host-[0-9]{4} → host-[0-9]{4}$/.test(document.querySelector('[data-testid=migration-history] tbody tr td:nth-child(3)').textContent.trim())",
+            20,
+        );
+    }
     b.shot("migrations");
 
     // Policies: a good module is stored and listed with its parameters, a bad one refused inline.
@@ -674,6 +685,17 @@ fn dashboard_watches_a_migration_in_progress() {
     );
     let id = id.as_str().unwrap().to_string();
     b.shot("migration-in-progress");
+    // The header counts the cards that are still running (finished ones are listed apart), and
+    // the cards name their hosts (the simulated hosts are host-0000, …) with links.
+    let v = b.js(
+        "const n = parseInt(document.querySelector('[data-testid=in-flight-count]').textContent);
+         const running = document.querySelectorAll('[data-testid=live-migrations] .mig .progress:not([data-phase=done])').length;
+         const hosts = [...document.querySelectorAll('.mig a.host')];
+         return [n, running, hosts.length, hosts.every(a => /^host-[0-9]{4}$/.test(a.textContent) && a.getAttribute('href').startsWith('/hosts/'))]",
+    );
+    let (n, running) = (v[0].as_u64().unwrap(), v[1].as_u64().unwrap());
+    assert_eq!(running, n.min(60), "header says {n} in flight, {running} running cards on screen");
+    assert!(v[2].as_u64().unwrap() >= 2 && v[3].as_bool().unwrap(), "host names in the cards: {v}");
     let order = ["full-round", "stop-copy", "demand-push", "done"];
     let (mut phases, mut sent) = (Vec::new(), Vec::new());
     let started = Instant::now();

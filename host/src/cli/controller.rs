@@ -58,6 +58,17 @@ pub struct DemoArgs {
     /// Serve /metrics without a token.
     #[arg(long)]
     pub metrics_public: bool,
+    /// Memory a simulated VM dirties per second at full CPU (MB/s; scaled by its load): the
+    /// world's migration times, the migration-mode policy and the dashboard's progress all use
+    /// it. The PlanetLab traces carry no memory activity; 32 is the `model` policy's own
+    /// assumption for an unmeasured VM. 0 = none (`amvm sim`'s default).
+    #[arg(long, default_value_t = 32.0)]
+    pub dirty_mbps: f64,
+    /// Let simulated hosts take VMs past their RAM, as CloudSim's PlanetLab setup does (RAM binds
+    /// only at creation; `amvm sim`'s default). Without it the demo's hosts hold at most their
+    /// RAM, as real ones do.
+    #[arg(long)]
+    pub no_memory_limit: bool,
 }
 
 /// `amvm controller`.
@@ -326,7 +337,13 @@ pub fn run_demo(a: DemoArgs) -> Result<ExitCode> {
         generated_token: generated,
         metrics_public: a.metrics_public,
         cfg,
-        world: WorldChoice::Sim(sim_world(&a.trace, None, a.hosts, a.step_ms, a.speed)?),
+        world: WorldChoice::Sim({
+            anyhow::ensure!(a.dirty_mbps.is_finite() && a.dirty_mbps >= 0.0, "--dirty-mbps must be ≥ 0");
+            let mut w = sim_world(&a.trace, None, a.hosts, a.step_ms, a.speed)?;
+            w.scenario.migration.dirty_mbps_at_full_cpu = a.dirty_mbps;
+            w.scenario.migration.check_memory = !a.no_memory_limit;
+            w
+        }),
         upload_limit: api::DEFAULT_UPLOAD_LIMIT,
         traces_root: crate::controller::experiment::default_traces_root(),
     };

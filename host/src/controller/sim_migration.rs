@@ -7,18 +7,13 @@
 //!   `amvm_model::predict`), then stop-copy of the last round;
 //! - post-copy: stop-copy of the vCPU state at once, then all of the RAM on demand and by push.
 //!
-//! The model is fixed when the migration starts (RAM, the link's share, a dirty rate from the
-//! VM's load), so its progress is a monotone function of world time: bytes sent never run
-//! backwards, phases only move forward. It is presentation only: the simulator's own accounting
-//! (`amvm sim`, SLA, energy) keeps CloudSim's `RAM ÷ bandwidth` and is not changed by it.
+//! The model is fixed when the migration starts from the world's own numbers (the VM's RAM, the
+//! destination's migration bandwidth, the VM's dirty rate) and stretched to end when the world's
+//! migration ends, so the dashboard shows the migration the simulator accounts. Its progress is
+//! a monotone function of world time: bytes sent never run backwards, phases only move forward.
 
 use super::world::Progress;
 use amvm_model::{Mode, Params};
-
-/// Share of its RAM a VM at full CPU load dirties per second. At 62.5 MB/s (half a gigabit
-/// link) a fully loaded 1.7 GB VM dirties faster than the link sends: pre-copy would not
-/// converge, which is what hybrid copy is for.
-pub const DIRTY_SHARE_PER_S: f64 = 0.04;
 /// vCPU and device state sent during stop-copy, besides the dirty bitmap (bytes).
 pub const CPU_STATE_BYTES: f64 = 2.0 * 1_048_576.0;
 /// Pause and resume of the vCPUs around stop-copy (s).
@@ -47,12 +42,12 @@ pub struct MigrationModel {
 }
 
 impl MigrationModel {
-    /// A VM of `ram_mb` at CPU load `util` (0..1) moving over `bandwidth_mb_s` in `mode`, from
+    /// A VM of `ram_mb` dirtying `dirty_mb_s` moving over `bandwidth_mb_s` in `mode`, from
     /// `start`.
-    pub fn new(start: f64, mode: Mode, ram_mb: f64, bandwidth_mb_s: f64, util: f64) -> MigrationModel {
+    pub fn new(start: f64, mode: Mode, ram_mb: f64, bandwidth_mb_s: f64, dirty_mb_s: f64) -> MigrationModel {
         let ram_b = ram_mb.max(0.0) * 1_048_576.0;
         let bw = (bandwidth_mb_s * 1_048_576.0).max(1.0);
-        let dirty_bps = util.clamp(0.0, 1.0) * ram_b * DIRTY_SHARE_PER_S;
+        let dirty_bps = dirty_mb_s.max(0.0) * 1_048_576.0;
         let bitmap_b = (ram_b / PAGE / 8.0).ceil();
         let m = MigrationModel {
             start,
@@ -102,6 +97,17 @@ impl MigrationModel {
         }
     }
 
+    /// The same phases and bytes, each phase's duration scaled so that the whole takes
+    /// `total_s` (the world's own duration of this migration).
+    pub fn stretched_to(self, total_s: f64) -> MigrationModel {
+        let own = self.total_s();
+        if !(total_s.is_finite() && total_s > 0.0 && own > 0.0) {
+            return self;
+        }
+        let k = total_s / own;
+        MigrationModel { full_s: self.full_s * k, stop_s: self.stop_s * k, push_s: self.push_s * k, ..self }
+    }
+
     pub fn total_s(&self) -> f64 {
         self.full_s + self.stop_s + self.push_s
     }
@@ -131,7 +137,7 @@ impl MigrationModel {
         let e = (t - self.start).max(0.0);
         let (full, stop) = (self.full_s, self.full_s + self.stop_s);
         if e < full {
-            ("full-round", (self.bandwidth_bps * e).min(self.full_b), 0.0)
+            ("full-round", self.full_b * e / full, 0.0)
         } else if e < stop {
             ("stop-copy", self.full_b + self.state_b * (e - full) / self.stop_s.max(1e-9), 0.0)
         } else if e < self.total_s() && self.push_s > 0.0 {
@@ -174,7 +180,7 @@ mod tests {
 
     #[test]
     fn progress_is_monotone_and_walks_the_phases_in_order() {
-        let m = MigrationModel::new(1000.0, Mode::Hybrid, 1740.0, 62.5, 0.9);
+        let m = MigrationModel::new(1000.0, Mode::Hybrid, 1740.0, 62.5, 62.6);
         let order = ["full-round", "stop-copy", "demand-push", "done"];
         let (mut last_sent, mut last_phase, mut last_faults) = (-1.0, 0, 0.0);
         let mut seen = [false; 4];
@@ -192,7 +198,7 @@ mod tests {
         assert_eq!(seen, [true; 4]);
         assert!((last_sent - m.total_bytes()).abs() < 1.0);
         assert!(m.precopy_nonconvergent(), "a busy 1.7 GB VM outruns half a gigabit");
-        assert!(!MigrationModel::new(0.0, Mode::Hybrid, 613.0, 62.5, 0.3).precopy_nonconvergent());
+        assert!(!MigrationModel::new(0.0, Mode::Hybrid, 613.0, 62.5, 7.4).precopy_nonconvergent());
     }
 
     #[test]
@@ -220,9 +226,9 @@ mod tests {
             assert!((last - m.total_bytes()).abs() < 1.0, "{:?} ends with everything sent", m.mode);
             seen
         };
-        let pre = MigrationModel::new(0.0, Mode::Pre, 1024.0, 62.5, 0.3);
-        let post = MigrationModel::new(0.0, Mode::Post, 1024.0, 62.5, 0.3);
-        let hybrid = MigrationModel::new(0.0, Mode::Hybrid, 1024.0, 62.5, 0.3);
+        let pre = MigrationModel::new(0.0, Mode::Pre, 1024.0, 62.5, 12.3);
+        let post = MigrationModel::new(0.0, Mode::Post, 1024.0, 62.5, 12.3);
+        let hybrid = MigrationModel::new(0.0, Mode::Hybrid, 1024.0, 62.5, 12.3);
         assert_eq!(walk(&pre), ["full-round", "stop-copy", "done"]);
         assert_eq!(walk(&post), ["stop-copy", "demand-push", "done"]);
         assert_eq!(walk(&hybrid), ["full-round", "stop-copy", "demand-push", "done"]);
@@ -233,5 +239,19 @@ mod tests {
         assert!(post.progress(1, (1, 2, 3), 1e9).page_faults > hybrid.progress(1, (1, 2, 3), 1e9).page_faults);
         assert_eq!(pre.progress(1, (1, 2, 3), 0.0).mode, "pre");
         assert_eq!(post.progress(1, (1, 2, 3), 0.0).mode, "post");
+    }
+
+    #[test]
+    fn stretched_to_the_world_s_duration_it_ends_with_the_world_s_migration() {
+        let m = MigrationModel::new(100.0, Mode::Hybrid, 1024.0, 62.5, 12.3);
+        let s = m.stretched_to(m.total_s() * 1.5);
+        assert!((s.total_s() - m.total_s() * 1.5).abs() < 1e-9);
+        assert_eq!((s.total_bytes(), s.dirty_bps, s.bandwidth_bps), (m.total_bytes(), m.dirty_bps, m.bandwidth_bps));
+        // Still running where the unstretched model is done; everything sent at the new end.
+        assert_ne!(s.at(100.0 + m.total_s() + 0.01).0, "done");
+        let end = s.at(100.0 + s.total_s() + 1e-6);
+        assert_eq!(end.0, "done");
+        assert!((end.1 - m.total_bytes()).abs() < 1.0);
+        assert_eq!(m.stretched_to(0.0), m, "no duration: unchanged");
     }
 }

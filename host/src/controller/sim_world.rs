@@ -386,7 +386,8 @@ impl World for SimWorld {
             match *a {
                 ActionReq::Migrate { vm, from, to, mode, .. } => {
                     moves.push((vm, from, to, mode));
-                    at.push((i, mode.unwrap_or(Mode::Hybrid)));
+                    // A move without a mode runs as the world's classic copy: one pre-copy pass.
+                    at.push((i, mode.unwrap_or(Mode::Pre)));
                 }
                 // The simulated hosts sleep when their last VM has left and wake when one
                 // arrives: nothing to do but to check the request.
@@ -432,8 +433,7 @@ impl World for SimWorld {
             .into_iter()
             .filter_map(|(vm, from, to, start, _)| {
                 let id = *self.running.get(&vm)?;
-                let model =
-                    self.models.get(&vm).copied().unwrap_or_else(|| self.migration_model(vm, Mode::Hybrid, start));
+                let model = self.models.get(&vm).copied().unwrap_or_else(|| self.migration_model(vm, Mode::Pre, start));
                 Some(model.progress(id, (vm, from, to), t))
             })
             .collect()
@@ -635,16 +635,15 @@ impl SimWorld {
     /// The progress model of `vm` moving from world time `start`: its RAM, the link share the
     /// simulator gives it (RAM ÷ its migration time), a dirty rate from its load now and the
     /// mode the plan chose (hybrid, the default, when it chose none).
+    /// The dashboard's model of VM `vm`'s migration: the world's RAM, link and dirty rate, in
+    /// the plan's mode, stretched to the world's own duration of it.
     fn migration_model(&self, vm: u32, mode: Mode, start: f64) -> MigrationModel {
         let ram = self.sim.vm_facts(vm as usize).1;
-        let bw = self
-            .sim
-            .in_flight()
-            .into_iter()
-            .find(|m| m.0 == vm)
-            .map(|(_, _, _, s, e)| if e > s { ram / (e - s) } else { ram })
-            .unwrap_or(ram);
-        MigrationModel::new(start, mode, ram, bw, self.vm_util(vm as usize))
+        let Some((_, _, to, s, e)) = self.sim.in_flight().into_iter().find(|m| m.0 == vm) else {
+            return MigrationModel::new(start, mode, ram, ram, 0.0);
+        };
+        let (bw, dirty) = self.sim.migration_link(vm as usize, to as usize);
+        MigrationModel::new(start, mode, ram, bw, dirty).stretched_to(e - s)
     }
 
     fn collect_ended(&mut self) -> Vec<(i64, Outcome)> {

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use crate::api::{Action, Progress};
 use crate::fmt;
 use crate::pages::{badge, query, Empty};
-use crate::store::{use_store, Loader};
+use crate::store::{use_store, Loader, Store};
 
 const PHASES: [(&str, &str); 4] =
     [("full-round", "Full round"), ("stop-copy", "Stop-copy"), ("demand-push", "Demand / push"), ("done", "Done")];
@@ -102,8 +102,23 @@ pub fn ProgressRow(p: Progress) -> impl IntoView {
     }
 }
 
+/// Host names by id, from the store's latest host table (an id it does not hold shows as
+/// `host N`: e.g. a host removed since the migration ran).
+fn host_names(store: Store) -> std::collections::HashMap<u32, String> {
+    store.hosts.with_untracked(|hs| hs.iter().map(|h| (h.id, h.name.clone())).collect())
+}
+
+fn host_link(
+    names: &std::collections::HashMap<u32, String>,
+    id: impl TryInto<u32> + Copy + std::fmt::Display,
+) -> impl IntoView {
+    let name = id.try_into().ok().and_then(|i| names.get(&i).cloned()).unwrap_or_else(|| format!("host {id}"));
+    view! { <a class="host" href=format!("/hosts/{id}")>{name}</a> }
+}
+
 #[component]
 pub fn History(rows: Vec<Action>) -> impl IntoView {
+    let names = host_names(use_store());
     view! {
         <div class="scrollbox">
             <table class="tbl" data-testid="migration-history">
@@ -131,11 +146,9 @@ pub fn History(rows: Vec<Action>) -> impl IntoView {
                                     <td>{a.id}</td>
                                     <td>{a.vm.map(|v| view! { <a href=format!("/vms/{v}")>{format!("VM {v}")}</a> })}</td>
                                     <td>
-                                        {format!(
-                                            "{} → {}",
-                                            a.from_host.map(|h| h.to_string()).unwrap_or_default(),
-                                            a.to_host.map(|h| h.to_string()).unwrap_or_default()
-                                        )}
+                                        {a.from_host.map(|h| host_link(&names, h))}
+                                        " → "
+                                        {a.to_host.map(|h| host_link(&names, h))}
                                     </td>
                                     <td>{a.reason.clone().unwrap_or_default()}</td>
                                     <td>{a.mode.clone().unwrap_or_else(|| "–".into())}</td>
@@ -168,47 +181,72 @@ pub fn Migrations() -> impl IntoView {
         let f = if st == "all" { String::new() } else { format!("&state={st}") };
         history.load(format!("/migrations?limit=200{f}"));
     });
-    // Finished ones stay (stepper on "Done") until the world's step ends.
-    let live = move || store.live.with(|m| m.values().cloned().collect::<Vec<_>>());
-    let running = move || store.live.with(|m| m.values().filter(|p| p.phase != "done").count());
+    // Finished ones stay (stepper on "Done") until the world's step ends: they are listed apart,
+    // under "Just finished", so "in flight" counts and shows the same migrations.
+    let split = move || store.live.with(|m| m.values().cloned().partition::<Vec<_>, _>(|p| p.phase != "done"));
+    let have_hosts = Memo::new(move |_| store.hosts.with(|h| !h.is_empty()));
+    let counts = move || {
+        store.live.with(|m| {
+            let running = m.values().filter(|p| p.phase != "done").count();
+            (running, m.len() - running)
+        })
+    };
     view! {
         <div class="pagehead">
             <h1>"Migrations"</h1>
-            <span class="muted">{move || format!("{} in flight", running())}</span>
+            <span class="muted" data-testid="in-flight-count">
+                {move || match counts() {
+                    (r, 0) => format!("{r} in flight"),
+                    (r, d) => format!("{r} in flight · {d} just finished"),
+                }}
+            </span>
         </div>
         <section class="card" data-testid="live-migrations">
             <h2>"In flight"</h2>
             {move || {
-                let l = live();
-                if l.is_empty() {
-                    return view! {
+                let (running, done) = split();
+                let names = host_names(store);
+                let cards = move |l: Vec<Progress>, names: &std::collections::HashMap<u32, String>| {
+                    let n = l.len();
+                    let shown = l
+                        .into_iter()
+                        .take(60)
+                        .map(|p| {
+                            let aid = p.action_id;
+                            view! {
+                                <div class="mig" data-action=aid>
+                                    <div>
+                                        <a href=format!("/vms/{}", p.vm)>{format!("VM {}", p.vm)}</a>
+                                        " "
+                                        {host_link(names, p.from)}
+                                        " → "
+                                        {host_link(names, p.to)}
+                                    </div>
+                                    <ProgressRow p/>
+                                </div>
+                            }
+                        })
+                        .collect_view();
+                    view! {
+                        <div class="migs">{shown}</div>
+                        {(n > 60).then(|| view! { <p class="muted small">{format!("Showing 60 of {n}.")}</p> })}
+                    }
+                };
+                let now = if running.is_empty() {
+                    view! {
                         <Empty title="No migration is running" hint="Migrations appear here as soon as a plan's actions start; approve a plan on the Plans page in manual mode."/>
                     }
-                        .into_any();
-                }
-                let n = l.len();
-                view! {
-                    <div class="migs">
-                        {l
-                            .into_iter()
-                            .take(60)
-                            .map(|p| {
-                                let aid = p.action_id;
-                                view! {
-                                    <div class="mig" data-action=aid>
-                                        <div>
-                                            <a href=format!("/vms/{}", p.vm)>{format!("VM {}", p.vm)}</a>
-                                            {format!(" host {} → host {}", p.from, p.to)}
-                                        </div>
-                                        <ProgressRow p/>
-                                    </div>
-                                }
-                            })
-                            .collect_view()}
-                    </div>
-                    {(n > 60).then(|| view! { <p class="muted small">{format!("Showing 60 of {n}.")}</p> })}
-                }
-                    .into_any()
+                        .into_any()
+                } else {
+                    cards(running, &names).into_any()
+                };
+                let finished = (!done.is_empty()).then(|| {
+                    view! {
+                        <h3 class="small muted" data-testid="just-finished">"Just finished"</h3>
+                        {cards(done, &names)}
+                    }
+                });
+                view! { {now} {finished} }.into_any()
             }}
         </section>
         <section class="card">
@@ -224,10 +262,14 @@ pub fn Migrations() -> impl IntoView {
                 </select>
             </div>
             {move || history.error.get().map(|e| view! { <p class="error">{e.to_string()}</p> })}
-            {move || match history.data.get() {
+            {move || {
+                // Re-rendered once the host table first arrives, for the host names.
+                let _ = have_hosts.get();
+                match history.data.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(v) if v.is_empty() => view! { <Empty title="No migrations in this state" hint="Pick another state."/> }.into_any(),
                 Some(v) => view! { <History rows=v/> }.into_any(),
+                }
             }}
         </section>
     }
