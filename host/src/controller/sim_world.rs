@@ -632,9 +632,6 @@ impl SimWorld {
         Ok(())
     }
 
-    /// The progress model of `vm` moving from world time `start`: its RAM, the link share the
-    /// simulator gives it (RAM ÷ its migration time), a dirty rate from its load now and the
-    /// mode the plan chose (hybrid, the default, when it chose none).
     /// The dashboard's model of VM `vm`'s migration: the world's RAM, link and dirty rate, in
     /// the plan's mode, stretched to the world's own duration of it.
     fn migration_model(&self, vm: u32, mode: Mode, start: f64) -> MigrationModel {
