@@ -90,6 +90,9 @@ impl Api {
     }
 }
 
+/// Polls `f` every 500 ms until it gives a value. Not faster: a poll may run `amvm lab status`,
+/// which asks every node's libvirtd, and on two cores busy with TCG guests faster polling
+/// delays the agents' reports enough for the collector to mark nodes down.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -97,7 +100,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             return v;
         }
         assert!(Instant::now() < deadline, "timed out after {} s waiting for {what}", timeout.as_secs());
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
