@@ -386,8 +386,7 @@ impl World for SimWorld {
             match *a {
                 ActionReq::Migrate { vm, from, to, mode, .. } => {
                     moves.push((vm, from, to, mode));
-                    // A move without a mode runs as the world's classic copy: one pre-copy pass.
-                    at.push((i, mode.unwrap_or(Mode::Pre)));
+                    at.push(i);
                 }
                 // The simulated hosts sleep when their last VM has left and wake when one
                 // arrives: nothing to do but to check the request.
@@ -403,10 +402,10 @@ impl World for SimWorld {
         let into_step = if self.replaying { 0.0 } else { (self.step_began.elapsed().as_secs_f64() / pace).min(1.0) };
         let start = self.sim.now() + into_step * interval;
         for (k, ok) in self.sim.start_migrations(&moves).into_iter().enumerate() {
-            let (vm, from, to, _) = moves[k];
-            let (i, mode) = at[k];
+            let ((vm, from, to, mode), i) = (moves[k], at[k]);
             if ok {
-                self.models.insert(vm, self.migration_model(vm, mode, start));
+                // A move without a mode runs as the world's classic copy: one pre-copy pass.
+                self.models.insert(vm, self.migration_model(vm, mode.unwrap_or(Mode::Pre), start));
                 self.running.insert(vm, actions[i].id());
             } else {
                 results[i] = Err(format!(
