@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use amvm_engine::volume::daemon::{free_port, TgtDaemon};
-use amvm_engine::volume::{ArrayConfig, DiskArray, Initiator, Pool, TgtArray, VolumeError};
+use amvm_engine::volume::{ArrayConfig, ChapConfig, DiskArray, Initiator, Pool, TgtArray, VolumeError};
 
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -143,4 +143,92 @@ fn tgt_driver_end_to_end() {
     assert!(array.list().unwrap().is_empty());
     assert!(!pool_a.join("data1.img").exists());
     drop(tgtd);
+}
+
+/// `qemu-img info` logging in with CHAP account `user` / `password`.
+fn qemu_size_chap(conn: &amvm_engine::volume::Connection, user: &str, password: &str) -> Result<u64, String> {
+    let opts = format!(
+        "driver=iscsi,transport=tcp,portal={}:{},target={},lun={},user={user},password-secret=s0",
+        conn.host, conn.port, conn.iqn, conn.lun
+    );
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "--object", &format!("secret,id=s0,data={password}"), "--image-opts", &opts])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    v["virtual-size"].as_u64().ok_or_else(|| "no virtual-size".into())
+}
+
+#[test]
+fn chap_is_required_and_a_changed_password_applies_at_the_next_call() {
+    if let Some(r) = skip_reason() {
+        eprintln!("skipping the CHAP test: {r}");
+        return;
+    }
+    if !qemu_iscsi() {
+        eprintln!("skipping the CHAP test: QEMU's iSCSI initiator (qemu-block-extra) is missing");
+        return;
+    }
+    let control = 1000 + ((std::process::id() + 7000) % 20000) as u16;
+    let portal = free_port();
+    let _tgtd = TgtDaemon::start(control, portal).expect("start tgtd");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("volumes.toml");
+    let secret = dir.path().join("chap.secret");
+    std::fs::write(&secret, "first-password-1\n").unwrap();
+    let mut cfg = ArrayConfig::local(&format!("127.0.0.1:{portal}"), control, &dir.path().join("pool"));
+    cfg.chap = Some(ChapConfig { user: "amvm".into(), password: None, password_file: Some(secret.clone()) });
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    let array = TgtArray::new(&cfg_path);
+    let me = Initiator::parse("127.0.0.1").unwrap();
+
+    array.create("c1", 8 << 20, None).unwrap();
+    array.create("c2", 8 << 20, None).unwrap();
+    let conn = array.map("c1", &me).unwrap();
+    let c2 = array.map("c2", &me).unwrap();
+    let chap = conn.chap.clone().expect("the connection names the CHAP account");
+    assert_eq!((chap.user.as_str(), chap.password.as_str()), ("amvm", "first-password-1"));
+    assert!(!serde_json::to_string(&conn).unwrap().contains("first-password"), "the password is serialized");
+
+    // Mapped, but a login without the account (or with a wrong password) is refused.
+    for (what, r) in [
+        ("no account", qemu_size(&conn.url())),
+        ("a wrong password", qemu_size_chap(&conn, "amvm", "wrong-password-1")),
+    ] {
+        let e = r.unwrap_err();
+        assert!(e.contains("Authentication failure") || e.contains("Failed to log in"), "{what}: {e}");
+    }
+    assert_eq!(qemu_size_chap(&conn, "amvm", "first-password-1").unwrap(), 8 << 20);
+    assert_eq!(qemu_size_chap(&c2, "amvm", "first-password-1").unwrap(), 8 << 20);
+
+    // A new password in the file: the next call applies it to every volume's target.
+    std::fs::write(&secret, "second-password-2\n").unwrap();
+    let conn = array.map("c1", &me).unwrap();
+    assert_eq!(conn.chap.as_ref().unwrap().password, "second-password-2");
+    for c in [&conn, &c2] {
+        let e = qemu_size_chap(c, "amvm", "first-password-1").unwrap_err();
+        assert!(e.contains("Authentication failure") || e.contains("Failed to log in"), "{}: {e}", c.iqn);
+        assert!(qemu_size(&c.url()).is_err(), "{}: open without CHAP after the account was re-created", c.iqn);
+        assert_eq!(qemu_size_chap(c, "amvm", "second-password-2").unwrap(), 8 << 20, "{}", c.iqn);
+    }
+    let shown = array.list().unwrap();
+    assert!(shown.iter().all(|v| v.acl == ["127.0.0.1"]), "{shown:?}");
+
+    // An invalid [chap] is a clear error and changes nothing.
+    std::fs::write(&secret, "short\n").unwrap();
+    let e = array.map("c1", &me).unwrap_err().to_string();
+    assert!(e.contains("[chap]") && e.contains("12–128"), "{e}");
+    assert_eq!(qemu_size_chap(&conn, "amvm", "second-password-2").unwrap(), 8 << 20);
+
+    // [chap] removed: the next map of a volume unbinds the account from its target.
+    cfg.chap = None;
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    let conn = array.map("c1", &me).unwrap();
+    assert!(conn.chap.is_none());
+    assert_eq!(qemu_size(&conn.url()).unwrap(), 8 << 20, "no CHAP once [chap] is gone");
+    array.delete("c1", true).unwrap();
+    array.delete("c2", true).unwrap();
 }

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use amvm_engine::memory::Mode;
-use amvm_engine::qemu::{HybridSwitch, MigrateOptions};
+use amvm_engine::qemu::{libvirt, HybridSwitch, MigrateOptions};
 use amvm_engine::volume::daemon::{free_port, TgtDaemon};
-use amvm_engine::volume::{ArrayConfig, DiskArray, TgtArray, VolumeError};
+use amvm_engine::volume::{ArrayConfig, ChapConfig, DiskArray, TgtArray, VolumeError};
 use amvm_host::controller::store::Store;
 use amvm_host::lab::{self, node, LabConfig, LabState};
 use amvm_host::volume::{self, lab_host::LabHost, Faults, GuestHost, MoveError, Step};
@@ -88,6 +88,9 @@ fn a_guest_writes_to_its_volume_while_it_migrates_and_every_fault_rolls_back() {
     let _tgtd = TgtDaemon::start(control, portal).expect("start tgtd");
     let cfg_path = work.path().join("volumes.toml");
     let mut cfg = ArrayConfig::local(&format!("{SUBNET}.1:{portal}"), control, &work.path().join("pool"));
+    // Every target requires CHAP: each node's libvirt gets the secret before its QEMU logs in.
+    cfg.chap =
+        Some(ChapConfig { user: "amvm-lab".into(), password: Some("lab-chap-secret-1".into()), password_file: None });
     std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
     let array = TgtArray::new(&cfg_path);
     let db = work.path().join("controller.db");
@@ -120,7 +123,7 @@ fn a_guest_writes_to_its_volume_while_it_migrates_and_every_fault_rolls_back() {
     assert_eq!(a.node, "node1");
     assert!(volume::attach_volume(&store, &array, &host, vol, vm, "vdc").unwrap_err().to_string().contains("already"));
     mapped_exactly_where_it_runs(&state, &array, &store, vm, vol);
-    assert_eq!(array.get(vol).unwrap().sessions.len(), 1, "node1's QEMU logged in");
+    assert_eq!(array.get(vol).unwrap().sessions.len(), 1, "node1's QEMU logged in (with CHAP)");
     let n1 = state.node("node1").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -157,6 +160,25 @@ fn a_guest_writes_to_its_volume_while_it_migrates_and_every_fault_rolls_back() {
             sessions.iter().all(|s| s.connections.iter().all(|(_, ip)| *ip == state.node(to).unwrap().ip)),
             "only the destination's session is open: {sessions:?}"
         );
+    }
+
+    // The guest logged in with CHAP on every node; without the account no initiator gets in.
+    let conn = array.connection(vol).unwrap();
+    let plain = std::process::Command::new("qemu-img").args(["info", &conn.url()]).output().unwrap();
+    let e = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && e.contains("Authentication failure"), "a login without CHAP: {e}");
+
+    // Extend while attached and writing: QEMU resizes the guest's disk.
+    let here = lab::locate(&state, vm).unwrap().clone();
+    let (grown, told) = volume::extend_volume(&store, &array, &host, vol, 96 << 20).unwrap();
+    assert_eq!(grown.size_bytes, 96 << 20);
+    assert_eq!(told.as_deref(), Some(format!("{vm} on {}", here.name).as_str()));
+    assert_eq!(libvirt::block_capacity(&here.uri(), vm, "vdb").unwrap(), 96 << 20, "QEMU's view of the disk");
+    writes_continue(&state, vm, last);
+    eprintln!("{vol} extended to 96 MiB while attached: {vm}'s disk resized on {}", here.name);
+    std::thread::sleep(Duration::from_millis(500));
+    for l in console(&state, vm).lines().filter(|l| l.contains("capacity change") || l.contains("new size")) {
+        eprintln!("  guest console: {}", l.trim());
     }
 
     // Faults, each at its step: the guest stays or moves, the mapping follows it exactly.

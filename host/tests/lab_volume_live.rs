@@ -216,6 +216,70 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["attachment"]["node"], dst.name.as_str(), "{listed}");
 
+    // The controller killed for real during a volume move: the guest is sent back (its node out
+    // of maintenance, the other one in), the controller gets SIGKILL once the move's journal
+    // says the migration has begun, and a new controller process on the same database finishes
+    // the move (the source's agent carries the migration on meanwhile).
+    last = writes_continue(&state, vm, last);
+    let dst_id = state.nodes.iter().position(|n| n.name == dst.name).unwrap();
+    api.call("POST", &format!("hosts/{src_id}/maintenance"), "{\"on\":false}");
+    api.call("POST", &format!("hosts/{dst_id}/maintenance"), "{\"on\":true}");
+    let open_move = |step: &str| -> Option<Value> {
+        let all = api.get("volumes/moves");
+        all.as_array()?.iter().find(|m| m["state"] == "ONGOING" && m["vm"] == vm && m["step"] == step).cloned()
+    };
+    let second = wait_for("a second volume move at its migration", Duration::from_secs(150), || open_move("migrate"));
+    let mut lab_state = LabState::load(&dir).unwrap();
+    let pid = lab_state.controller_pid.expect("the lab's controller pid");
+    // SAFETY: kill has no memory-safety preconditions; the PID is the lab's controller.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0, "kill -9 {pid}");
+    wait_for("the killed controller gone", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    let still_migrating = amvm_engine::qemu::libvirt::domain_activity(&src.uri(), vm).is_ok_and(|(on, _)| on)
+        && amvm_engine::qemu::libvirt::domain_activity(&dst.uri(), vm).is_ok_and(|(on, _)| on);
+    eprintln!(
+        "controller (pid {pid}) killed during volume move {} at step {} (the guest on both nodes: {still_migrating})",
+        second["id"], second["step"]
+    );
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new().append(true).open(dir.join("controller.log")).unwrap();
+    let child = Command::new(AMVM)
+        .args(["controller", "--config"])
+        .arg(dir.join("controller.toml"))
+        .current_dir(&dir)
+        .env("AMVM_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    lab_state.controller_pid = Some(child.id());
+    lab_state.save().unwrap();
+    wait_for("the restarted controller's API", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(LISTEN).ok().map(drop)
+    });
+    let t_restart = Instant::now();
+    let resolved = wait_for("the open volume move finished by the new controller", Duration::from_secs(120), || {
+        let all = api.get("volumes/moves");
+        all.as_array()?.iter().find(|m| m["id"] == second["id"] && m["state"] != "ONGOING").cloned()
+    });
+    eprintln!("after the restart ({:.1} s): {resolved}", t_restart.elapsed().as_secs_f64());
+    assert_eq!(resolved["state"], "RESOLVED", "{resolved}");
+    let here = lab::locate(&state, vm).unwrap().clone();
+    let v = array.get(vol).unwrap();
+    assert_eq!(v.acl, vec![here.ip.clone()], "{vol} is mapped to {} only, where {vm} runs", here.name);
+    let atts = api.get("volumes");
+    let a = atts.as_array().unwrap().iter().find(|a| a["volume"] == vol).expect("the attachment in the API");
+    assert_eq!(a["node"].as_str(), Some(here.name.as_str()), "the recorded connection: {a}");
+    eprintln!("volume move {} resolved: {vm} on {}, {vol} mapped there only", second["id"], here.name);
+    let log = std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+    for l in log.lines().filter(|l| l.contains("volume move")) {
+        eprintln!("  controller.log: {}", l.trim());
+    }
+
     // The writes went on and every acknowledged one verifies.
     last = writes_continue(&state, vm, last);
     let seen = console(&state, vm).lines().filter(|l| l.starts_with("amvm-verify")).count();
@@ -230,7 +294,7 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     let file = amvm_guest::volume::verify(Path::new(&v.path), run_id, blocks, final_acked).unwrap();
     assert!(file.ok(), "the array's file: {file:?}");
 
-    api.call("POST", &format!("hosts/{src_id}/maintenance"), "{\"on\":false}");
+    api.call("POST", &format!("hosts/{dst_id}/maintenance"), "{\"on\":false}");
     api.call("POST", "pause", "");
     amvm(&["lab", "--dir", d, "down"]);
     assert!(lab::node::links_with_prefix(IFPREFIX).is_empty(), "interfaces left");

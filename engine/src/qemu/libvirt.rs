@@ -471,6 +471,69 @@ pub fn detach_device(uri: &str, name: &str, xml: &str) -> Result<(), String> {
     dom.detach_device_flags(xml, flags).map(drop).map_err(|e| format!("detach from {name}: {}", e.message()))
 }
 
+/// Whether domain `name` is active at `uri`, and whether a job (a migration, out or in) runs on
+/// it there. `(false, false)` when the daemon has no such domain.
+pub fn domain_activity(uri: &str, name: &str) -> Result<(bool, bool), String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let Ok(dom) = Domain::lookup_by_name(&conn, name) else { return Ok((false, false)) };
+    let active = dom.is_active().unwrap_or(false);
+    let job = active && dom.get_job_info().is_ok_and(|j| j.r#type != sys::VIR_DOMAIN_JOB_NONE as i32);
+    // Incoming, and post-copy's paused source: the state says migration.
+    let paused_for_migration = dom.get_state().is_ok_and(|(st, reason)| {
+        st == sys::VIR_DOMAIN_PAUSED
+            && [sys::VIR_DOMAIN_PAUSED_MIGRATION, sys::VIR_DOMAIN_PAUSED_POSTCOPY].contains(&(reason as u32))
+    });
+    Ok((active, job || (active && paused_for_migration)))
+}
+
+/// Makes sure the libvirt daemon at `uri` holds the iSCSI CHAP secret `chap.secret_usage()`
+/// with `chap`'s password (defined when missing, its value set again otherwise), so that a
+/// guest's `<auth>` resolves there — on the node a volume is attached on, and on a migration's
+/// destination before the incoming guest opens the disk.
+pub fn ensure_iscsi_secret(uri: &str, chap: &crate::volume::Chap) -> Result<(), String> {
+    use virt::secret::Secret;
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let usage = chap.secret_usage();
+    let secret = match Secret::lookup_by_usage(&conn, sys::VIR_SECRET_USAGE_TYPE_ISCSI as i32, &usage) {
+        Ok(s) => s,
+        Err(_) => {
+            let xml = format!(
+                "<secret ephemeral='no' private='yes'><description>AMVM volumes: CHAP of {}</description>\
+                 <usage type='iscsi'><target>{usage}</target></usage></secret>",
+                chap.user
+            );
+            Secret::define_xml(&conn, &xml, 0)
+                .map_err(|e| format!("define the CHAP secret {usage} at {uri}: {}", e.message()))?
+        }
+    };
+    secret
+        .set_value(chap.password.as_bytes(), 0)
+        .map_err(|e| format!("set the CHAP secret {usage} at {uri}: {}", e.message()))
+}
+
+/// Grows disk `target_dev` of the running domain `name` at `uri` to `bytes` (QEMU's
+/// `block_resize`; the guest sees a capacity change), after its volume was extended.
+pub fn block_resize(uri: &str, name: &str, target_dev: &str, bytes: u64) -> Result<(), String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let dom =
+        Domain::lookup_by_name(&conn, name).map_err(|e| format!("no domain {name:?} at {uri}: {}", e.message()))?;
+    dom.block_resize(target_dev, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        .map(drop)
+        .map_err(|e| format!("resize {target_dev} of {name} to {bytes} bytes: {}", e.message()))
+}
+
+/// The capacity (bytes) QEMU sees of disk `target_dev` of domain `name` at `uri`.
+pub fn block_capacity(uri: &str, name: &str, target_dev: &str) -> Result<u64, String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+    let dom =
+        Domain::lookup_by_name(&conn, name).map_err(|e| format!("no domain {name:?} at {uri}: {}", e.message()))?;
+    dom.get_block_info(target_dev, 0).map(|b| b.capacity).map_err(|e| e.message().to_string())
+}
+
 /// The guest disks (`<target dev=…>`) of domain `name` in its live XML.
 pub fn disk_targets(uri: &str, name: &str) -> Result<Vec<String>, String> {
     virt::error::clear_error_callback();

@@ -10,6 +10,10 @@
 //! [pools.default]
 //! dir = "/var/lib/amvm/volumes"    # file-backed LUNs, one NAME.img per volume
 //!
+//! [chap]                           # optional: every target requires this CHAP account
+//! user = "amvm"
+//! password_file = "/etc/amvm/chap.secret"
+//!
 //! [ssh]                            # optional: run tgtadm on the array host over SSH
 //! host = "array1"
 //! user = "root"
@@ -41,6 +45,78 @@ pub struct ArrayConfig {
     pub pools: BTreeMap<String, Pool>,
     #[serde(default)]
     pub ssh: Option<SshConfig>,
+    /// CHAP on every volume's target: initiators must log in with this account.
+    #[serde(default)]
+    pub chap: Option<ChapConfig>,
+}
+
+/// `[chap]`: the account every volume's target requires (one-way CHAP, RFC 3720 §11.1.4).
+/// The password is inline or in a file (read at every call, like the rest).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChapConfig {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A file holding the password (its first line), on the controller's machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ChapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapConfig").field("user", &self.user).field("password_file", &self.password_file).finish()
+    }
+}
+
+/// A CHAP account as initiators use it: user and secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Chap {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Chap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chap").field("user", &self.user).field("password", &"…").finish()
+    }
+}
+
+impl Chap {
+    /// The name of the libvirt secret (usage type `iscsi`) that holds this account's password
+    /// on each node.
+    pub fn secret_usage(&self) -> String {
+        format!("amvm-iscsi-{}", self.user)
+    }
+}
+
+impl ChapConfig {
+    /// The account, its password read now; checked: the user 1–64 of `A-Z a-z 0-9 . - _ @`, the
+    /// password 12–128 printable characters without spaces (RFC 3720 asks for at least 96 bits).
+    pub fn resolve(&self) -> Result<Chap> {
+        let bad = |m: String| VolumeError::Config(format!("[chap]: {m}"));
+        let user_ok = !self.user.is_empty()
+            && self.user.len() <= 64
+            && self.user.chars().all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c));
+        if !user_ok {
+            return Err(bad(format!("user {:?}: 1–64 letters, digits, '.', '-', '_' or '@'", self.user)));
+        }
+        let password = match (&self.password, &self.password_file) {
+            (Some(p), None) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| bad(format!("cannot read password_file {}: {e}", f.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            _ => return Err(bad("set exactly one of password and password_file".into())),
+        };
+        let ok = (12..=128).contains(&password.len()) && password.chars().all(|c| c.is_ascii_graphic());
+        if !ok {
+            return Err(bad("the password must be 12–128 printable characters without spaces".into()));
+        }
+        Ok(Chap { user: self.user.clone(), password })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +162,7 @@ impl ArrayConfig {
             default_pool: default_pool_name(),
             pools: BTreeMap::from([(default_pool_name(), Pool { dir: dir.to_path_buf() })]),
             ssh: None,
+            chap: None,
         }
     }
 
@@ -115,6 +192,9 @@ impl ArrayConfig {
             if !p.dir.is_absolute() {
                 return Err(format!("pools.{name}.dir must be an absolute path"));
             }
+        }
+        if let Some(c) = &self.chap {
+            c.resolve().map_err(|e| e.to_string().trim_start_matches("volume driver configuration: ").to_string())?;
         }
         if let Some(s) = &self.ssh {
             let safe = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
@@ -177,5 +257,28 @@ mod tests {
         bad.ssh.as_mut().unwrap().host = "a;reboot".into();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<ArrayConfig>("portal='a:1'\nbogus=1\n[pools]\n").is_err());
+    }
+
+    #[test]
+    fn chap_is_checked_and_its_password_never_printed() {
+        let mut c = ArrayConfig::local("127.0.0.1:3260", 0, Path::new("/srv/v"));
+        c.chap = Some(ChapConfig { user: "amvm".into(), password: Some("s3cret-s3cret".into()), password_file: None });
+        c.validate().unwrap();
+        let chap = c.chap.as_ref().unwrap().resolve().unwrap();
+        assert_eq!(chap.secret_usage(), "amvm-iscsi-amvm");
+        assert!(!format!("{c:?} {chap:?}").contains("s3cret"), "Debug shows the password");
+        for (user, pw) in [("amvm", "short"), ("a b", "long-enough-pw"), ("amvm", "has space in it")] {
+            c.chap = Some(ChapConfig { user: user.into(), password: Some(pw.into()), password_file: None });
+            assert!(c.validate().is_err(), "{user:?} / {pw:?} accepted");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("chap.secret");
+        std::fs::write(&f, "from-a-file-123\n").unwrap();
+        c.chap = Some(ChapConfig { user: "amvm".into(), password: None, password_file: Some(f.clone()) });
+        assert_eq!(c.chap.as_ref().unwrap().resolve().unwrap().password, "from-a-file-123");
+        c.chap = Some(ChapConfig { user: "amvm".into(), password: Some("x".repeat(12)), password_file: Some(f) });
+        assert!(c.validate().unwrap_err().contains("exactly one"));
+        c.chap = Some(ChapConfig { user: "amvm".into(), password: None, password_file: Some("/nonexistent".into()) });
+        assert!(c.validate().unwrap_err().contains("cannot read"));
     }
 }

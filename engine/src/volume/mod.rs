@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{ArrayConfig, Pool, SshConfig};
+pub use config::{ArrayConfig, Chap, ChapConfig, Pool, SshConfig};
 pub use tgt::TgtArray;
 
 /// What a volume operation failed with; every variant says what was run and why it failed.
@@ -116,6 +116,10 @@ pub struct Connection {
     pub port: u16,
     pub iqn: String,
     pub lun: u32,
+    /// The CHAP account the target requires, when `[chap]` is configured (never serialized:
+    /// the password stays out of databases and API answers).
+    #[serde(skip)]
+    pub chap: Option<Chap>,
 }
 
 impl Connection {
@@ -186,11 +190,20 @@ pub fn parse_size(s: &str) -> Result<u64> {
 
 /// The libvirt `<disk>` that attaches a volume through QEMU's own iSCSI initiator (Debian
 /// `qemu-block-extra`) as virtio disk `target_dev` (e.g. `vdb`). `cache='none'`: no host page
-/// cache, so a live migration loses no write (libvirt refuses to migrate other modes).
+/// cache, so a live migration loses no write (libvirt refuses to migrate other modes). With
+/// CHAP the login's password comes from the node's libvirt secret [`Chap::secret_usage`]
+/// (`crate::qemu::libvirt::ensure_iscsi_secret`), never from the XML.
 pub fn disk_xml(conn: &Connection, target_dev: &str) -> String {
+    let auth = conn.chap.as_ref().map_or(String::new(), |c| {
+        format!(
+            "    <auth username='{}'>\n      <secret type='iscsi' usage='{}'/>\n    </auth>\n",
+            xml_escape(&c.user),
+            xml_escape(&c.secret_usage())
+        )
+    });
     format!(
         "<disk type='network' device='disk'>\n  <driver name='qemu' type='raw' cache='none' io='native'/>\n  \
-         <source protocol='iscsi' name='{}/{}'>\n    <host name='{}' port='{}'/>\n  </source>\n  \
+         <source protocol='iscsi' name='{}/{}'>\n    <host name='{}' port='{}'/>\n{auth}  </source>\n  \
          <target dev='{target_dev}' bus='virtio'/>\n</disk>\n",
         xml_escape(&conn.iqn),
         conn.lun,
@@ -242,12 +255,23 @@ mod tests {
 
     #[test]
     fn disk_xml_uses_qemu_iscsi() {
-        let c = Connection { host: "10.79.0.1".into(), port: 3260, iqn: "iqn.2026-12.org.amvm:v1".into(), lun: 1 };
+        let mut c = Connection {
+            host: "10.79.0.1".into(),
+            port: 3260,
+            iqn: "iqn.2026-12.org.amvm:v1".into(),
+            lun: 1,
+            chap: None,
+        };
         let x = disk_xml(&c, "vdb");
+        assert!(!x.contains("<auth"), "{x}");
         assert!(x.contains("protocol='iscsi' name='iqn.2026-12.org.amvm:v1/1'"), "{x}");
         assert!(x.contains("<host name='10.79.0.1' port='3260'/>"), "{x}");
         assert!(x.contains("<target dev='vdb' bus='virtio'/>"), "{x}");
         assert_eq!(c.url(), "iscsi://10.79.0.1:3260/iqn.2026-12.org.amvm:v1/1");
+        c.chap = Some(Chap { user: "amvm".into(), password: "not-in-the-xml".into() });
+        let x = disk_xml(&c, "vdb");
+        assert!(x.contains("<auth username='amvm'>") && x.contains("usage='amvm-iscsi-amvm'"), "{x}");
+        assert!(!x.contains("not-in-the-xml") && !serde_json::to_string(&c).unwrap().contains("not-in"), "{x}");
         assert!(
             check_target_dev("vda").is_err() && check_target_dev("vdc").is_ok() && check_target_dev("sdb").is_err()
         );

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::config::ArrayConfig;
+use sha2::{Digest, Sha256};
+
+use super::config::{ArrayConfig, Chap};
 use super::{check_name, Connection, DiskArray, Initiator, Result, Session, Volume, VolumeError};
 
 /// The disk LUN of each volume's target (LUN 0 is tgtd's controller).
@@ -33,6 +35,8 @@ pub struct TargetInfo {
     /// Backing file of LUN 1, if any.
     pub backing: Option<String>,
     pub acl: Vec<String>,
+    /// CHAP accounts bound to the target (logins must use one).
+    pub accounts: Vec<String>,
 }
 
 /// Parses `tgtadm --lld iscsi --op show --mode target`.
@@ -43,6 +47,7 @@ pub fn parse_show(text: &str) -> Result<Vec<TargetInfo>> {
         Nexus,
         Lun,
         Acl,
+        Account,
     }
     let mut out: Vec<TargetInfo> = Vec::new();
     let mut sec = Sec::Other;
@@ -73,7 +78,11 @@ pub fn parse_show(text: &str) -> Result<Vec<TargetInfo>> {
                 sec = Sec::Acl;
                 continue;
             }
-            "System information:" | "Account information:" => {
+            "Account information:" => {
+                sec = Sec::Account;
+                continue;
+            }
+            "System information:" => {
                 sec = Sec::Other;
                 continue;
             }
@@ -105,6 +114,7 @@ pub fn parse_show(text: &str) -> Result<Vec<TargetInfo>> {
                 }
             }
             Sec::Acl => t.acl.push(line.to_string()),
+            Sec::Account => t.accounts.push(line.split_whitespace().next().unwrap_or(line).to_string()),
             Sec::Other => {}
         }
     }
@@ -281,6 +291,71 @@ impl TgtArray {
         Err(VolumeError::NotFound(name.to_string()))
     }
 
+    /// Applies `[chap]`: the account exists in tgtd with the configured password, and is bound
+    /// to every volume's target. tgtd cannot change an account's password, and drops its
+    /// bindings when it is deleted: a changed password (its SHA-256 kept in the default pool's
+    /// `.amvm-chap-USER` file) re-creates the account and binds it again to each target. Without
+    /// `[chap]`, nothing is done here ([`Self::secure`] unbinds per target).
+    fn apply_chap(cfg: &ArrayConfig, targets: &[TargetInfo]) -> Result<Option<Chap>> {
+        let Some(c) = &cfg.chap else { return Ok(None) };
+        let chap = c.resolve()?;
+        let shown = run(cfg, &Self::tgtadm(cfg, &["--op", "show", "--mode", "account"]))?;
+        let exists = shown.lines().skip(1).any(|l| l.trim() == chap.user);
+        let digest: String = Sha256::new()
+            .chain_update(cfg.iqn_prefix.as_bytes())
+            .chain_update([0])
+            .chain_update(chap.user.as_bytes())
+            .chain_update([0])
+            .chain_update(chap.password.as_bytes())
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (_, pool) = cfg.pool(None)?;
+        let marker = pool.dir.join(format!(".amvm-chap-{}", chap.user)).display().to_string();
+        let stored = execute(cfg, &argv(&["cat", &marker]))?;
+        if exists && stored.ok && stored.stdout.trim() == digest {
+            return Ok(Some(chap));
+        }
+        if exists {
+            run(cfg, &Self::tgtadm(cfg, &["--op", "delete", "--mode", "account", "--user", &chap.user]))?;
+        }
+        let new = ["--op", "new", "--mode", "account", "--user", &chap.user, "--password", &chap.password];
+        run(cfg, &Self::tgtadm(cfg, &new))?;
+        for t in targets.iter().filter(|t| t.iqn.starts_with(&format!("{}:", cfg.iqn_prefix))) {
+            Self::bind_account(cfg, t.tid, &chap.user)?;
+        }
+        run(cfg, &argv(&["mkdir", "-p", &pool.dir.display().to_string()]))?;
+        run(cfg, &argv(&["sh", "-c", "umask 077 && printf '%s\\n' \"$0\" > \"$1\"", &digest, &marker]))?;
+        Ok(Some(chap))
+    }
+
+    fn bind_account(cfg: &ArrayConfig, tid: u32, user: &str) -> Result<()> {
+        let tid = tid.to_string();
+        match run(cfg, &Self::tgtadm(cfg, &["--op", "bind", "--mode", "account", "--tid", &tid, "--user", user])) {
+            Err(e @ VolumeError::Command { .. }) if e.to_string().contains("already exists") => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Makes target `t`'s accounts what the configuration says: the `[chap]` account bound
+    /// (applied first), or none without `[chap]`. Returns the account.
+    fn secure(cfg: &ArrayConfig, t: &TargetInfo, all: &[TargetInfo]) -> Result<Option<Chap>> {
+        let chap = Self::apply_chap(cfg, all)?;
+        let tid = t.tid.to_string();
+        for other in t.accounts.iter().filter(|a| chap.as_ref().is_none_or(|c| c.user != **a)) {
+            let unbind = ["--op", "unbind", "--mode", "account", "--tid", &tid, "--user", other];
+            match run(cfg, &Self::tgtadm(cfg, &unbind)) {
+                Err(e @ VolumeError::Command { .. }) if e.to_string().contains("can't find") => {}
+                r => r.map(drop)?,
+            }
+        }
+        if let Some(c) = &chap {
+            Self::bind_account(cfg, t.tid, &c.user)?;
+        }
+        Ok(chap)
+    }
+
     fn bind_args(op: &'static str, tid: u32, node: &Initiator) -> Vec<String> {
         let flag = match node {
             Initiator::Address(_) => "-I",
@@ -320,6 +395,12 @@ impl DiskArray for TgtArray {
                 return Err(e);
             }
         };
+        if cfg.chap.is_some() {
+            let all = Self::targets(&cfg)?;
+            if let Some(t) = all.iter().find(|t| t.tid == tid) {
+                Self::secure(&cfg, t, &all)?;
+            }
+        }
         Ok(Volume {
             name: name.to_string(),
             iqn,
@@ -370,6 +451,16 @@ impl DiskArray for TgtArray {
             }
         }
         let targets = if again { Self::targets(&cfg)? } else { targets };
+        if again {
+            // Exported again with no account: CHAP as configured.
+            if let Some(c) = Self::apply_chap(&cfg, &targets)? {
+                for t in targets.iter().filter(|t| !t.accounts.contains(&c.user)) {
+                    if t.iqn.starts_with(&format!("{}:", cfg.iqn_prefix)) {
+                        Self::bind_account(&cfg, t.tid, &c.user)?;
+                    }
+                }
+            }
+        }
         let mut out = Vec::new();
         for t in &targets {
             if let Some(v) = Self::volume(&cfg, t)? {
@@ -401,6 +492,8 @@ impl DiskArray for TgtArray {
     fn map(&self, name: &str, node: &Initiator) -> Result<Connection> {
         let cfg = self.config()?;
         let (t, _) = Self::find(&cfg, name)?;
+        // CHAP as configured now, before the node may log in.
+        let chap = Self::secure(&cfg, &t, &Self::targets(&cfg)?)?;
         let args = Self::bind_args("bind", t.tid, node);
         match run(&cfg, &Self::tgtadm(&cfg, &args.iter().map(String::as_str).collect::<Vec<_>>())) {
             Ok(_) => {}
@@ -408,7 +501,7 @@ impl DiskArray for TgtArray {
             Err(e) => return Err(e),
         }
         let (host, port) = cfg.portal_addr().map_err(VolumeError::Config)?;
-        Ok(Connection { host, port, iqn: t.iqn, lun: LUN })
+        Ok(Connection { host, port, iqn: t.iqn, lun: LUN, chap })
     }
 
     fn unmap(&self, name: &str, node: &Initiator) -> Result<()> {
@@ -447,7 +540,8 @@ impl DiskArray for TgtArray {
         let cfg = self.config()?;
         let (t, _) = Self::find(&cfg, name)?;
         let (host, port) = cfg.portal_addr().map_err(VolumeError::Config)?;
-        Ok(Connection { host, port, iqn: t.iqn, lun: LUN })
+        let chap = cfg.chap.as_ref().map(|c| c.resolve()).transpose()?;
+        Ok(Connection { host, port, iqn: t.iqn, lun: LUN, chap })
     }
 }
 
@@ -475,6 +569,7 @@ mod tests {
             Backing store path: /var/lib/amvm/volumes/v1.img
             Backing store flags: 
     Account information:
+        amvm
     ACL information:
         10.79.0.11
         iqn.1994-05.com.example:n1
@@ -497,6 +592,8 @@ Target 2: iqn.2026-12.org.amvm:v2
         assert_eq!(t[0].iqn, "iqn.2026-12.org.amvm:v1");
         assert_eq!(t[0].backing.as_deref(), Some("/var/lib/amvm/volumes/v1.img"));
         assert_eq!(t[0].acl, vec!["10.79.0.11", "iqn.1994-05.com.example:n1"]);
+        assert_eq!(t[0].accounts, vec!["amvm"]);
+        assert!(t[1].accounts.is_empty());
         assert_eq!(
             t[0].sessions,
             vec![Session {

@@ -66,7 +66,7 @@ pub enum VolumeCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Grow a volume.
+    /// Grow a volume; an attached guest is told (QEMU resizes its disk, the guest sees it).
     Extend {
         name: String,
         #[arg(long)]
@@ -169,8 +169,16 @@ pub fn run(a: VolumeArgs) -> Result<ExitCode> {
             println!("deleted {name}");
         }
         VolumeCommand::Extend { name, size } => {
-            let v = arr.extend(&name, parse_size(&size)?)?;
-            println!("{name}: {} bytes", v.size_bytes);
+            let st = store(&a.db)?;
+            let bytes = parse_size(&size)?;
+            if st.attachment(&name)?.is_some() {
+                let host = lab_host(&a.lab)?;
+                let (v, told) = volume::extend_volume(&st, &arr, &host, &name, bytes)?;
+                println!("{name}: {} bytes; its guest {} sees the new size", v.size_bytes, told.unwrap_or_default());
+            } else {
+                let v = arr.extend(&name, bytes)?;
+                println!("{name}: {} bytes", v.size_bytes);
+            }
         }
         VolumeCommand::Migrate { name, to, mode } => {
             let host = lab_host(&a.lab)?;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use amvm_engine::volume::{Initiator, TgtArray};
 
 use crate::controller::store::{Store, VolumeAttachment};
-use crate::monitor::agent::control::{Client, DomainView, Op, Reach};
+use crate::monitor::agent::control::{Client, DomainView, JobView, Op, Reach};
 use crate::scheduler::rules::{HostGroup, HostRelation, Strength, VmHostRule};
 use crate::scheduler::OperatorRules;
 use crate::volume::{Faults, GuestHost, MoveError, NodeRef, PreparedMove};
@@ -302,5 +302,25 @@ impl GuestHost for AgentGuests<'_> {
 
     fn migrate(&self, vm: &str, _: &NodeRef, _: &NodeRef, _: Option<amvm_engine::memory::Mode>) -> anyhow::Result<()> {
         anyhow::bail!("{vm}: the live world migrates through its agents")
+    }
+
+    /// A job of an agent still running for `vm` (one the controller started before it was
+    /// restarted, say), or its domain active on two nodes.
+    fn migrating(&self, vm: &str) -> anyhow::Result<bool> {
+        let mut active = 0;
+        for (h, c) in self.clients.iter().enumerate() {
+            if !self.awake[h] {
+                continue;
+            }
+            let name = &self.nodes[h].name;
+            let domains: Vec<DomainView> = c.call_as(&Op::Domains).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let Some(d) = domains.iter().find(|d| d.active && (d.name == vm || d.uuid == vm)) else { continue };
+            active += 1;
+            let jobs: Vec<JobView> = c.call_as(&Op::Jobs).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            if jobs.iter().any(|j| j.state == "running" && (j.vm_uuid == d.uuid || j.vm == d.name)) {
+                return Ok(true);
+            }
+        }
+        Ok(active > 1)
     }
 }

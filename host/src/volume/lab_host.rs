@@ -40,4 +40,20 @@ impl GuestHost for LabHost {
         }
         lab::migrate(&self.state, vm, &to.name, &opts, None, &mut |_| {}).map(drop)
     }
+
+    /// Active on two nodes (source and incoming), or a job on one of them.
+    fn migrating(&self, vm: &str) -> anyhow::Result<bool> {
+        let mut active = 0;
+        for n in &self.state.nodes {
+            if lab::live::frozen(&self.state, n) {
+                continue;
+            }
+            let (on, job) = amvm_engine::qemu::libvirt::domain_activity(&n.uri(), vm).map_err(anyhow::Error::msg)?;
+            if job {
+                return Ok(true);
+            }
+            active += usize::from(on);
+        }
+        Ok(active > 1)
+    }
 }

@@ -35,6 +35,9 @@ pub trait GuestHost {
     fn node(&self, name: &str) -> anyhow::Result<NodeRef>;
     /// Live-migrates `vm` from `from` to `to`.
     fn migrate(&self, vm: &str, from: &NodeRef, to: &NodeRef, mode: Option<Mode>) -> anyhow::Result<()>;
+    /// Whether a migration of `vm` is under way (a controller restarted during a move finds the
+    /// agent's job still running): its move is resolved only once it has ended.
+    fn migrating(&self, vm: &str) -> anyhow::Result<bool>;
 }
 
 /// The steps of a volume move, in order.
@@ -141,6 +144,12 @@ pub fn attach_volume(
         anyhow::bail!("{vm} already has a disk {target_dev}");
     }
     let conn = array.map(volume, &node.initiator).with_context(|| format!("map {volume} to {}", node.name))?;
+    if let Some(chap) = &conn.chap {
+        if let Err(e) = libvirt::ensure_iscsi_secret(&node.uri, chap) {
+            let _ = array.unmap(volume, &node.initiator);
+            anyhow::bail!("{e} (the volume was unmapped again)");
+        }
+    }
     if let Err(e) = libvirt::attach_device(&node.uri, vm, &disk_xml(&conn, target_dev)) {
         let _ = array.unmap(volume, &node.initiator);
         anyhow::bail!("{e} (the volume was unmapped again)");
@@ -174,6 +183,27 @@ pub fn detach_volume(store: &Store, array: &dyn DiskArray, host: &dyn GuestHost,
     store.remove_attachment(volume)?;
     store.audit("amvm", "volume.detach", volume, &format!("from {} on {}", a.vm, node.name))?;
     Ok(())
+}
+
+/// Grows `volume` to `size_bytes` on the array and, when it is attached, tells its guest: QEMU
+/// resizes the disk (libvirt `blockResize`) and the guest kernel sees the new capacity. Returns
+/// the volume and the guest told (`vm on node`), if any.
+pub fn extend_volume(
+    store: &Store,
+    array: &dyn DiskArray,
+    host: &dyn GuestHost,
+    volume: &str,
+    size_bytes: u64,
+) -> anyhow::Result<(amvm_engine::volume::Volume, Option<String>)> {
+    let v = array.extend(volume, size_bytes)?;
+    let Some(a) = store.attachment(volume)? else { return Ok((v, None)) };
+    let node = host
+        .locate(&a.vm)
+        .with_context(|| format!("{volume} is {size_bytes} bytes on the array, but its guest {} was not told", a.vm))?;
+    libvirt::block_resize(&node.uri, &a.vm, &a.target_dev, size_bytes)
+        .map_err(|e| anyhow!("{volume} is {size_bytes} bytes on the array, but its guest was not told: {e}"))?;
+    store.audit("amvm", "volume.extend", volume, &format!("{size_bytes} bytes; {} on {} told", a.vm, node.name))?;
+    Ok((v, Some(format!("{} on {}", a.vm, node.name))))
 }
 
 /// Live-migrates the guest of `volume` to node `to`, moving the volume's mapping with it
@@ -264,7 +294,14 @@ impl PreparedMove {
         let r = m
             .journal(store, Step::MapDestination)
             .and_then(|()| injected(faults, Step::MapDestination))
-            .and_then(|()| array.map(&m.attachment.volume, &m.dst.initiator).map_err(anyhow::Error::from));
+            .and_then(|()| array.map(&m.attachment.volume, &m.dst.initiator).map_err(anyhow::Error::from))
+            .and_then(|c| {
+                // CHAP: the destination's libvirt needs the secret the guest's disk names.
+                if let Some(chap) = &c.chap {
+                    libvirt::ensure_iscsi_secret(&m.dst.uri, chap).map_err(anyhow::Error::msg)?;
+                }
+                Ok(c)
+            });
         match r {
             Ok(c) => m.conn = Some(c),
             Err(e) => {
@@ -413,10 +450,17 @@ pub struct Resolved {
 
 /// Finishes every move left open (a crash, or an unresolved failure): finds where each guest
 /// runs now, maps its volume there and unmaps the other node of the move, records the
-/// connection and closes the move as `RESOLVED`. Run by the controller at start.
+/// connection and closes the move as `RESOLVED`. A move whose guest is still migrating (the
+/// controller was killed during the migration, which the source's agent carries on) is left
+/// open until that migration has ended: resolving it then would cut the incoming guest's
+/// disk. Run by the controller at start and, in a live world, at each cycle with open moves.
 pub fn resolve_open_moves(store: &Store, array: &dyn DiskArray, host: &dyn GuestHost) -> anyhow::Result<Vec<Resolved>> {
     let mut out = Vec::new();
     for m in store.open_volume_moves()? {
+        if host.migrating(&m.vm).with_context(|| format!("move {}: is {} migrating", m.id, m.vm))? {
+            tracing::info!(move_id = m.id, vm = %m.vm, "volume move left open: its guest is still migrating");
+            continue;
+        }
         let here = host.locate(&m.vm).with_context(|| format!("move {}: where does {} run", m.id, m.vm))?;
         let (keep, drop_init) = if here.name == m.to_node {
             (Initiator::parse(&m.to_initiator)?, Initiator::parse(&m.from_initiator)?)
