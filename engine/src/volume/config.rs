@@ -10,6 +10,9 @@
 //! [pools.default]
 //! dir = "/var/lib/amvm/volumes"    # file-backed LUNs, one NAME.img per volume
 //!
+//! [pools.fast]
+//! vg = "amvm"                      # LV-backed LUNs, one logical volume /dev/amvm/NAME per volume
+//!
 //! [chap]                           # optional: every target requires this CHAP account
 //! user = "amvm"
 //! password_file = "/etc/amvm/chap.secret"
@@ -119,11 +122,80 @@ impl ChapConfig {
     }
 }
 
+/// A pool of volumes: exactly one of `dir` (file-backed LUNs) and `vg` (LV-backed LUNs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    /// Directory of the backing files (on the array host).
-    pub dir: PathBuf,
+    /// Directory of the backing files, one `NAME.img` per volume (on the array host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// LVM volume group: one logical volume `/dev/VG/NAME` per volume (on the array host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vg: Option<String>,
+}
+
+/// What backs a pool's LUNs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing<'a> {
+    Files(&'a Path),
+    Lvm(&'a str),
+}
+
+impl Pool {
+    pub fn files(dir: impl Into<PathBuf>) -> Pool {
+        Pool { dir: Some(dir.into()), vg: None }
+    }
+
+    pub fn lvm(vg: &str) -> Pool {
+        Pool { dir: None, vg: Some(vg.to_string()) }
+    }
+
+    /// The pool's backing (a validated pool has exactly one).
+    pub fn backing(&self) -> Backing<'_> {
+        match (&self.dir, &self.vg) {
+            (_, Some(vg)) => Backing::Lvm(vg),
+            (Some(d), None) => Backing::Files(d),
+            (None, None) => Backing::Files(Path::new("/nonexistent")),
+        }
+    }
+
+    /// The backing file or logical volume of volume `name`.
+    pub fn path_of(&self, name: &str) -> String {
+        match self.backing() {
+            Backing::Files(d) => d.join(format!("{name}.img")).display().to_string(),
+            Backing::Lvm(vg) => format!("/dev/{vg}/{name}"),
+        }
+    }
+
+    /// Whether `path` is the backing of a volume of this pool.
+    pub fn holds(&self, path: &str) -> bool {
+        let parent = Path::new(path).parent();
+        match self.backing() {
+            Backing::Files(d) => parent == Some(d),
+            Backing::Lvm(vg) => parent == Some(Path::new("/dev").join(vg).as_path()),
+        }
+    }
+
+    fn validate(&self, name: &str) -> std::result::Result<(), String> {
+        match (&self.dir, &self.vg) {
+            (Some(d), None) if d.is_absolute() => Ok(()),
+            (Some(_), None) => Err(format!("pools.{name}.dir must be an absolute path")),
+            (None, Some(vg)) => {
+                let ok = !vg.is_empty()
+                    && vg.len() <= 127
+                    && !vg.starts_with('-')
+                    && vg != "."
+                    && vg != ".."
+                    && vg.chars().all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("pools.{name}.vg {vg:?}: an LVM volume group name (letters, digits, '+_.-')"))
+                }
+            }
+            _ => Err(format!("pools.{name}: set exactly one of dir (file-backed) and vg (LV-backed)")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +232,7 @@ impl ArrayConfig {
             control_port,
             iqn_prefix: default_prefix(),
             default_pool: default_pool_name(),
-            pools: BTreeMap::from([(default_pool_name(), Pool { dir: dir.to_path_buf() })]),
+            pools: BTreeMap::from([(default_pool_name(), Pool::files(dir))]),
             ssh: None,
             chap: None,
         }
@@ -189,9 +261,7 @@ impl ArrayConfig {
             return Err(format!("default_pool {:?} is not one of [pools.*]", self.default_pool));
         }
         for (name, p) in &self.pools {
-            if !p.dir.is_absolute() {
-                return Err(format!("pools.{name}.dir must be an absolute path"));
-            }
+            p.validate(name)?;
         }
         if let Some(c) = &self.chap {
             c.resolve().map_err(|e| e.to_string().trim_start_matches("volume driver configuration: ").to_string())?;
@@ -257,6 +327,22 @@ mod tests {
         bad.ssh.as_mut().unwrap().host = "a;reboot".into();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<ArrayConfig>("portal='a:1'\nbogus=1\n[pools]\n").is_err());
+    }
+
+    #[test]
+    fn pools_are_files_or_logical_volumes() {
+        let c: ArrayConfig =
+            toml::from_str("portal = 'a:1'\n[pools.default]\ndir = '/srv/v'\n[pools.fast]\nvg = 'amvm'\n").unwrap();
+        c.validate().unwrap();
+        let (f, l) = (&c.pools["default"], &c.pools["fast"]);
+        assert_eq!((f.path_of("d1"), l.path_of("d1")), ("/srv/v/d1.img".to_string(), "/dev/amvm/d1".to_string()));
+        assert!(f.holds("/srv/v/d1.img") && !f.holds("/dev/amvm/d1"));
+        assert!(l.holds("/dev/amvm/d1") && !l.holds("/dev/other/d1") && !l.holds("/srv/v/d1.img"));
+        for bad in ["dir = '/a'\nvg = 'b'", "", "vg = '-x'", "vg = 'a b'", "dir = 'rel'"] {
+            let t = format!("portal = 'a:1'\n[pools.default]\n{bad}\n");
+            let c: ArrayConfig = toml::from_str(&t).unwrap();
+            assert!(c.validate().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

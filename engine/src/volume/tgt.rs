@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use super::config::{ArrayConfig, Chap};
+use super::config::{ArrayConfig, Backing, Chap};
 use super::{check_name, Connection, DiskArray, Initiator, Result, Session, Volume, VolumeError};
 
 /// The disk LUN of each volume's target (LUN 0 is tgtd's controller).
@@ -162,10 +162,24 @@ struct Output {
 fn execute(cfg: &ArrayConfig, argv: &[String]) -> Result<Output> {
     let line = command_line(cfg, argv);
     let shown = line.join(" ");
-    let out = Command::new(&line[0]).args(&line[1..]).stdin(Stdio::null()).output().map_err(|e| {
-        let pkg = if line[0] == "ssh" { "openssh-client" } else { "tgt" };
-        VolumeError::Unreachable { cmd: shown.clone(), detail: format!("cannot run {}: {e} (Debian {pkg})", line[0]) }
-    })?;
+    // LVM warns on stderr about every inherited descriptor; its errors are what we want there.
+    let out = Command::new(&line[0])
+        .args(&line[1..])
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            let pkg = match line[0].as_str() {
+                "ssh" => "openssh-client",
+                c if c.starts_with("lv") => "lvm2",
+                "tgtadm" => "tgt",
+                _ => "coreutils/util-linux",
+            };
+            VolumeError::Unreachable {
+                cmd: shown.clone(),
+                detail: format!("cannot run {}: {e} (Debian {pkg})", line[0]),
+            }
+        })?;
     let o = Output {
         ok: out.status.success(),
         status: out.status.to_string(),
@@ -194,6 +208,41 @@ fn run(cfg: &ArrayConfig, argv: &[String]) -> Result<String> {
 
 fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// The tag of the logical volumes that are volumes (`lvcreate --addtag`).
+pub const LV_TAG: &str = "amvm-volume";
+
+/// The names of the tagged logical volumes in `lvs --noheadings -o lv_name,lv_tags` output.
+fn lv_names(lvs: &str) -> Vec<String> {
+    lvs.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            f.next().is_some_and(|tags| tags.split(',').any(|t| t == LV_TAG)).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// An LVM operation on a logical volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LvOp {
+    Create,
+    Extend,
+    Remove,
+}
+
+/// The LVM command for `op` on the logical volume at `path` (`/dev/VG/NAME`): sizes in bytes
+/// (LVM rounds up to its extents), no prompts, no signature wiping on create.
+fn lv_argv(op: LvOp, path: &str, bytes: u64) -> Vec<String> {
+    let mut parts = path.trim_start_matches("/dev/").splitn(2, '/');
+    let (vg, name) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let size = format!("{bytes}b");
+    match op {
+        LvOp::Create => argv(&["lvcreate", "-y", "-W", "n", "--addtag", LV_TAG, "-L", &size, "-n", name, vg]),
+        LvOp::Extend => argv(&["lvextend", "-L", &size, &format!("{vg}/{name}")]),
+        LvOp::Remove => argv(&["lvremove", "-y", &format!("{vg}/{name}")]),
+    }
 }
 
 impl TgtArray {
@@ -225,12 +274,27 @@ impl TgtArray {
         format!("{}:{name}", cfg.iqn_prefix)
     }
 
+    /// The size of a backing file (`stat`) or logical volume (`blockdev`); `None` when missing.
     fn file_size(cfg: &ArrayConfig, path: &str) -> Result<Option<u64>> {
-        let o = execute(cfg, &argv(&["stat", "-c", "%s", path]))?;
+        let cmd = if path.starts_with("/dev/") {
+            argv(&["blockdev", "--getsize64", path])
+        } else {
+            argv(&["stat", "-c", "%s", path])
+        };
+        let o = execute(cfg, &cmd)?;
         if !o.ok {
             return Ok(None);
         }
-        o.stdout.trim().parse().map(Some).map_err(|_| VolumeError::Parse(format!("stat {path}: {}", o.stdout.trim())))
+        o.stdout.trim().parse().map(Some).map_err(|_| VolumeError::Parse(format!("{}: {}", cmd[0], o.stdout.trim())))
+    }
+
+    /// Removes a volume's backing file or logical volume.
+    fn remove_backing(cfg: &ArrayConfig, path: &str) -> Result<()> {
+        if path.starts_with("/dev/") {
+            run(cfg, &lv_argv(LvOp::Remove, path, 0)).map(drop)
+        } else {
+            run(cfg, &argv(&["rm", "-f", path])).map(drop)
+        }
     }
 
     /// Creates the target of a volume with its LUN; returns the target id.
@@ -260,12 +324,7 @@ impl TgtArray {
     fn volume(cfg: &ArrayConfig, t: &TargetInfo) -> Result<Option<Volume>> {
         let Some(name) = t.iqn.strip_prefix(&format!("{}:", cfg.iqn_prefix)) else { return Ok(None) };
         let Some(path) = &t.backing else { return Ok(None) };
-        let pool = cfg
-            .pools
-            .iter()
-            .find(|(_, p)| Path::new(path).parent() == Some(p.dir.as_path()))
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default();
+        let pool = cfg.pools.iter().find(|(_, p)| p.holds(path)).map(|(n, _)| n.clone()).unwrap_or_default();
         Ok(Some(Volume {
             name: name.to_string(),
             iqn: t.iqn.clone(),
@@ -311,8 +370,12 @@ impl TgtArray {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let (_, pool) = cfg.pool(None)?;
-        let marker = pool.dir.join(format!(".amvm-chap-{}", chap.user)).display().to_string();
+        // Kept beside the default pool's files, or in /var/lib/amvm; one per tgtd (port).
+        let dir = match cfg.pool(None)?.1.backing() {
+            Backing::Files(d) => d.display().to_string(),
+            Backing::Lvm(_) => "/var/lib/amvm".to_string(),
+        };
+        let marker = format!("{dir}/.amvm-chap-{}-{}", chap.user, cfg.control_port);
         let stored = execute(cfg, &argv(&["cat", &marker]))?;
         if exists && stored.ok && stored.stdout.trim() == digest {
             return Ok(Some(chap));
@@ -325,7 +388,7 @@ impl TgtArray {
         for t in targets.iter().filter(|t| t.iqn.starts_with(&format!("{}:", cfg.iqn_prefix))) {
             Self::bind_account(cfg, t.tid, &chap.user)?;
         }
-        run(cfg, &argv(&["mkdir", "-p", &pool.dir.display().to_string()]))?;
+        run(cfg, &argv(&["mkdir", "-p", &dir]))?;
         run(cfg, &argv(&["sh", "-c", "umask 077 && printf '%s\\n' \"$0\" > \"$1\"", &digest, &marker]))?;
         Ok(Some(chap))
     }
@@ -382,16 +445,25 @@ impl DiskArray for TgtArray {
         if Self::targets(&cfg)?.iter().any(|t| t.iqn == iqn) {
             return Err(VolumeError::Exists(name.to_string()));
         }
-        let path = p.dir.join(format!("{name}.img")).display().to_string();
+        let path = p.path_of(name);
         if Self::file_size(&cfg, &path)?.is_some() {
-            return Err(VolumeError::Exists(format!("{name} (its file {path} exists)")));
+            return Err(VolumeError::Exists(format!("{name} (its backing {path} exists)")));
         }
-        run(&cfg, &argv(&["mkdir", "-p", &p.dir.display().to_string()]))?;
-        run(&cfg, &argv(&["truncate", "-s", &size_bytes.to_string(), &path]))?;
+        match p.backing() {
+            Backing::Files(dir) => {
+                run(&cfg, &argv(&["mkdir", "-p", &dir.display().to_string()]))?;
+                run(&cfg, &argv(&["truncate", "-s", &size_bytes.to_string(), &path]))?;
+            }
+            Backing::Lvm(_) => {
+                run(&cfg, &lv_argv(LvOp::Create, &path, size_bytes))?;
+            }
+        }
+        // LVM rounds up to whole extents.
+        let size_bytes = Self::file_size(&cfg, &path)?.unwrap_or(size_bytes);
         let tid = match Self::export(&cfg, &iqn, &path) {
             Ok(t) => t,
             Err(e) => {
-                let _ = run(&cfg, &argv(&["rm", "-f", &path]));
+                let _ = Self::remove_backing(&cfg, &path);
                 return Err(e);
             }
         };
@@ -425,7 +497,7 @@ impl DiskArray for TgtArray {
         }
         let tid = t.tid.to_string();
         run(&cfg, &Self::tgtadm(&cfg, &["--op", "delete", "--mode", "target", "--tid", &tid, "--force"]))?;
-        run(&cfg, &argv(&["rm", "-f", &v.path]))?;
+        Self::remove_backing(&cfg, &v.path)?;
         Ok(())
     }
 
@@ -436,14 +508,25 @@ impl DiskArray for TgtArray {
         let exported: Vec<&str> = targets.iter().filter_map(|t| t.backing.as_deref()).collect();
         let mut again = false;
         for p in cfg.pools.values() {
-            let dir = p.dir.display().to_string();
-            let o = execute(&cfg, &argv(&["ls", "-1", &dir]))?;
-            if !o.ok {
-                continue;
-            }
-            for f in o.stdout.lines() {
-                let Some(name) = f.strip_suffix(".img") else { continue };
-                let path = p.dir.join(f).display().to_string();
+            let names: Vec<String> = match p.backing() {
+                Backing::Files(dir) => {
+                    let o = execute(&cfg, &argv(&["ls", "-1", &dir.display().to_string()]))?;
+                    if !o.ok {
+                        continue;
+                    }
+                    o.stdout.lines().filter_map(|f| f.strip_suffix(".img")).map(str::to_string).collect()
+                }
+                Backing::Lvm(vg) => {
+                    // Only the group's volumes that carry our tag: a shared group's other LVs stay.
+                    let o = execute(&cfg, &argv(&["lvs", "--noheadings", "-o", "lv_name,lv_tags", vg]))?;
+                    if !o.ok {
+                        continue;
+                    }
+                    lv_names(&o.stdout)
+                }
+            };
+            for name in &names {
+                let path = p.path_of(name);
                 if check_name(name).is_ok() && !exported.contains(&path.as_str()) {
                     Self::export(&cfg, &Self::iqn(&cfg, name), &path)?;
                     again = true;
@@ -480,7 +563,14 @@ impl DiskArray for TgtArray {
                 v.size_bytes
             )));
         }
-        run(&cfg, &argv(&["truncate", "-s", &size_bytes.to_string(), &v.path]))?;
+        if v.path.starts_with("/dev/") {
+            if size_bytes > v.size_bytes {
+                run(&cfg, &lv_argv(LvOp::Extend, &v.path, size_bytes))?;
+            }
+        } else {
+            run(&cfg, &argv(&["truncate", "-s", &size_bytes.to_string(), &v.path]))?;
+        }
+        let size_bytes = Self::file_size(&cfg, &v.path)?.unwrap_or(size_bytes);
         // tgtd reads a LUN's size when the LUN is added: add it again.
         let (tid, lun) = (t.tid.to_string(), LUN.to_string());
         run(&cfg, &Self::tgtadm(&cfg, &["--op", "delete", "--mode", "logicalunit", "--tid", &tid, "--lun", &lun]))?;
@@ -606,6 +696,17 @@ Target 2: iqn.2026-12.org.amvm:v2
         assert!(t[1].acl.is_empty() && t[1].sessions.is_empty());
         assert!(parse_show("garbage\n").is_err());
         assert!(parse_show("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn lvm_commands() {
+        assert_eq!(
+            lv_argv(LvOp::Create, "/dev/amvm/d1", 64 << 20),
+            argv(&["lvcreate", "-y", "-W", "n", "--addtag", "amvm-volume", "-L", "67108864b", "-n", "d1", "amvm"])
+        );
+        assert_eq!(lv_names("  d1 amvm-volume\n  root\n  d2 x,amvm-volume\n  d3 other\n"), ["d1", "d2"]);
+        assert_eq!(lv_argv(LvOp::Extend, "/dev/amvm/d1", 1 << 30), argv(&["lvextend", "-L", "1073741824b", "amvm/d1"]));
+        assert_eq!(lv_argv(LvOp::Remove, "/dev/amvm/d1", 0), argv(&["lvremove", "-y", "amvm/d1"]));
     }
 
     #[test]
