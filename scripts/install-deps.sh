@@ -12,13 +12,13 @@ if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
 
 # Debian packages: librrd (RRD store) + rrdtool (tests read our files with the stock tool),
 # libclang (bindgen for the rrd crate), libvirt (VM metrics; daemon for tests), pkg-config;
-# tgt (the volume tests' disk array), lvm2 (LV-backed volumes).
+# tgt (the volume tests' disk array), lvm2 (LV-backed volumes), openssh (the volume driver over SSH).
 # QEMU comes from bookworm-backports (below).
 TESTS=0
 [[ "${1:-}" == "--tests" ]] && TESTS=1
 PKGS=(build-essential pkg-config libclang-dev librrd-dev libvirt-dev)
 if ((TESTS)); then
-  PKGS+=(rrdtool libvirt-daemon-system chromium chromium-driver tgt lvm2)
+  PKGS+=(rrdtool libvirt-daemon-system chromium chromium-driver tgt lvm2 openssh-server openssh-client)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use amvm_engine::volume::daemon::{free_port, TgtDaemon};
-use amvm_engine::volume::{ArrayConfig, ChapConfig, DiskArray, Initiator, Pool, TgtArray, VolumeError};
+use amvm_engine::volume::{ArrayConfig, ChapConfig, DiskArray, Initiator, Pool, SshConfig, TgtArray, VolumeError};
 
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -331,4 +331,131 @@ fn lv_backed_volumes() {
     array.delete("lv1", true).unwrap();
     let left = sh(&["lvs", "--noheadings", "-o", "lv_name", &vg.vg]);
     assert_eq!(left, "notours", "lv1 removed, the other LV kept");
+}
+
+/// A private sshd on 127.0.0.1 (the "array host"), with its own host key and one client key;
+/// stopped when dropped.
+struct TestSshd {
+    child: Option<std::process::Child>,
+    port: u16,
+    client_key: std::path::PathBuf,
+    known_hosts: std::path::PathBuf,
+}
+
+impl TestSshd {
+    fn start(dir: &Path) -> TestSshd {
+        let key = |name: &str| {
+            let p = dir.join(name);
+            sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "amvm-test", "-f", p.to_str().unwrap()]);
+            p
+        };
+        let host_key = key("host_key");
+        let client_key = key("client_key");
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 StrictModes no\nUsePAM no\n",
+                host_key.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sshd did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TestSshd { child: Some(child), port, client_key, known_hosts }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestSshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn the_driver_runs_its_commands_on_the_array_host_over_ssh() {
+    if let Some(r) = skip_reason() {
+        eprintln!("skipping the SSH driver test: {r}");
+        return;
+    }
+    if !Path::new("/usr/sbin/sshd").exists() || !Path::new("/usr/bin/ssh").exists() {
+        eprintln!("skipping the SSH driver test: sshd / ssh missing (Debian openssh-server, openssh-client)");
+        return;
+    }
+    let control = 1000 + ((std::process::id() + 3000) % 20000) as u16;
+    let portal = free_port();
+    let _tgtd = TgtDaemon::start(control, portal).expect("start tgtd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut sshd = TestSshd::start(dir.path());
+    let cfg_path = dir.path().join("volumes.toml");
+    let pool = dir.path().join("pool");
+    let mut cfg = ArrayConfig::local(&format!("127.0.0.1:{portal}"), control, &pool);
+    let ssh = SshConfig {
+        host: "127.0.0.1".into(),
+        user: Some("root".into()),
+        port: Some(sshd.port),
+        identity: Some(sshd.client_key.clone()),
+        known_hosts: Some(sshd.known_hosts.clone()),
+        connect_timeout_s: 3,
+    };
+    // The host key is checked: with an empty known_hosts the array host is refused.
+    let empty = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    cfg.ssh = Some(SshConfig { known_hosts: Some(empty), ..ssh.clone() });
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    let array = TgtArray::new(&cfg_path);
+    let e = array.ping().unwrap_err();
+    assert!(matches!(e, VolumeError::Unreachable { .. }) && e.to_string().contains("ost key"), "{e}");
+
+    cfg.ssh = Some(ssh);
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    array.ping().unwrap();
+    let v = array.create("remote1", 8 << 20, None).unwrap();
+    assert_eq!(std::fs::metadata(pool.join("remote1.img")).unwrap().len(), 8 << 20, "created on the array host");
+    let conn = array.map("remote1", &Initiator::parse("127.0.0.1").unwrap()).unwrap();
+    assert_eq!(array.get("remote1").unwrap().acl, ["127.0.0.1"]);
+    if qemu_iscsi() {
+        assert_eq!(qemu_size(&conn.url()).unwrap(), 8 << 20);
+    }
+    assert_eq!(array.extend("remote1", 12 << 20).unwrap().size_bytes, 12 << 20);
+    assert_eq!(array.list().unwrap().iter().map(|v| v.name.clone()).collect::<Vec<_>>(), [v.name.clone()]);
+    // tgtadm's own error comes back through ssh.
+    let e = array.create("remote1", 1 << 20, None).unwrap_err();
+    assert!(matches!(e, VolumeError::Exists(_)), "{e}");
+    array.delete("remote1", true).unwrap();
+    assert!(!pool.join("remote1.img").exists());
+
+    // The array host gone: unreachable, a clear error.
+    sshd.stop();
+    let e = array.ping().unwrap_err();
+    assert!(matches!(e, VolumeError::Unreachable { .. }), "{e}");
+    eprintln!("over ssh: create, map, extend, list, delete on the array host; then: {e}");
 }

@@ -22,6 +22,7 @@
 //! user = "root"
 //! port = 22
 //! identity = "/root/.ssh/id_ed25519"
+//! known_hosts = "/etc/amvm/array_known_hosts"
 //! ```
 
 use std::collections::BTreeMap;
@@ -209,6 +210,10 @@ pub struct SshConfig {
     /// Private key file (`ssh -i`).
     #[serde(default)]
     pub identity: Option<PathBuf>,
+    /// The array host's key (`UserKnownHostsFile`; default: the user's `~/.ssh/known_hosts`).
+    /// Its key is checked strictly: an unknown or changed host key is an error.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
     /// Seconds to wait for the connection (`ConnectTimeout`).
     #[serde(default = "default_timeout")]
     pub connect_timeout_s: u32,

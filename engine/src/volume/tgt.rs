@@ -142,6 +142,9 @@ pub fn command_line(cfg: &ArrayConfig, argv: &[String]) -> Vec<String> {
     if let Some(i) = &ssh.identity {
         c.extend(["-i".into(), i.display().to_string()]);
     }
+    if let Some(k) = &ssh.known_hosts {
+        c.extend(["-o".into(), format!("UserKnownHostsFile={}", k.display())]);
+    }
     c.push(match &ssh.user {
         Some(u) => format!("{u}@{}", ssh.host),
         None => ssh.host.clone(),
@@ -719,6 +722,7 @@ Target 2: iqn.2026-12.org.amvm:v2
             user: Some("root".into()),
             port: Some(2222),
             identity: Some("/root/.ssh/id".into()),
+            known_hosts: None,
             connect_timeout_s: 3,
         });
         assert_eq!(

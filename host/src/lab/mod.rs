@@ -489,6 +489,8 @@ pub fn status(state: &LabState) -> LabStatus {
 
 /// The node a guest runs on now.
 pub fn locate<'a>(state: &'a LabState, vm: &str) -> Result<&'a NodeRecord> {
+    // A node without the guest is no error to print: libvirt's default handler would.
+    virt::error::clear_error_callback();
     for n in &state.nodes {
         if live::frozen(state, n) {
             continue;

@@ -316,10 +316,13 @@ fn VmView(id: u32) -> impl IntoView {
                         .with(|d| {
                             d.as_ref()
                                 .map(|d| {
+                                    let host = store
+                                        .hosts
+                                        .with(|hs| hs.iter().find(|h| h.id == d.vm.host).map(|h| h.name.clone()))
+                                        .unwrap_or_else(|| format!("host {}", d.vm.host));
                                     format!(
-                                        "{} · on host {} · {:.0} MIPS · {:.0} MB · CPU {}",
+                                        "{} · on {host} · {:.0} MIPS · {:.0} MB · CPU {}",
                                         d.vm.name,
-                                        d.vm.host,
                                         d.vm.mips,
                                         d.vm.ram_mb,
                                         fmt::pct(d.vm.cpu_util)
@@ -364,7 +367,7 @@ fn VmView(id: u32) -> impl IntoView {
             <h2>"Migration history"</h2>
             {move || match detail.data.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(d) if d.migrations.is_empty() => view! { <Empty title="Never migrated" hint="This VM has stayed where it was first placed."/> }.into_any(),
+                Some(d) if d.migrations.is_empty() => view! { <Empty title="Never migrated by the controller" hint="Moves made by hand (amvm lab migrate, amvm volume migrate) are not listed here."/> }.into_any(),
                 Some(d) => view! { <crate::pages::migrations::History rows=d.migrations/> }.into_any(),
             }}
         </section>
@@ -391,7 +394,7 @@ fn Volumes(name: String) -> impl IntoView {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(v) if v.is_empty() => view! { <Empty title="No volumes" hint="Attach one with `amvm volume attach NAME --vm VM`."/> }.into_any(),
                 Some(v) => view! {
-                    <table class="volumes">
+                    <table class="tbl volumes">
                         <thead><tr><th>"Volume"</th><th>"Disk"</th><th>"Mapped to"</th><th>"Portal"</th><th>"Target"</th></tr></thead>
                         <tbody>
                             {v.into_iter().map(|a| view! {
@@ -409,18 +412,20 @@ fn Volumes(name: String) -> impl IntoView {
             }}
             {move || moves.data.get().filter(|m| !m.is_empty()).map(|m| view! {
                 <h3>"Volume moves"</h3>
-                <table class="volume-moves">
-                    <thead><tr><th>"#"</th><th>"Volume"</th><th>"From → to"</th><th>"Mode"</th><th>"State"</th><th>"Step"</th><th>"Note"</th></tr></thead>
+                <table class="tbl volume-moves">
+                    <thead><tr><th>"#"</th><th>"Started"</th><th>"Took"</th><th>"Volume"</th><th>"From → to"</th><th>"Mode"</th><th>"State"</th><th>"Last step"</th><th>"Note"</th></tr></thead>
                     <tbody>
                         {m.into_iter().map(|m| view! {
                             <tr>
                                 <td>{m.id}</td>
+                                <td title=fmt::time(m.started_at as f64)>{fmt::ago(m.started_at)}</td>
+                                <td class="num">{m.ended_at.map_or("…".to_string(), |e| fmt::dur((e - m.started_at).max(0) as f64))}</td>
                                 <td>{m.volume}</td>
                                 <td>{format!("{} → {}", m.from_node, m.to_node)}</td>
                                 <td>{m.mode.unwrap_or_default()}</td>
                                 <td>{badge(&m.state)}</td>
                                 <td>{m.step}</td>
-                                <td>{m.error.unwrap_or_default()}</td>
+                                <td class="small">{m.error.unwrap_or_default()}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>
