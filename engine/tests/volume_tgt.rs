@@ -439,6 +439,7 @@ fn the_driver_runs_its_commands_on_the_array_host_over_ssh() {
     std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
     array.ping().unwrap();
     let v = array.create("remote1", 8 << 20, None).unwrap();
+    assert_eq!(v.size_bytes, 8 << 20);
     assert_eq!(std::fs::metadata(pool.join("remote1.img")).unwrap().len(), 8 << 20, "created on the array host");
     let conn = array.map("remote1", &Initiator::parse("127.0.0.1").unwrap()).unwrap();
     assert_eq!(array.get("remote1").unwrap().acl, ["127.0.0.1"]);
@@ -446,7 +447,7 @@ fn the_driver_runs_its_commands_on_the_array_host_over_ssh() {
         assert_eq!(qemu_size(&conn.url()).unwrap(), 8 << 20);
     }
     assert_eq!(array.extend("remote1", 12 << 20).unwrap().size_bytes, 12 << 20);
-    assert_eq!(array.list().unwrap().iter().map(|v| v.name.clone()).collect::<Vec<_>>(), [v.name.clone()]);
+    assert_eq!(array.list().unwrap().iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["remote1"]);
     // tgtadm's own error comes back through ssh.
     let e = array.create("remote1", 1 << 20, None).unwrap_err();
     assert!(matches!(e, VolumeError::Exists(_)), "{e}");

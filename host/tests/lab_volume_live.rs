@@ -245,7 +245,7 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     );
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().append(true).open(dir.join("controller.log")).unwrap();
-    let child = Command::new(AMVM)
+    let mut restarted = Command::new(AMVM)
         .args(["controller", "--config"])
         .arg(dir.join("controller.toml"))
         .current_dir(&dir)
@@ -256,7 +256,7 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
         .process_group(0)
         .spawn()
         .unwrap();
-    lab_state.controller_pid = Some(child.id());
+    lab_state.controller_pid = Some(restarted.id());
     lab_state.save().unwrap();
     wait_for("the restarted controller's API", Duration::from_secs(30), || {
         std::net::TcpStream::connect(LISTEN).ok().map(drop)
@@ -297,6 +297,8 @@ fn the_controller_moves_a_guest_with_its_volume_only_to_a_node_that_reaches_the_
     api.call("POST", &format!("hosts/{dst_id}/maintenance"), "{\"on\":false}");
     api.call("POST", "pause", "");
     amvm(&["lab", "--dir", d, "down"]);
+    // `down` stopped the restarted controller by its PID; reap it.
+    let _ = restarted.wait();
     assert!(lab::node::links_with_prefix(IFPREFIX).is_empty(), "interfaces left");
     eprintln!("live lab volume test: {:.1} s", t0.elapsed().as_secs_f64());
 }
