@@ -14,6 +14,11 @@
 //!   simulated world: with the last VM leaving).
 //! - **advance**: polls the agents' jobs; a finished job ends its action with libvirt's figures
 //!   (total time, bytes, downtime, page faults = post-copy requests).
+//! - **SLA accounting** at every recorded cycle, over the time since the last one (the paper's
+//!   metrics, as the simulated world counts them): an active host's time counts toward SLATAH's
+//!   violation while its VMs' demand reaches its capacity (100 % CPU); each VM's demand is
+//!   requested MIPS·s, and a VM migrating loses 10 % of its demand for the time it migrates
+//!   (PDM), charged to the source. Energy per host from the same power curve.
 //!
 //! **Invariant**: the world never starts a second migration of a VM that is migrating, never
 //! places onto a host that is down, and shows a VM on its source until the source's agent says
@@ -151,6 +156,8 @@ pub struct LiveWorld {
     shutdowns_total: u64,
     /// Energy since the world started (estimated from the power curve, kWh).
     energy_kwh: f64,
+    /// Per host: energy, active and violation time, requested and lost MIPS·s (SLA accounting).
+    accounts: Vec<HostAccount>,
     volumes: Option<LiveVolumes>,
     /// Each host as the volume workflow sees it (`None`: no address for its initiator).
     nodes: Vec<Option<NodeRef>>,
@@ -261,6 +268,7 @@ impl LiveWorld {
             migrations_total: 0,
             shutdowns_total: 0,
             energy_kwh: 0.0,
+            accounts: Vec::new(),
         })
     }
 
@@ -683,10 +691,51 @@ impl LiveWorld {
     }
 
     /// Appends this cycle's cluster figures to the history the API reads.
+    /// SLA accounting over the last `dt` seconds (see the module's documentation).
+    fn account(&mut self, dt: f64) {
+        let s = &self.snap;
+        if self.accounts.len() < self.cfg.hosts.len() {
+            self.accounts.resize(self.cfg.hosts.len(), HostAccount::default());
+        }
+        if dt.is_nan() || dt <= 0.0 {
+            return;
+        }
+        let views = self.hosts(&[]);
+        for (h, view) in views.iter().enumerate() {
+            let host = s.hosts.id[h] as usize;
+            if s.hosts.state[h] != HostState::Active || host >= self.accounts.len() {
+                continue;
+            }
+            let a = &mut self.accounts[host];
+            a.active_s += dt;
+            a.energy_kwh += view.power_w * dt / 3.6e6;
+            if view.cpu_capacity_mips > 0.0 && view.cpu_util >= 1.0 {
+                a.violation_s += dt;
+            }
+        }
+        for v in 0..s.vms.len() {
+            let demand = self.vm_demand(v);
+            if !demand.is_finite() {
+                continue;
+            }
+            let at = self.runs_on.get(v).map(|&h| s.hosts.id[h as usize] as usize);
+            let vm = s.vms.id[v];
+            let migrating_from = self.running.values().find(|r| r.vm == vm).map(|r| r.from as usize);
+            if let Some(a) = at.and_then(|h| self.accounts.get_mut(h)) {
+                a.requested_mips_s += demand * dt;
+            }
+            if let Some(a) = migrating_from.and_then(|h| self.accounts.get_mut(h)) {
+                a.migration_loss_mips_s += 0.1 * demand * dt;
+            }
+        }
+    }
+
     fn record(&mut self, maintenance: &[u32]) {
+        let unix = self.clock();
+        let since = self.series.history.read().unwrap_or_else(|p| p.into_inner()).back().map(|l| l.unix);
+        self.account(since.map_or(0.0, |t| (unix - t).clamp(0.0, 3600.0)));
         let hosts = self.hosts(maintenance);
         let m = self.metrics(maintenance);
-        let unix = self.clock();
         let mut h = self.series.history.write().unwrap_or_else(|p| p.into_inner());
         let energy =
             h.back().map_or(0.0, |last| last.energy_kwh + last.power_w * (unix - last.unix).clamp(0.0, 3600.0) / 3.6e6);
@@ -719,6 +768,16 @@ impl LiveWorld {
             HostState::Asleep => "asleep",
             HostState::Down => "down",
         }
+    }
+}
+
+/// Σ numerators / Σ denominators (0 without any denominator).
+fn ratio(parts: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let (n, d) = parts.fold((0.0, 0.0), |(n, d), (a, b)| (n + a, d + b));
+    if d > 0.0 {
+        n / d
+    } else {
+        0.0
     }
 }
 
@@ -1018,7 +1077,8 @@ impl World for LiveWorld {
             cpu_util_mean: mean,
             load_stddev: var.sqrt(),
             mem_util_mean: active.iter().map(|h| h.mem_util).sum::<f64>() / n,
-            ..Default::default()
+            slatah: ratio(self.accounts.iter().map(|a| (a.violation_s, a.active_s))),
+            pdm: ratio(self.accounts.iter().map(|a| (a.migration_loss_mips_s, a.requested_mips_s))),
         }
     }
 
@@ -1027,8 +1087,14 @@ impl World for LiveWorld {
     }
 
     fn host_accounts(&self) -> Vec<HostAccount> {
-        // Not measured in the live world yet (no energy meter, no SLA accounting).
-        vec![HostAccount::default(); self.cfg.hosts.len()]
+        let mut a = self.accounts.clone();
+        a.resize(self.cfg.hosts.len(), HostAccount::default());
+        for r in self.running.values() {
+            if let Some(h) = a.get_mut(r.from as usize) {
+                h.migrations_out += 1;
+            }
+        }
+        a
     }
 }
 
@@ -1254,6 +1320,97 @@ mod tests {
         let res = w.execute(&[ActionReq::Migrate { id: 3, vm: vm2, from: 0, to: 1, mode: None }]);
         assert!(res[0].as_ref().unwrap_err().contains("no libvirt"), "{res:?}");
         assert_eq!(store.volume_moves(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sla_accounting_counts_time_at_full_cpu_and_what_migrations_cost() {
+        let now = unix_now();
+        let mirror = Arc::new(Mirror::new(20));
+        let (busy, idle) = ([1u8; 16], [2u8; 16]);
+        // n1: one core, its VM at 100 % of its vCPU (demand = capacity); n2: two cores, a VM at 25 %.
+        for (h, cores, vms) in [("n1", 1.0, vec![busy]), ("n2", 2.0, vec![idle])] {
+            mirror.host_seen("default", h, now, 2, "Linux", Some(vms));
+            mirror
+                .push(now, [(hk(h, Metric::CpuNum), Some(cores)), (hk(h, Metric::MemTotal), Some(4096.0 * 1048576.0))]);
+        }
+        for (u, util) in [(busy, 100.0), (idle, 25.0)] {
+            for i in 0..3 {
+                mirror.push(
+                    now - 4 + 2 * i,
+                    [
+                        (vk(u, Metric::VcpuNum), Some(1.0)),
+                        (vk(u, Metric::VmemTotal), Some(256.0 * 1048576.0)),
+                        (vk(u, Metric::VcpuUtil), Some(util)),
+                    ],
+                );
+            }
+        }
+        mirror.name_vms([(&busy, "busy"), (&idle, "idle")]);
+        let agents = [agent("n1"), agent("n2")];
+        let hosts = ["n1", "n2"]
+            .iter()
+            .zip(&agents)
+            .map(|(n, a)| LiveHost {
+                name: (*n).into(),
+                control: a.local_addr,
+                libvirt: format!("qemu+tcp://{n}/system"),
+                migrate_uri: None,
+                wake_cmd: None,
+                cores: None,
+            })
+            .collect();
+        let cfg = LiveWorldConfig {
+            cluster: "default".into(),
+            hosts,
+            key: key(),
+            pace: Duration::from_secs(1),
+            window: 4,
+            core_mips: 1000.0,
+            mode: "hybrid".into(),
+            bandwidth_bps: None,
+            ids_file: None,
+            asleep_file: None,
+            volumes: None,
+        };
+        let mut w = LiveWorld::new(cfg, mirror).unwrap();
+        w.observe(&[]);
+        assert_eq!(w.metrics(&[]).slatah, 0.0, "nothing accounted yet");
+        w.account(10.0);
+        let a = w.host_accounts();
+        assert_eq!((a[0].active_s, a[0].violation_s), (10.0, 10.0), "n1 at 100 % CPU for 10 s");
+        assert_eq!((a[1].active_s, a[1].violation_s), (10.0, 0.0));
+        assert!((a[0].requested_mips_s - 10_000.0).abs() < 1e-6 && (a[1].requested_mips_s - 2_500.0).abs() < 1e-6);
+        assert!(a[0].energy_kwh > a[1].energy_kwh && a[1].energy_kwh > 0.0, "{a:?}");
+        let m = w.metrics(&[]);
+        assert!((m.slatah - 0.5).abs() < 1e-9 && m.pdm == 0.0, "{m:?}");
+
+        // The idle VM migrates n2 → n1 for 20 s: it loses 10 % of its demand, charged to n2.
+        let idle_id =
+            w.snap.vms.id[w.snap.vms.id.iter().position(|&id| w.vm_facts[id as usize].name == "idle").unwrap()];
+        w.running.insert(
+            7,
+            Running {
+                vm: idle_id,
+                from: 1,
+                to: 0,
+                job: "j".into(),
+                mode: "hybrid".into(),
+                started: Instant::now(),
+                last: None,
+                poll_failures: 0,
+                volume_moves: Vec::new(),
+            },
+        );
+        w.account(20.0);
+        let a = w.host_accounts();
+        assert!((a[1].migration_loss_mips_s - 0.1 * 250.0 * 20.0).abs() < 1e-6, "{a:?}");
+        assert_eq!(a[1].migrations_out, 1);
+        let m = w.metrics(&[]);
+        let requested = 3.0 * (10_000.0 + 2_500.0);
+        assert!((m.pdm - 500.0 / requested).abs() < 1e-9, "{m:?}");
+        for a in agents {
+            a.stop();
+        }
     }
 
     #[test]
