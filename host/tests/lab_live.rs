@@ -251,6 +251,10 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         m["page_faults"]
     );
     assert!(m["total_s"].as_f64().unwrap() > 0.0 && m["bytes"].as_f64().unwrap() > 1e6);
+    // SLA accounting on real nodes: the migration cost its guest (PDM), over a cycle or more.
+    let metrics = api.get("status")["metrics"].clone();
+    eprintln!("live SLA accounting: SLATAH {}, PDM {}", metrics["slatah"], metrics["pdm"]);
+    assert!(metrics["pdm"].as_f64().unwrap() > 0.0, "a migration under way counts toward PDM: {metrics}");
     // The mode is the plan's: the strategy's migration-mode policy (the built-in model) chose it
     // from the guest's memory, dirty rate (a few MB/s) and the uncapped link, where pre-copy
     // converges.
