@@ -227,6 +227,27 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     let next = amvm_host::lab::wait_heartbeat(dst, &moved, Some(hb.seq), Duration::from_secs(15))
         .expect("the heartbeat continues on the destination");
     assert!(next.seq > hb.seq && next.load == 100, "{next:?}");
+    // The RRD says where it runs: its vm_node series holds the destination's number.
+    let uuid = {
+        let c = virt::connect::Connect::open(Some(&dst.uri())).unwrap();
+        virt::domain::Domain::lookup_by_name(&c, &moved).unwrap().get_uuid_string().unwrap()
+    };
+    let rrds = dir.join("controller/rrds/default");
+    let nodes: Vec<String> = serde_json::from_slice(&std::fs::read(rrds.join("nodes.json")).unwrap()).unwrap();
+    let number = nodes.iter().position(|n| *n == to).expect("the destination in nodes.json") as f64 + 1.0;
+    let file = rrds.join("vms").join(&uuid).join("vm_node.rrd");
+    let before = nodes.iter().position(|n| *n == awake).expect("the overloaded node in nodes.json") as f64 + 1.0;
+    let series = wait_for("the VM's vm_node series at its destination", Duration::from_secs(30), || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let p = amvm_host::monitor::store::fetch_file(&file, rrd::ConsolidationFn::Avg, now - 600, now, 1).ok()?;
+        let v: Vec<f64> = p.points.iter().filter_map(|(_, v)| *v).collect();
+        v.last().is_some_and(|l| (l - number).abs() < 1e-6).then_some(v)
+    });
+    eprintln!("{moved}'s vm_node in the RRD ends at {number} ({to}; nodes.json {nodes:?})");
+    assert!(
+        series.iter().any(|x| (x - before).abs() < 1e-6),
+        "the series shows it on {awake} ({before}) before the move: {series:?}"
+    );
 
     // The journal has the migration with libvirt's figures.
     let migrations = api.get("migrations");

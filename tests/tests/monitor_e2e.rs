@@ -58,9 +58,15 @@ mod tests {
         ] {
             assert!(host.join(format!("{m}.rrd")).exists(), "missing {m}.rrd");
         }
-        for m in ["vcpu_num", "vcpu_util", "vmem_total", "vbytes_in"] {
+        for m in ["vcpu_num", "vcpu_util", "vmem_total", "vbytes_in", "vm_node"] {
             assert!(vm.join(format!("{m}.rrd")).exists(), "missing VM {m}.rrd");
         }
+        // Where the VM ran: node-a's number in the cluster's nodes.json.
+        let nodes: Vec<String> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("rrds/e2e/nodes.json")).unwrap()).unwrap();
+        assert_eq!(nodes, ["node-a"]);
+        assert!(rrdtool_fetch(&vm.join("vm_node.rrd"), 60).iter().all(|&n| (n - 1.0).abs() < 1e-9));
+        assert!(!rrdtool_fetch(&vm.join("vm_node.rrd"), 60).is_empty());
 
         let mem = rrdtool_fetch(&host.join("mem_total.rrd"), 60);
         assert!(!mem.is_empty(), "no mem_total values");

@@ -99,6 +99,7 @@ metrics! {
     VbytesIn = 74, "vbytes_in", Vm, Counter, "Bytes received by the VM (B/s in RRD)";
     VbytesOut = 75, "vbytes_out", Vm, Counter, "Bytes sent by the VM (B/s in RRD)";
     VmemDirtyRate = 76, "vmem_dirty_rate", Vm, Gauge, "Guest memory dirty rate, sampled by QEMU (bytes/s)";
+    VmNode = 77, "vm_node", Vm, Gauge, "Node the VM ran on: its number in the cluster's nodes.json (set by the collector)";
 }
 
 impl Metric {

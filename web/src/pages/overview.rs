@@ -182,13 +182,12 @@ pub fn Overview() -> impl IntoView {
             <div class="charts">
                 <SeriesChart title="CPU (mean utilization of active hosts)".into() target="cluster" metric="cpu"/>
                 <SeriesChart title="Memory (mean utilization of active hosts)".into() target="cluster" metric="mem"/>
-                <SeriesChart title="Network (not modelled by the simulated world)".into() target="cluster" metric="net"/>
                 <SeriesChart title="Power".into() target="cluster" metric="power"/>
                 <SeriesChart title="Active hosts".into() target="cluster" metric="active_hosts"/>
                 <SeriesChart title="Energy today".into() target="cluster" metric="energy"/>
             </div>
             <p class="muted small">
-                "Memory and network graphs are not shown: this world does not report cluster memory or network series (network utilization is not modelled)."
+                "Network traffic is charted per host (a host's page), where the world measures it: the live world does, from the agents; the simulated world does not model it."
             </p>
         </section>
     }

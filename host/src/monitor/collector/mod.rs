@@ -16,12 +16,13 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::metric::Metric;
 use super::mirror::Mirror;
 use super::proto::{self, Ack, ClusterKey, Frame, ProtoError, Report};
 use super::store::{Owner, SeriesKey, VMS_DIR};
@@ -228,6 +229,7 @@ fn receive_loop(
 ) {
     let mut buf = vec![0u8; proto::MAX_FRAME];
     let mut nodes: HashMap<[u8; 16], Option<NodeSeq>> = HashMap::new();
+    let mut numbers = NodeNumbers::new(writer.data());
     let mut last_warn = Instant::now() - Duration::from_secs(60);
     let mut bad_since_warn = 0u64;
     while !stop.load(Relaxed) {
@@ -271,11 +273,58 @@ fn receive_loop(
             continue;
         }
         stats.frames_ok.fetch_add(1, Relaxed);
-        ingest(&report, received, stats, mirror, writer);
+        let node = numbers.number(&report.cluster, &report.host);
+        ingest(&report, node, received, stats, mirror, writer);
     }
 }
 
-fn ingest(r: &Report, received: Instant, stats: &Stats, mirror: &Mirror, writer: &Writer) {
+/// Numbers for the nodes of each cluster, in the order the collector first heard from them,
+/// kept in `DATA/rrds/<cluster>/nodes.json` (a JSON list of names: number = position + 1). Each
+/// VM's `vm_node` series holds its node's number, so the RRD files say where a VM ran, and when
+/// it moved, without moving its files (they are keyed by UUID).
+pub struct NodeNumbers {
+    data: PathBuf,
+    clusters: HashMap<String, Vec<String>>,
+}
+
+impl NodeNumbers {
+    pub fn new(data: &Path) -> NodeNumbers {
+        NodeNumbers { data: data.to_path_buf(), clusters: HashMap::new() }
+    }
+
+    /// The file of `cluster`'s numbers.
+    pub fn path(data: &Path, cluster: &str) -> PathBuf {
+        data.join("rrds").join(cluster).join("nodes.json")
+    }
+
+    /// `host`'s number in `cluster` (given, and saved, on first sight). 0 when the file cannot be
+    /// written (the series then says "unknown node" rather than a wrong one).
+    pub fn number(&mut self, cluster: &str, host: &str) -> u32 {
+        let path = Self::path(&self.data, cluster);
+        let list = self.clusters.entry(cluster.to_string()).or_insert_with(|| {
+            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok()).unwrap_or_default()
+        });
+        if let Some(i) = list.iter().position(|h| h == host) {
+            return i as u32 + 1;
+        }
+        list.push(host.to_string());
+        let saved = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&list).unwrap_or_default())?;
+            std::fs::rename(&tmp, &path)
+        });
+        match saved {
+            Ok(()) => list.len() as u32,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot save node numbers: {e}");
+                list.pop();
+                0
+            }
+        }
+    }
+}
+
+fn ingest(r: &Report, node: u32, received: Instant, stats: &Stats, mirror: &Mirror, writer: &Writer) {
     let now = unix_now();
     // Agent clocks may drift; a timestamp from the future would block later RRD updates.
     let agent_t = r.time_ms / 1000;
@@ -297,10 +346,13 @@ fn ingest(r: &Report, received: Instant, stats: &Stats, mirror: &Mirror, writer:
         samples.push((SeriesKey { cluster: r.cluster.clone(), owner: host_owner.clone(), metric: *m }, clean(*m, *v)));
     }
     for vm in &r.vms {
-        for (m, v) in &vm.samples {
+        // vm_node is the collector's own: an agent's value for it is ignored.
+        for (m, v) in vm.samples.iter().filter(|(m, _)| *m != Metric::VmNode) {
             samples
                 .push((SeriesKey { cluster: r.cluster.clone(), owner: Owner::Vm(vm.uuid), metric: *m }, clean(*m, *v)));
         }
+        let at = (node > 0).then_some(f64::from(node));
+        samples.push((SeriesKey { cluster: r.cluster.clone(), owner: Owner::Vm(vm.uuid), metric: Metric::VmNode }, at));
     }
     stats.samples_received.fetch_add(samples.len() as u64, Relaxed);
     writer.enqueue(samples.iter().map(|(k, v)| (k.clone(), t, *v)), received);
@@ -394,6 +446,23 @@ mod tests {
         assert!(hosts[0].up);
         assert!(!m.hosts(unix_now() + 10)[0].up);
         c.shutdown();
+    }
+
+    #[test]
+    fn node_numbers_are_stable_per_cluster_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = NodeNumbers::new(dir.path());
+        assert_eq!((n.number("c", "node-b"), n.number("c", "node-a"), n.number("c", "node-b")), (1, 2, 1));
+        assert_eq!(n.number("other", "node-a"), 1, "numbers are per cluster");
+        let saved: Vec<String> =
+            serde_json::from_slice(&std::fs::read(NodeNumbers::path(dir.path(), "c")).unwrap()).unwrap();
+        assert_eq!(saved, ["node-b", "node-a"]);
+        // A new collector reads them back and goes on counting.
+        let mut again = NodeNumbers::new(dir.path());
+        assert_eq!((again.number("c", "node-a"), again.number("c", "node-c")), (2, 3));
+        // Unwritable: 0 (unknown), never a number another node has.
+        let mut ro = NodeNumbers::new(Path::new("/proc/amvm-no-such-dir"));
+        assert_eq!(ro.number("c", "x"), 0);
     }
 
     #[test]

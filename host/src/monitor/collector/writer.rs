@@ -35,6 +35,7 @@ struct Shard {
 /// The write side of the collector: shards of pending samples and their writer threads.
 #[derive(Debug)]
 pub struct Writer {
+    data: PathBuf,
     shards: Vec<Arc<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     max_pending: usize,
@@ -54,6 +55,11 @@ pub struct WriterConfig {
 }
 
 impl Writer {
+    /// The data directory the files go to.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
     /// Starts the writer threads.
     pub fn start(cfg: WriterConfig, stats: Arc<Stats>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -67,7 +73,15 @@ impl Writer {
                 writer_loop(&shard, &stop, &stats, &cfg);
             })?);
         }
-        Ok(Self { shards, hasher: Default::default(), max_pending: cfg.max_pending.max(1), stop, threads, stats })
+        Ok(Self {
+            data: cfg.data.clone(),
+            shards,
+            hasher: Default::default(),
+            max_pending: cfg.max_pending.max(1),
+            stop,
+            threads,
+            stats,
+        })
     }
 
     /// Queues samples of one report; never blocks on disk.
