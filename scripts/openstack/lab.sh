@@ -96,7 +96,7 @@ kill_pids() {  # pids... : TERM, then KILL after 5 s
     for p in "$@"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
     for ((i = 0; i < 25; i++)); do
         left=""
-        for p in "$@"; do kill -0 "$p" 2>/dev/null && left+=" $p"; done
+        for p in "$@"; do { kill -0 -- "-$p" || kill -0 "$p"; } 2>/dev/null && left+=" $p"; done
         [ -z "$left" ] && return 0
         sleep 0.2
     done
@@ -111,19 +111,27 @@ stray_pids() {  # processes carrying our marker in their environment
     return 0
 }
 
-cmd_down() {
-    local f pids=() n
-    # compute side first (nova-compute, libvirtd, virtlogd, qemu, privsep, holders)
-    for n in "${NODES[@]}"; do
-        if ip netns list | grep -qw "oslab$n"; then
-            kill_pids $(ip netns pids "oslab$n")
-        fi
-    done
+all_pids() {  # recorded sessions, everything in our network namespaces, marked strays
+    local f n
     if [ -d "$DIR/pids" ]; then
-        for f in "$DIR"/pids/*.pid; do [ -f "$f" ] && pids+=("$(cat "$f")"); done
+        # only if it still carries our marker (a pid file may outlive its process; pids get reused)
+        for f in "$DIR"/pids/*.pid; do
+            [ -f "$f" ] && grep -qzx "AMVM_OSLAB_DIR=$DIR" "/proc/$(cat "$f")/environ" 2>/dev/null && cat "$f"
+        done
     fi
-    kill_pids "${pids[@]}"
-    kill_pids $(stray_pids)
+    for n in "${NODES[@]}"; do
+        ip netns list | grep -qw "oslab$n" && ip netns pids "oslab$n"
+    done
+    stray_pids
+}
+
+cmd_down() {
+    local n
+    # one TERM round for everything (nova-compute, libvirtd, virtlogd, the qemu guests that
+    # libvirt daemonized out of our sessions, privsep helpers, holders, controllers), KILL after
+    # 5 s for what outlasts it (nova-conductor does); then a second round for anything left.
+    kill_pids $(all_pids | sort -un)
+    kill_pids $(all_pids | sort -un)
     for n in "${NODES[@]}"; do
         ip netns del "oslab$n" 2>/dev/null || true
         ip link del "oslab$n-h" 2>/dev/null || true
@@ -187,6 +195,7 @@ bind_host = $HOSTIP
 bind_port = 9292
 workers = 1
 log_file = $DIR/logs/glance-api.log
+node_staging_uri = file://$DIR/glance/staging
 [database]
 connection = $(DBURL glance)
 [paste_deploy]
@@ -407,9 +416,11 @@ start_rabbit() {
 setup_keystone() {
     local K="--config-file $DIR/etc/keystone.conf"
     mkdir -p "$DIR/keystone/fernet-keys" "$DIR/keystone/credential-keys"
-    keystone-manage $K db_sync
+    local t=$SECONDS
+    keystone-manage $K db_sync; echo "keystone db_sync: $((SECONDS - t)) s"
     keystone-manage $K fernet_setup --keystone-user root --keystone-group root
     keystone-manage $K credential_setup --keystone-user root --keystone-group root
+    chmod 700 "$DIR/keystone/fernet-keys" "$DIR/keystone/credential-keys"
     keystone-manage $K bootstrap --bootstrap-password admin --bootstrap-region-id RegionOne \
         --bootstrap-admin-url "http://$HOSTIP:5000/v3/" --bootstrap-public-url "http://$HOSTIP:5000/v3/" \
         --bootstrap-internal-url "http://$HOSTIP:5000/v3/"
@@ -451,10 +462,11 @@ PYK
 
 setup_nova_db() {
     local NM="nova-manage --config-file $DIR/etc/nova-common.conf --config-file $DIR/etc/nova-ctl.conf"
-    $NM api_db sync
+    local t=$SECONDS
+    $NM api_db sync; echo "api_db sync: $((SECONDS - t)) s"
     $NM cell_v2 map_cell0 --database_connection "$(DBURL nova_cell0)"
-    $NM cell_v2 create_cell --name cell1 >/dev/null
-    $NM db sync
+    $NM cell_v2 create_cell --name cell1 >/dev/null; echo "cells: $((SECONDS - t)) s"
+    $NM db sync; echo "db sync (cell1 + cell0): $((SECONDS - t)) s"
 }
 
 write_client_files() {
@@ -487,7 +499,7 @@ K
 
 bg() {  # name fn : run a setup step in the background, log to logs/NAME.setup
     local name=$1; shift
-    ( "$@" ) >"$DIR/logs/$name.setup" 2>&1 &
+    ( local t=$SECONDS; "$@"; echo "took $((SECONDS - t)) s" ) >"$DIR/logs/$name.setup" 2>&1 &
     BGJOBS+=("$!:$name")
 }
 bg_wait() {
@@ -496,8 +508,9 @@ bg_wait() {
         if ! wait "${j%%:*}"; then echo "lab: setup step ${j#*:} failed; tail of $DIR/logs/${j#*:}.setup:" >&2
             tail -20 "$DIR/logs/${j#*:}.setup" >&2; rc=1; fi
     done
-    BGJOBS=()
     [ $rc = 0 ] || die "setup failed"
+    for j in "${BGJOBS[@]}"; do echo "${j#*}: $(tail -1 "$DIR/logs/${j#*:}.setup")"; done | sed 's/^[0-9]*:/  /' | paste -sd, | sed 's/^/[lab] setup steps:/'
+    BGJOBS=()
 }
 
 cmd_up() {
@@ -606,7 +619,7 @@ cmd_smoke() {
     openstack --os-cloud amvm-lab hypervisor list
     log "smoke: openstack CLI hypervisor list: $(awk -v a="$(date +%s.%N)" -v b="$t" 'BEGIN{printf "%.1f", a-b}') s"
     $PY - "$G" "$DIR" <<'PYS'
-import os, sys, time
+import os, re, sys, time
 import openstack
 G, D = sys.argv[1], sys.argv[2]
 T0 = time.time()
@@ -674,8 +687,11 @@ try:
     def console(marker):
         out = nova("post", "/servers/%s/action" % sid, {"os-getConsoleOutput": {"length": 50}}).get("output", "")
         return out if marker in out else None
+    def seqs(out):
+        return [int(m) for m in re.findall(r"amvm-heartbeat seq=(\d+)", out)]
     out, dt = wait("guest heartbeat on the console", lambda: console("amvm-heartbeat"), 120)
-    log("guest heartbeat seen on %s after %.2f s more: %s" % (src, dt, [l for l in out.splitlines() if "amvm" in l][-1][:100]))
+    pre = max(seqs(out))
+    log("guest heartbeat on %s %.2f s after ACTIVE (seq=%d)" % (src, dt, pre))
 
     t = time.time()
     nova("post", "/servers/%s/action" % sid, {"os-migrateLive": {"host": None, "block_migration": "auto"}})
@@ -697,9 +713,10 @@ try:
     if dst == src:
         fail("host did not change (%s)" % dst)
     t = time.time()
-    # the console log restarts on the destination; the guest keeps printing heartbeats
-    out, dt = wait("guest heartbeat after migration", lambda: console("amvm-heartbeat"), 60)
-    log("guest alive on %s after migration (%.2f s)" % (dst, dt))
+    # the console log is read on the destination now; the guest must still be running the same
+    # boot (its heartbeat counter goes on past the last value seen before the migration)
+    out, dt = wait("guest heartbeat after migration", lambda: (lambda o: o if o and max(seqs(o)) > pre else None)(console("amvm-heartbeat")), 60)
+    log("guest alive on %s after migration: heartbeat seq=%d > %d (%.2f s)" % (dst, max(seqs(out)), pre, dt))
 finally:
     if sid:
         t = time.time()

@@ -48,7 +48,8 @@ impl GuestHost for LabHost {
             if lab::live::frozen(&self.state, n) {
                 continue;
             }
-            let (on, job) = amvm_engine::qemu::libvirt::domain_activity(&n.uri(), vm).map_err(anyhow::Error::msg)?;
+            // A node whose libvirtd does not answer runs nothing we could see (as `locate`).
+            let Ok((on, job)) = amvm_engine::qemu::libvirt::domain_activity(&n.uri(), vm) else { continue };
             if job {
                 return Ok(true);
             }
