@@ -232,7 +232,7 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
         let c = virt::connect::Connect::open(Some(&dst.uri())).unwrap();
         virt::domain::Domain::lookup_by_name(&c, &moved).unwrap().get_uuid_string().unwrap()
     };
-    let rrds = dir.join("controller/rrds/default");
+    let rrds = dir.join("controller/monitor/rrds/default");
     let nodes: Vec<String> = serde_json::from_slice(&std::fs::read(rrds.join("nodes.json")).unwrap()).unwrap();
     let number = nodes.iter().position(|n| *n == to).expect("the destination in nodes.json") as f64 + 1.0;
     let file = rrds.join("vms").join(&uuid).join("vm_node.rrd");

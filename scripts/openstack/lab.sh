@@ -90,17 +90,28 @@ alive() { [ -f "$DIR/pids/$1.pid" ] && kill -0 "$(cat "$DIR/pids/$1.pid")" 2>/de
 sql() { mariadb --no-defaults -uroot -S "$DIR/mysql/mysql.sock" "$@"; }
 
 # ---------------------------------------------------------------- down
-kill_pids() {  # pids... : TERM, then KILL after 5 s
-    local p left i
+live() {  # exists and is not a zombie (no forks: this runs in a polling loop)
+    local st
+    { read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
+    st=${st##*) }
+    [ "${st%% *}" != Z ]
+}
+kill_pids() {  # pids... : TERM to each process group (or process), KILL after 5 s to what is left
     [ $# -gt 0 ] || return 0
+    local p q i watch=() left=()
+    for p in "$@"; do
+        watch+=("$p")
+        for q in $(pgrep -g "$p" 2>/dev/null); do watch+=("$q"); done
+    done
     for p in "$@"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
     for ((i = 0; i < 25; i++)); do
-        left=""
-        for p in "$@"; do { kill -0 -- "-$p" || kill -0 "$p"; } 2>/dev/null && left+=" $p"; done
-        [ -z "$left" ] && return 0
+        left=()
+        for p in "${watch[@]}"; do live "$p" && left+=("$p"); done
+        [ ${#left[@]} -eq 0 ] && return 0
         sleep 0.2
     done
-    for p in $left; do kill -KILL -- "-$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
+    log "down: SIGKILL for what outlasted SIGTERM: $(for p in "${left[@]}"; do ps -o comm= -p "$p"; done | sort -u | paste -sd' ')"
+    for p in "${left[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
 }
 
 stray_pids() {  # processes carrying our marker in their environment
@@ -426,6 +437,7 @@ setup_keystone() {
         --bootstrap-internal-url "http://$HOSTIP:5000/v3/"
     start keystone uwsgi --plugin python3 --http-socket "$HOSTIP:5000" --wsgi-file /usr/bin/keystone-wsgi-public \
         --master --die-on-term --need-app --processes 1 --threads 4 --buffer-size 65535 \
+        --add-header "Connection: close" \
         --env "OS_KEYSTONE_CONFIG_FILES=$DIR/etc/keystone.conf"
     wait_port "$HOSTIP" 5000 keystone 60
     # services + endpoints for compute, placement, image, network (the Neutron stub)
@@ -514,9 +526,15 @@ bg_wait() {
 }
 
 cmd_up() {
-    if [ -e "$DIR" ] || ip link show "$BR" >/dev/null 2>&1 || ip netns list | grep -q oslab; then
+    UP_OK=0
+    trap '[ "$UP_OK" = 1 ] || echo "lab: up failed; logs in $DIR/logs; processes are left for inspection: $0 down --dir $DIR" >&2' EXIT
+    if [ -e "$DIR" ] || ip link show "$BR" >/dev/null 2>&1 || ip netns list | grep -q oslab \
+        || [ -n "$(stray_pids)" ]; then
         log "cleaning up a previous run"; cmd_down >/dev/null
     fi
+    local busy
+    busy=$(ss -Htln | awk '{print $4}' | grep -E ':(3307|4369|5000|5672|8774|8778|9292|9696)$' || true)
+    [ -z "$busy" ] || die "ports in use (another lab or service?): $(echo $busy)"
     mkdir -p "$DIR"/{pids,logs,etc,lock/nova,lock/glance,glance/images,glance/staging,glance/tasks,nova/state}
     chmod 755 "$DIR"
     BGJOBS=()
@@ -546,6 +564,7 @@ cmd_up() {
     log "keystone up, databases synced"
     start placement uwsgi --plugin python3 --http-socket "$HOSTIP:8778" --wsgi-file /usr/bin/placement-api \
         --master --die-on-term --need-app --processes 1 --threads 4 --buffer-size 65535 \
+        --add-header "Connection: close" \
         --env "OS_PLACEMENT_CONFIG_DIR=$DIR/etc/placement"
     start glance-api glance-api --config-file "$DIR/etc/glance-api.conf"
     wait_port "$HOSTIP" 5672 rabbitmq 60
@@ -571,6 +590,32 @@ cmd_up() {
     [ "$got" -ge ${#NODES[@]} ] || die "compute nodes did not register"
     nova-manage $NC cell_v2 discover_hosts >/dev/null 2>&1
     write_client_files
+    # the API must answer an authenticated call with both hypervisors up before we say "up"
+    OS_CLIENT_CONFIG_FILE=$DIR/clouds.yaml $PY - <<'PYW' || die "the compute API is not usable (logs/nova-api.log)"
+import time, openstack
+conn = openstack.connect(cloud="amvm-lab")
+last = None
+for i in range(120):
+    try:
+        r = conn.compute.get("/os-hypervisors/detail", microversion="2.53")
+        if r.status_code == 200:
+            up = [h for h in r.json()["hypervisors"] if h["state"] == "up"]
+            if len(up) >= 2:
+                break
+            last = "%d hypervisors up" % len(up)
+        else:
+            last = "HTTP %s %s" % (r.status_code, r.text[:200])
+    except Exception as e:
+        last = repr(e)[:200]
+    time.sleep(0.5)
+else:
+    raise SystemExit("compute API check failed: %s" % last)
+PYW
+    local f
+    for f in "$DIR"/pids/*.pid; do
+        alive "$(basename "$f" .pid)" || die "$(basename "$f" .pid) died (see $DIR/logs/)"
+    done
+    UP_OK=1
     log "up: 2 compute nodes registered; source $DIR/env or OS_CLIENT_CONFIG_FILE=$DIR/clouds.yaml --os-cloud amvm-lab"
 }
 
