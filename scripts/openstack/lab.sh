@@ -734,7 +734,8 @@ try:
         return out if marker in out else None
     def seqs(out):
         return [int(m) for m in re.findall(r"amvm-heartbeat seq=(\d+)", out)]
-    out, dt = wait("guest heartbeat on the console", lambda: console("amvm-heartbeat"), 120)
+    # TCG boot: 12-20 s on an idle 2-core machine, 50 s seen under load
+    out, dt = wait("guest heartbeat on the console", lambda: console("amvm-heartbeat"), 300)
     pre = max(seqs(out))
     log("guest heartbeat on %s %.2f s after ACTIVE (seq=%d)" % (src, dt, pre))
 
