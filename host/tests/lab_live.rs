@@ -237,13 +237,23 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     let number = nodes.iter().position(|n| *n == to).expect("the destination in nodes.json") as f64 + 1.0;
     let file = rrds.join("vms").join(&uuid).join("vm_node.rrd");
     let before = nodes.iter().position(|n| *n == awake).expect("the overloaded node in nodes.json") as f64 + 1.0;
-    let series = wait_for("the VM's vm_node series at its destination", Duration::from_secs(30), || {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let p = amvm_host::monitor::store::fetch_file(&file, rrd::ConsolidationFn::Avg, now - 600, now, 1).ok()?;
-        let v: Vec<f64> = p.points.iter().filter_map(|(_, v)| *v).collect();
-        v.last().is_some_and(|l| (l - number).abs() < 1e-6).then_some(v)
+    let rrdtool = |args: &[&str]| -> String {
+        let out = std::process::Command::new("rrdtool").args(&args[..1]).arg(&file).args(&args[1..]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The last value fed: a consolidated step can average the two nodes, or be a gap.
+    wait_for("the VM's vm_node series at its destination", Duration::from_secs(90), || {
+        let last = rrdtool(&["lastupdate"]);
+        let v: f64 = last.lines().last()?.split_once(':')?.1.trim().parse().ok()?;
+        ((v - number).abs() < 1e-6).then_some(())
     });
-    eprintln!("{moved}'s vm_node in the RRD ends at {number} ({to}; nodes.json {nodes:?})");
+    let fetched = rrdtool(&["fetch", "AVERAGE", "-s", "-900", "-r", "2"]);
+    let series: Vec<f64> = fetched
+        .lines()
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .collect();
+    eprintln!("{moved}'s vm_node in the RRD is now {number} ({to}; nodes.json {nodes:?})");
     assert!(
         series.iter().any(|x| (x - before).abs() < 1e-6),
         "the series shows it on {awake} ({before}) before the move: {series:?}"
