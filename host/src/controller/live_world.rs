@@ -1197,6 +1197,24 @@ mod tests {
         .unwrap()
     }
 
+    /// The tests' world: cluster "default", 1 s pace, a window of 4, 1000 MIPS per core,
+    /// hybrid migrations, no link cap, no state files, no volumes.
+    fn config(hosts: Vec<LiveHost>) -> LiveWorldConfig {
+        LiveWorldConfig {
+            cluster: "default".into(),
+            hosts,
+            key: key(),
+            pace: Duration::from_secs(1),
+            window: 4,
+            core_mips: 1000.0,
+            mode: "hybrid".into(),
+            bandwidth_bps: None,
+            ids_file: None,
+            asleep_file: None,
+            volumes: None,
+        }
+    }
+
     fn hk(h: &str, m: Metric) -> SeriesKey {
         SeriesKey { cluster: "default".into(), owner: Owner::Host(h.into()), metric: m }
     }
@@ -1259,22 +1277,14 @@ mod tests {
             })
             .collect();
         let cfg = LiveWorldConfig {
-            cluster: "default".into(),
-            hosts,
-            key: key(),
-            pace: Duration::from_secs(1),
-            window: 4,
-            core_mips: 1000.0,
-            mode: "hybrid".into(),
             bandwidth_bps: Some(100e6),
-            ids_file: None,
-            asleep_file: None,
             volumes: Some(LiveVolumesConfig {
                 db: db.clone(),
                 array_config: array_config.clone(),
                 move_overhead_s: 2.0,
                 recheck: Duration::ZERO,
             }),
+            ..config(hosts)
         };
         let mut w = LiveWorld::new(cfg, mirror).unwrap();
         let s = w.observe(&[]).clone();
@@ -1359,19 +1369,7 @@ mod tests {
                 cores: None,
             })
             .collect();
-        let cfg = LiveWorldConfig {
-            cluster: "default".into(),
-            hosts,
-            key: key(),
-            pace: Duration::from_secs(1),
-            window: 4,
-            core_mips: 1000.0,
-            mode: "hybrid".into(),
-            bandwidth_bps: None,
-            ids_file: None,
-            asleep_file: None,
-            volumes: None,
-        };
+        let cfg = config(hosts);
         let mut w = LiveWorld::new(cfg, mirror).unwrap();
         w.observe(&[]);
         assert_eq!(w.metrics(&[]).slatah, 0.0, "nothing accounted yet");
@@ -1447,19 +1445,7 @@ mod tests {
                 cores: None,
             })
             .collect();
-        let cfg = LiveWorldConfig {
-            cluster: "default".into(),
-            hosts,
-            key: key(),
-            pace: Duration::from_secs(1),
-            window: 4,
-            core_mips: 1000.0,
-            mode: "hybrid".into(),
-            bandwidth_bps: None,
-            ids_file: None,
-            asleep_file: None,
-            volumes: None,
-        };
+        let cfg = config(hosts);
         let mut w = LiveWorld::new(cfg, mirror).unwrap();
         let s = w.observe(&[]).clone();
         assert_eq!(s.hosts.state, vec![HostState::Active, HostState::Active, HostState::Down]);
