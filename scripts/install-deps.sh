@@ -55,6 +55,8 @@ if ((TESTS)); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       -t bookworm-backports qemu-block-extra >/dev/null
   fi
+  # The real-Nova fixture of the OpenStack test (after QEMU: it refuses to change QEMU/libvirt).
+  "$(dirname "$0")/openstack/lab.sh" deps
 fi
 
 # Rust: stable toolchain (rustup) with the wasm targets policies and the dashboard build for.

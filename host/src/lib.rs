@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod lab;
 pub mod monitor;
+pub mod openstack;
 pub mod policy;
 pub mod scheduler;
 pub mod sim;

@@ -17,6 +17,7 @@ use crate::controller::sim_world::{SimWorld, SimWorldConfig};
 use crate::controller::world::World;
 use crate::controller::{Automation, Controller, ControllerConfig, Guards};
 use crate::monitor::{Collector, CollectorConfig};
+use crate::openstack::{Cloud, Nova, OpenStackWorld, OpenStackWorldConfig};
 use crate::policy::{PolicyRuntime, RuntimeConfig};
 use crate::sim::{Scenario, Trace};
 
@@ -75,8 +76,25 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ControllerArgs {
     /// Controller configuration (see `docs/controller.md` and `controller.example.toml`).
+    #[arg(long, required_unless_present = "world")]
+    pub config: Option<PathBuf>,
+    /// Run on this world without a configuration file: `openstack` (with `--cloud`), the
+    /// configuration's `[world] kind` otherwise. With `--config`, overrides its `kind`.
+    #[arg(long, value_parser = ["simulated", "live", "openstack"])]
+    pub world: Option<String>,
+    /// OpenStack: the cloud's name in `clouds.yaml` (`[world] cloud`).
     #[arg(long)]
-    pub config: PathBuf,
+    pub cloud: Option<String>,
+    /// OpenStack: the `clouds.yaml` to read (default: `OS_CLIENT_CONFIG_FILE`, ./clouds.yaml,
+    /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml).
+    #[arg(long)]
+    pub clouds_yaml: Option<PathBuf>,
+    /// Without `--config`: the state directory (default ./amvm-data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Without `--config`: the API's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
 }
 
 /// The controller configuration file.
@@ -129,7 +147,7 @@ pub struct VolumesFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorldFile {
-    /// `simulated` or `live`.
+    /// `simulated`, `live` or `openstack`.
     pub kind: String,
     #[serde(default = "default_trace")]
     pub trace: String,
@@ -159,6 +177,20 @@ pub struct WorldFile {
     /// Live: the nodes.
     #[serde(default, rename = "host")]
     pub host_list: Vec<LiveHostFile>,
+    /// OpenStack: the cloud's name in `clouds.yaml`.
+    pub cloud: Option<String>,
+    /// OpenStack: the `clouds.yaml` (default: openstacksdk's search path).
+    pub clouds_yaml: Option<PathBuf>,
+    /// OpenStack: a live migration running longer than this is aborted (s, default 600).
+    pub migration_timeout_s: Option<u64>,
+    /// OpenStack: power hook after a host's compute service was disabled to sleep it
+    /// (`AMVM_SLEEP_HOST` names it).
+    pub sleep_cmd: Option<String>,
+    /// OpenStack: power hook before a sleeping host's service is enabled (`AMVM_WAKE_HOST`).
+    pub wake_cmd: Option<String>,
+    /// OpenStack: only these compute hosts (the audit scope); default every hypervisor.
+    #[serde(default)]
+    pub scope: Vec<String>,
 }
 
 /// `[[world.host]]`: one node of the live world.
@@ -256,6 +288,29 @@ enum WorldChoice {
     Sim(SimWorldConfig),
     /// The live world and the collector feeding its mirror (run in this process).
     Live(LiveWorldConfig, CollectorConfig),
+    OpenStack(Box<OpenStackWorldConfig>),
+}
+
+fn openstack_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Result<WorldChoice> {
+    let name =
+        w.cloud.as_deref().context("world.kind = \"openstack\" needs `cloud` (its name in clouds.yaml; --cloud)")?;
+    let file = w.clouds_yaml.as_deref().map(rel);
+    let cloud = Cloud::load(file.as_deref(), name).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(w.step_ms >= 1000, "world.step_ms must be at least 1000 for an OpenStack cloud");
+    let timeout = w.migration_timeout_s.unwrap_or(600);
+    anyhow::ensure!((10..=86_400).contains(&timeout), "world.migration_timeout_s must be 10..=86400");
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    Ok(WorldChoice::OpenStack(Box::new(OpenStackWorldConfig {
+        nova: Nova::new(cloud, Duration::from_secs(30)),
+        pace: Duration::from_millis(w.step_ms),
+        window: w.window.unwrap_or(12).clamp(1, 240),
+        core_mips: w.core_mips.unwrap_or(1000.0),
+        migration_timeout: Duration::from_secs(timeout),
+        sleep_cmd: w.sleep_cmd.clone(),
+        wake_cmd: w.wake_cmd.clone(),
+        scope: w.scope.clone(),
+        ids_file: Some(data.join("openstack-ids.json")),
+    })))
 }
 
 fn live_world(
@@ -350,23 +405,51 @@ pub fn run_demo(a: DemoArgs) -> Result<ExitCode> {
     run_service(service)
 }
 
+/// The configuration `amvm controller --world KIND` runs without a file: defaults everywhere.
+fn file_from_args(a: &ControllerArgs) -> Result<ControllerFile> {
+    let kind = a.world.clone().context("--world or --config")?;
+    let data = a.data.clone().unwrap_or_else(|| PathBuf::from("amvm-data"));
+    let text =
+        format!("data = {:?}\nlisten = \"{}\"\n[world]\nkind = {kind:?}\n", data.display().to_string(), a.listen);
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}", e.message()))
+}
+
 pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.config).with_context(|| format!("read {}", a.config.display()))?;
-    let f: ControllerFile =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", a.config.display(), e.message()))?;
+    let (mut f, config): (ControllerFile, PathBuf) = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+            let f = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+            (f, path.clone())
+        }
+        None => (file_from_args(&a)?, PathBuf::from("./(command line)")),
+    };
+    if let Some(k) = &a.world {
+        f.world.kind = k.clone();
+    }
+    if a.cloud.is_some() {
+        f.world.cloud = a.cloud.clone();
+    }
+    if let Some(c) = &a.clouds_yaml {
+        f.world.clouds_yaml = Some(std::path::absolute(c)?);
+    }
     anyhow::ensure!(
-        f.world.kind == "simulated" || f.world.kind == "live",
-        "{}: world.kind {:?}: \"simulated\" or \"live\"",
-        a.config.display(),
+        ["simulated", "live", "openstack"].contains(&f.world.kind.as_str()),
+        "{}: world.kind {:?}: \"simulated\", \"live\" or \"openstack\"",
+        config.display(),
         f.world.kind
     );
-    let base = a.config.parent().unwrap_or(Path::new("."));
+    let base = config.parent().unwrap_or(Path::new("."));
     let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-    let tokens = Tokens::load(f.tokens.as_deref().map(rel).as_deref()).map_err(anyhow::Error::msg)?;
+    let mut tokens = Tokens::load(f.tokens.as_deref().map(rel).as_deref()).map_err(anyhow::Error::msg)?;
+    let mut generated = None;
+    if tokens.is_empty() && a.config.is_none() {
+        let t = api::auth::generate();
+        tokens.add("admin", Role::Admin, &t).map_err(anyhow::Error::msg)?;
+        generated = Some(t);
+    }
     anyhow::ensure!(
         !tokens.is_empty(),
-        "no API tokens: set `tokens = \"tokens.toml\"` in {} or AMVM_ADMIN_TOKEN",
-        a.config.display()
+        "no API tokens: set `tokens = \"tokens.toml\"` in the configuration or AMVM_ADMIN_TOKEN"
     );
     let data = rel(&f.data);
     if let Some((v, lab)) = f.volumes.as_ref().and_then(|v| Some((v, v.lab.as_ref()?))) {
@@ -388,11 +471,13 @@ pub fn run_controller(a: ControllerArgs) -> Result<ExitCode> {
         listen: f.listen,
         data,
         tokens,
-        generated_token: None,
+        generated_token: generated,
         metrics_public: f.metrics_public,
         cfg,
         world: if f.world.kind == "live" {
             live_world(&f.world, f.volumes.as_ref(), &rel, &data2)?
+        } else if f.world.kind == "openstack" {
+            openstack_world(&f.world, &rel, &data2)?
         } else {
             WorldChoice::Sim(sim_world(
                 &f.world.trace,
@@ -421,6 +506,9 @@ fn run_service(s: Service) -> Result<ExitCode> {
             let world = LiveWorld::new(w, col.mirror()).map_err(|e| anyhow::anyhow!("the live world: {e}"))?;
             collector = Some(col);
             Box::new(world)
+        }
+        WorldChoice::OpenStack(w) => {
+            Box::new(OpenStackWorld::new(*w).map_err(|e| anyhow::anyhow!("the OpenStack world: {e}"))?)
         }
     };
     let controller = Controller::start(s.cfg, world, runtime)?;

@@ -47,7 +47,7 @@ use crate::volume::{GuestHost, NodeRef, PreparedMove};
 
 /// Watts at 0 %, 10 %, …, 100 % CPU used for the live hosts' power estimate (SPECpower's HP
 /// ProLiant ML110 G4, the simulator's first reference host): the live world measures no power.
-const POWER_CURVE: [f32; 11] = [86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0];
+pub(crate) const POWER_CURVE: [f32; 11] = [86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0];
 /// Failed polls of a job's agent after which the action is failed (the guest stays where libvirt
 /// left it; the next snapshot shows where).
 const MAX_POLL_FAILURES: u32 = 20;
@@ -771,8 +771,16 @@ impl LiveWorld {
     }
 }
 
+/// Watts of an active host at CPU utilization `util` (0..1), interpolated on [`POWER_CURVE`].
+pub(crate) fn power_w(util: f64) -> f64 {
+    let util = util.clamp(0.0, 1.0);
+    let i = (util * 10.0).floor().min(9.0) as usize;
+    let f = util * 10.0 - i as f64;
+    f64::from(POWER_CURVE[i]) * (1.0 - f) + f64::from(POWER_CURVE[i + 1]) * f
+}
+
 /// Σ numerators / Σ denominators (0 without any denominator).
-fn ratio(parts: impl Iterator<Item = (f64, f64)>) -> f64 {
+pub(crate) fn ratio(parts: impl Iterator<Item = (f64, f64)>) -> f64 {
     let (n, d) = parts.fold((0.0, 0.0), |(n, d), (a, b)| (n + a, d + b));
     if d > 0.0 {
         n / d
@@ -1011,13 +1019,7 @@ impl World for LiveWorld {
                 let ram: f64 = vms.iter().map(|&v| f64::from(s.vms.ram_mb[v])).sum::<f64>() + 0.0;
                 let util = if cap > 0.0 { (demand / cap).min(1.0) } else { 0.0 };
                 let active = s.hosts.state[h] == HostState::Active;
-                let power = if active {
-                    let i = (util * 10.0).floor().min(9.0) as usize;
-                    let f = util * 10.0 - i as f64;
-                    f64::from(POWER_CURVE[i]) * (1.0 - f) + f64::from(POWER_CURVE[i + 1]) * f
-                } else {
-                    0.0
-                };
+                let power = if active { power_w(util) } else { 0.0 };
                 HostView {
                     id: s.hosts.id[h],
                     name: self.cfg.hosts[h].name.clone(),

@@ -15,7 +15,7 @@ use crate::scheduler::{Mode, OperatorRules, Snapshot};
 /// What a world is.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WorldInfo {
-    /// `simulated` or `live`.
+    /// `simulated`, `live` or `openstack`.
     pub kind: String,
     pub name: String,
     /// One line for operators: what is replayed or watched, at what pace.
