@@ -1074,6 +1074,40 @@ impl Cycle<'_> {
             }
         }
 
+        // 3b. A must keep-together group emptied off a host in pieces (a member placed, a mate
+        // left behind — pinned, no slot, no room, the inflow limit — or sent elsewhere): its
+        // moves off that host are undone, so the group stays whole where it was.
+        if self.rules.active {
+            let groups: Vec<Vec<usize>> = self.rules.must_affinity_groups().map(<[usize]>::to_vec).collect();
+            for members in groups {
+                let mut hosts: Vec<usize> = members.iter().map(|&m| self.work.vm_host[m]).collect();
+                hosts.sort_unstable();
+                hosts.dedup();
+                if hosts.len() <= 1 {
+                    continue;
+                }
+                let mut i = self.migrations.len();
+                while i > 0 {
+                    i -= 1;
+                    let (vm, from, to, reason) = self.migrations[i];
+                    if reason != MigrationReason::Maintenance || !members.contains(&vm) {
+                        continue;
+                    }
+                    self.migrations.remove(i);
+                    self.work.undo_move(vm, from, to);
+                    if let Some(t) = self.trace.as_mut() {
+                        let id = snap.vms.id[vm];
+                        t.migrations.retain(|d| !(d.vm == id && d.reason == "maintenance"));
+                        t.unplaced.push(Unplaced {
+                            vm: id,
+                            from: snap.hosts.id[from],
+                            reason: "its keep-together group cannot leave the host as a whole".into(),
+                        });
+                    }
+                }
+            }
+        }
+
         // 4. Underload: evacuate least-utilized hosts entirely, all or nothing.
         let mut involved: IdSet<usize> = overloaded.iter().copied().collect();
         involved.extend(self.migrations.iter().map(|m| m.2));

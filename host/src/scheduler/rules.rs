@@ -494,6 +494,14 @@ impl RuleIndex {
         self.vm_memberships.contains_key(&vm)
     }
 
+    /// Member VM indexes of each must keep-together group.
+    pub fn must_affinity_groups(&self) -> impl Iterator<Item = &[usize]> {
+        self.vm_groups
+            .iter()
+            .filter(|g| g.relation == VmRelation::Affinity && g.strength == Strength::Must)
+            .map(|g| g.members.as_slice())
+    }
+
     /// VM-level rules for putting `vm` (detached from `from`) on `h`, given where every VM is
     /// planned (`vm_host`, `usize::MAX` = in transit): a must-rule refusal, or the number of
     /// should rules broken. `evacuating`: `from` is being emptied entirely.
