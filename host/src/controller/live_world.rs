@@ -779,6 +779,46 @@ pub(crate) fn power_w(util: f64) -> f64 {
     f64::from(POWER_CURVE[i]) * (1.0 - f) + f64::from(POWER_CURVE[i + 1]) * f
 }
 
+/// `base` (the world's own counters: VMs, migrations, energy, shutdowns) completed with the
+/// totals of the host views (counts by state, power, mean and spread of active hosts' CPU, mean
+/// memory) and the SLA metrics of the per-host accounts (the live and the OpenStack worlds).
+pub(crate) fn cluster_metrics(hosts: &[HostView], accounts: &[HostAccount], base: ClusterMetrics) -> ClusterMetrics {
+    let active: Vec<&HostView> = hosts.iter().filter(|h| h.state == "up").collect();
+    let n = active.len().max(1) as f64;
+    let mean = active.iter().map(|h| h.cpu_util).sum::<f64>() / n;
+    let var = active.iter().map(|h| (h.cpu_util - mean).powi(2)).sum::<f64>() / n;
+    ClusterMetrics {
+        hosts: hosts.len(),
+        hosts_up: active.len(),
+        hosts_asleep: hosts.iter().filter(|h| h.state == "asleep").count(),
+        hosts_down: hosts.iter().filter(|h| h.state == "down").count(),
+        hosts_maintenance: hosts.iter().filter(|h| h.state == "maintenance").count(),
+        power_w: hosts.iter().map(|h| h.power_w).sum(),
+        cpu_util_mean: mean,
+        load_stddev: var.sqrt(),
+        mem_util_mean: active.iter().map(|h| h.mem_util).sum::<f64>() / n,
+        slatah: ratio(accounts.iter().map(|a| (a.violation_s, a.active_s))),
+        pdm: ratio(accounts.iter().map(|a| (a.migration_loss_mips_s, a.requested_mips_s))),
+        ..base
+    }
+}
+
+/// The accounts of `hosts` hosts with each migration under way (by source) counted out.
+pub(crate) fn accounts_with_outgoing(
+    accounts: &[HostAccount],
+    hosts: usize,
+    sources: impl Iterator<Item = u32>,
+) -> Vec<HostAccount> {
+    let mut a = accounts.to_vec();
+    a.resize(hosts, HostAccount::default());
+    for from in sources {
+        if let Some(h) = a.get_mut(from as usize) {
+            h.migrations_out += 1;
+        }
+    }
+    a
+}
+
 /// Σ numerators / Σ denominators (0 without any denominator).
 pub(crate) fn ratio(parts: impl Iterator<Item = (f64, f64)>) -> f64 {
     let (n, d) = parts.fold((0.0, 0.0), |(n, d), (a, b)| (n + a, d + b));
@@ -1059,29 +1099,18 @@ impl World for LiveWorld {
     }
 
     fn metrics(&self, maintenance: &[u32]) -> ClusterMetrics {
-        let hosts = self.hosts(maintenance);
-        let active: Vec<&HostView> = hosts.iter().filter(|h| h.state == "up").collect();
-        let n = active.len().max(1) as f64;
-        let mean = active.iter().map(|h| h.cpu_util).sum::<f64>() / n;
-        let var = active.iter().map(|h| (h.cpu_util - mean).powi(2)).sum::<f64>() / n;
-        ClusterMetrics {
-            hosts: hosts.len(),
-            hosts_up: active.len(),
-            hosts_asleep: hosts.iter().filter(|h| h.state == "asleep").count(),
-            hosts_down: hosts.iter().filter(|h| h.state == "down").count(),
-            hosts_maintenance: hosts.iter().filter(|h| h.state == "maintenance").count(),
-            vms: self.snap.vms.len(),
-            power_w: hosts.iter().map(|h| h.power_w).sum(),
-            migrations_in_flight: self.running.len(),
-            migrations_today: self.migrations_total,
-            energy_kwh_today: self.energy_kwh,
-            host_shutdowns_today: self.shutdowns_total,
-            cpu_util_mean: mean,
-            load_stddev: var.sqrt(),
-            mem_util_mean: active.iter().map(|h| h.mem_util).sum::<f64>() / n,
-            slatah: ratio(self.accounts.iter().map(|a| (a.violation_s, a.active_s))),
-            pdm: ratio(self.accounts.iter().map(|a| (a.migration_loss_mips_s, a.requested_mips_s))),
-        }
+        cluster_metrics(
+            &self.hosts(maintenance),
+            &self.accounts,
+            ClusterMetrics {
+                vms: self.snap.vms.len(),
+                migrations_in_flight: self.running.len(),
+                migrations_today: self.migrations_total,
+                energy_kwh_today: self.energy_kwh,
+                host_shutdowns_today: self.shutdowns_total,
+                ..Default::default()
+            },
+        )
     }
 
     fn series(&self) -> Arc<dyn SeriesSource> {
@@ -1089,14 +1118,7 @@ impl World for LiveWorld {
     }
 
     fn host_accounts(&self) -> Vec<HostAccount> {
-        let mut a = self.accounts.clone();
-        a.resize(self.cfg.hosts.len(), HostAccount::default());
-        for r in self.running.values() {
-            if let Some(h) = a.get_mut(r.from as usize) {
-                h.migrations_out += 1;
-            }
-        }
-        a
+        accounts_with_outgoing(&self.accounts, self.cfg.hosts.len(), self.running.values().map(|r| r.from))
     }
 }
 

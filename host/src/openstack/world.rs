@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::nova::{MigrationProgress, Nova, NovaError, Server};
-use crate::controller::live_world::{power_w, ratio, POWER_CURVE};
+use crate::controller::live_world::{accounts_with_outgoing, cluster_metrics, power_w, POWER_CURVE};
 use crate::controller::sim_world::downsample;
 use crate::controller::store::ActionRow;
 use crate::controller::world::{
@@ -964,29 +964,18 @@ impl World for OpenStackWorld {
     }
 
     fn metrics(&self, maintenance: &[u32]) -> ClusterMetrics {
-        let hosts = self.hosts(maintenance);
-        let active: Vec<&HostView> = hosts.iter().filter(|h| h.state == "up").collect();
-        let n = active.len().max(1) as f64;
-        let mean = active.iter().map(|h| h.cpu_util).sum::<f64>() / n + 0.0;
-        let var = active.iter().map(|h| (h.cpu_util - mean).powi(2)).sum::<f64>() / n;
-        ClusterMetrics {
-            hosts: hosts.len(),
-            hosts_up: active.len(),
-            hosts_asleep: hosts.iter().filter(|h| h.state == "asleep").count(),
-            hosts_down: hosts.iter().filter(|h| h.state == "down").count(),
-            hosts_maintenance: hosts.iter().filter(|h| h.state == "maintenance").count(),
-            vms: self.snap.vms.len(),
-            power_w: hosts.iter().map(|h| h.power_w).sum(),
-            energy_kwh_today: self.energy_kwh,
-            slatah: ratio(self.accounts.iter().map(|a| (a.violation_s, a.active_s))),
-            pdm: ratio(self.accounts.iter().map(|a| (a.migration_loss_mips_s, a.requested_mips_s))),
-            migrations_in_flight: self.running.len(),
-            migrations_today: self.migrations_total,
-            host_shutdowns_today: self.shutdowns_total,
-            cpu_util_mean: mean,
-            load_stddev: var.sqrt(),
-            mem_util_mean: active.iter().map(|h| h.mem_util).sum::<f64>() / n + 0.0,
-        }
+        cluster_metrics(
+            &self.hosts(maintenance),
+            &self.accounts,
+            ClusterMetrics {
+                vms: self.snap.vms.len(),
+                migrations_in_flight: self.running.len(),
+                migrations_today: self.migrations_total,
+                energy_kwh_today: self.energy_kwh,
+                host_shutdowns_today: self.shutdowns_total,
+                ..Default::default()
+            },
+        )
     }
 
     fn series(&self) -> Arc<dyn SeriesSource> {
@@ -994,14 +983,7 @@ impl World for OpenStackWorld {
     }
 
     fn host_accounts(&self) -> Vec<HostAccount> {
-        let mut a = self.accounts.clone();
-        a.resize(self.hosts.len(), HostAccount::default());
-        for r in self.running.values() {
-            if let Some(h) = a.get_mut(r.from as usize) {
-                h.migrations_out += 1;
-            }
-        }
-        a
+        accounts_with_outgoing(&self.accounts, self.hosts.len(), self.running.values().map(|r| r.from))
     }
 }
 
