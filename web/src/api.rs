@@ -270,6 +270,8 @@ pub struct Vm {
     pub mips: f64,
     pub ram_mb: f64,
     pub cpu_util: f64,
+    /// `trace`, `agent` or `nova-diagnostics`; `None` while nothing was measured yet.
+    pub cpu_source: Option<String>,
     pub migrating_to: Option<u32>,
 }
 

@@ -17,7 +17,7 @@ use crate::controller::sim_world::{SimWorld, SimWorldConfig};
 use crate::controller::world::World;
 use crate::controller::{Automation, Controller, ControllerConfig, Guards};
 use crate::monitor::{Collector, CollectorConfig};
-use crate::openstack::{Cloud, Nova, OpenStackWorld, OpenStackWorldConfig};
+use crate::openstack::{AgentFeed, Cloud, Nova, OpenStackWorld, OpenStackWorldConfig};
 use crate::policy::{PolicyRuntime, RuntimeConfig};
 use crate::sim::{Scenario, Trace};
 
@@ -158,11 +158,12 @@ pub struct WorldFile {
     /// World seconds per real second (overrides `step_ms`; 1 = real time).
     pub speed: Option<f64>,
     pub hosts: Option<usize>,
-    /// Live: UDP address of the in-process collector the agents report to.
+    /// Live and OpenStack: UDP address of the in-process collector the agents report to
+    /// (OpenStack: optional, without it Nova's diagnostics give the VMs' utilization).
     pub collector: Option<String>,
-    /// Live: file holding the cluster key (else `AMVM_CLUSTER_KEY`).
+    /// Live and OpenStack (with `collector`): file holding the cluster key (else `AMVM_CLUSTER_KEY`).
     pub key_file: Option<PathBuf>,
-    /// Live: cluster name the agents report (`amvm agent --cluster`).
+    /// Live and OpenStack: cluster name the agents report (`amvm agent --cluster`).
     pub cluster: Option<String>,
     /// Live: seconds between agent reports (the RRD step).
     pub report_interval_s: Option<u32>,
@@ -288,7 +289,9 @@ enum WorldChoice {
     Sim(SimWorldConfig),
     /// The live world and the collector feeding its mirror (run in this process).
     Live(LiveWorldConfig, CollectorConfig),
-    OpenStack(Box<OpenStackWorldConfig>),
+    /// The OpenStack world and, where agents run on the compute nodes, the collector they
+    /// report to and their cluster name.
+    OpenStack(Box<OpenStackWorldConfig>, Option<(CollectorConfig, String)>),
 }
 
 fn openstack_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -> Result<WorldChoice> {
@@ -300,17 +303,44 @@ fn openstack_world(w: &WorldFile, rel: &dyn Fn(&Path) -> PathBuf, data: &Path) -
     let timeout = w.migration_timeout_s.unwrap_or(600);
     anyhow::ensure!((10..=86_400).contains(&timeout), "world.migration_timeout_s must be 10..=86400");
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
-    Ok(WorldChoice::OpenStack(Box::new(OpenStackWorldConfig {
-        nova: Nova::new(cloud, Duration::from_secs(30)),
-        pace: Duration::from_millis(w.step_ms),
-        window: w.window.unwrap_or(12).clamp(1, 240),
-        core_mips: w.core_mips.unwrap_or(1000.0),
-        migration_timeout: Duration::from_secs(timeout),
-        sleep_cmd: w.sleep_cmd.clone(),
-        wake_cmd: w.wake_cmd.clone(),
-        scope: w.scope.clone(),
-        ids_file: Some(data.join("openstack-ids.json")),
-    })))
+    // Agents on the compute nodes are optional: without `collector`, Nova's diagnostics only.
+    let collector = match &w.collector {
+        Some(_) => Some(collector_config(w, rel, data, "")?.1),
+        None => None,
+    };
+    Ok(WorldChoice::OpenStack(
+        Box::new(OpenStackWorldConfig {
+            nova: Nova::new(cloud, Duration::from_secs(30)),
+            pace: Duration::from_millis(w.step_ms),
+            window: w.window.unwrap_or(12).clamp(1, 240),
+            core_mips: w.core_mips.unwrap_or(1000.0),
+            migration_timeout: Duration::from_secs(timeout),
+            sleep_cmd: w.sleep_cmd.clone(),
+            wake_cmd: w.wake_cmd.clone(),
+            scope: w.scope.clone(),
+            ids_file: Some(data.join("openstack-ids.json")),
+            agents: None,
+        }),
+        collector.map(|c| (c, w.cluster.clone().unwrap_or_else(|| "default".into()))),
+    ))
+}
+
+/// The in-process collector the agents report to (`world.collector`, `key_file`,
+/// `report_interval_s`), with the cluster key it checks.
+fn collector_config(
+    w: &WorldFile,
+    rel: &dyn Fn(&Path) -> PathBuf,
+    data: &Path,
+    default_listen: &str,
+) -> Result<(crate::monitor::proto::ClusterKey, CollectorConfig)> {
+    let key = crate::monitor::key::load(w.key_file.as_deref().map(rel).as_deref())?;
+    let listen = crate::monitor::agent::resolve(w.collector.as_deref().unwrap_or(default_listen))?;
+    let mut col = CollectorConfig::new(listen, data.join("monitor"), key.clone());
+    let interval = w.report_interval_s.unwrap_or(15);
+    anyhow::ensure!((1..=3600).contains(&interval), "world.report_interval_s must be 1..=3600");
+    col.step = interval;
+    col.flush = Duration::from_secs(u64::from(interval).min(5));
+    Ok((key, col))
 }
 
 fn live_world(
@@ -319,14 +349,7 @@ fn live_world(
     rel: &dyn Fn(&Path) -> PathBuf,
     data: &Path,
 ) -> Result<WorldChoice> {
-    let key = crate::monitor::key::load(w.key_file.as_deref().map(rel).as_deref())?;
-    let collector = w.collector.as_deref().unwrap_or("0.0.0.0:8649");
-    let listen = crate::monitor::agent::resolve(collector)?;
-    let mut col = CollectorConfig::new(listen, data.join("monitor"), key.clone());
-    let interval = w.report_interval_s.unwrap_or(15);
-    anyhow::ensure!((1..=3600).contains(&interval), "world.report_interval_s must be 1..=3600");
-    col.step = interval;
-    col.flush = Duration::from_secs(u64::from(interval).min(5));
+    let (key, col) = collector_config(w, rel, data, "0.0.0.0:8649")?;
     let mut hosts = Vec::new();
     for h in &w.host_list {
         hosts.push(LiveHost {
@@ -507,7 +530,13 @@ fn run_service(s: Service) -> Result<ExitCode> {
             collector = Some(col);
             Box::new(world)
         }
-        WorldChoice::OpenStack(w) => {
+        WorldChoice::OpenStack(mut w, agents) => {
+            if let Some((c, cluster)) = agents {
+                let col = Collector::start(c).context("cannot start the collector")?;
+                println!("collector: UDP {} (agents of cluster {cluster:?} on the compute nodes)", col.local_addr());
+                w.agents = Some(AgentFeed { mirror: col.mirror(), cluster });
+                collector = Some(col);
+            }
             Box::new(OpenStackWorld::new(*w).map_err(|e| anyhow::anyhow!("the OpenStack world: {e}"))?)
         }
     };

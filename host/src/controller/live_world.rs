@@ -1092,6 +1092,7 @@ impl World for LiveWorld {
                     mips: f64::from(s.vms.mips[v]),
                     ram_mb: f64::from(s.vms.ram_mb[v]),
                     cpu_util: if last.is_finite() { f64::from(last) } else { 0.0 },
+                    cpu_source: last.is_finite().then(|| "agent".into()),
                     migrating_to: self.running.values().find(|r| r.vm == id).map(|r| r.to),
                 }
             })

@@ -484,6 +484,7 @@ impl World for SimWorld {
                     mips,
                     ram_mb: ram,
                     cpu_util: self.vm_util(v),
+                    cpu_source: Some("trace".into()),
                     migrating_to: dest.get(&(v as u32)).copied(),
                 }
             })

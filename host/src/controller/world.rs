@@ -155,6 +155,10 @@ pub struct VmView {
     pub ram_mb: f64,
     /// CPU utilization of its own capacity now (0..1).
     pub cpu_util: f64,
+    /// Where `cpu_util` comes from: `trace` (simulated), `agent` (an AMVM agent on its node),
+    /// `nova-diagnostics` (Nova's server diagnostics); `null` while nothing was measured yet.
+    #[serde(default)]
+    pub cpu_source: Option<String>,
     /// Destination while it migrates.
     pub migrating_to: Option<u32>,
 }

@@ -12,4 +12,4 @@ pub mod world;
 
 pub use keystone::Cloud;
 pub use nova::{Nova, NovaError};
-pub use world::{OpenStackWorld, OpenStackWorldConfig};
+pub use world::{AgentFeed, OpenStackWorld, OpenStackWorldConfig};

@@ -4,7 +4,10 @@
 //!   the order they were first seen (ids kept in `ids_file` across restarts); servers are VMs
 //!   (flavor → vCPUs and RAM) on their compute host. A VM's CPU utilization is the growth of its
 //!   vCPU time between two cycles (Nova's server diagnostics) over the time between them and its
-//!   vCPUs. A hypervisor Nova reports `down` is `Down`; one whose compute service AMVM disabled
+//!   vCPUs. Where an AMVM agent runs on the compute node (`agents`: it reports to the
+//!   controller's collector under the hypervisor's host name) and reports the server's domain
+//!   (libvirt's domain UUID is Nova's server UUID), the agent's latest vCPU utilization is used
+//!   instead, and no diagnostics call is made for that server. A hypervisor Nova reports `down` is `Down`; one whose compute service AMVM disabled
 //!   to sleep it is `Asleep`; one disabled by anyone else is `Down` (never a destination, never
 //!   acted on: the operator took it out of scheduling).
 //! - **execute**: a migration is `os-migrateLive` to the chosen host with `block_migration:
@@ -38,6 +41,8 @@ use crate::controller::world::{
     ActionReq, ClusterMetrics, HostAccount, HostView, Outcome, Progress, Reconciled, SeriesData, SeriesQuery,
     SeriesSource, VmView, World, WorldInfo,
 };
+use crate::monitor::proto::parse_uuid;
+use crate::monitor::Mirror;
 use crate::scheduler::rules::{HostGroup, Strength, VmGroup, VmRelation};
 use crate::scheduler::{HostState, Mode, OperatorRules, Snapshot};
 
@@ -71,6 +76,45 @@ pub struct OpenStackWorldConfig {
     pub scope: Vec<String>,
     /// Where host and VM ids are kept, so the journal's ids mean the same after a restart.
     pub ids_file: Option<PathBuf>,
+    /// AMVM agents on the compute nodes, through the controller's collector; `None`: Nova's
+    /// server diagnostics only.
+    pub agents: Option<AgentFeed>,
+}
+
+/// The agents' reports, as the controller's collector mirrors them.
+#[derive(Debug, Clone)]
+pub struct AgentFeed {
+    pub mirror: Arc<Mirror>,
+    /// The cluster name the agents report (`amvm agent --cluster`).
+    pub cluster: String,
+}
+
+/// Where a VM's CPU utilization came from in the last cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CpuSource {
+    Agent,
+    Diagnostics,
+}
+
+impl CpuSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            CpuSource::Agent => "agent",
+            CpuSource::Diagnostics => "nova-diagnostics",
+        }
+    }
+}
+
+/// Whether an agent's host name names this hypervisor: its compute service's host or its
+/// hypervisor host name, compared without case and, where one side is a bare name, by the first
+/// DNS label (`cmp1` matches `cmp1.example.org`).
+fn agent_names_hypervisor(agent: &str, service_host: &str, hypervisor_hostname: &str) -> bool {
+    let label = |s: &str| s.split('.').next().unwrap_or("").to_ascii_lowercase();
+    let a = agent.to_ascii_lowercase();
+    [service_host, hypervisor_hostname].iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        !n.is_empty() && (n == a || (!a.contains('.') && label(&n) == a) || (!n.contains('.') && label(&a) == n))
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -89,6 +133,8 @@ struct HostFacts {
     state: HostState,
     /// Disabled by AMVM for maintenance.
     in_maintenance: bool,
+    /// The domains an AMVM agent on this node reported last (while it is up).
+    agent_vms: Option<HashSet<[u8; 16]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +149,7 @@ struct VmFacts {
     /// vCPU time (ns) and when it was read.
     cpu_time: Option<(f64, Instant)>,
     history: VecDeque<f32>,
+    source: Option<CpuSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +286,12 @@ impl OpenStackWorld {
         let mut hvs: Vec<_> =
             hvs.into_iter().filter(|h| self.cfg.scope.is_empty() || self.cfg.scope.contains(&h.service.host)).collect();
         hvs.sort_by(|a, b| a.service.host.cmp(&b.service.host));
+        let agents: Vec<_> = match &self.cfg.agents {
+            Some(a) => {
+                a.mirror.hosts(unix_now() as u64).into_iter().filter(|h| h.cluster == a.cluster && h.up).collect()
+            }
+            None => Vec::new(),
+        };
         let mut facts: Vec<Option<HostFacts>> = vec![None; self.ids.hosts.len().max(self.hosts.len())];
         for h in &hvs {
             let id = self.host_id(&h.service.host) as usize;
@@ -280,6 +333,10 @@ impl OpenStackWorld {
                 memory_mb: h.memory_mb,
                 state,
                 in_maintenance,
+                agent_vms: agents
+                    .iter()
+                    .find(|a| agent_names_hypervisor(&a.host, &h.service.host, &h.hypervisor_hostname))
+                    .map(|a| a.vms.iter().copied().collect()),
             });
         }
         // A host that disappeared from Nova (deleted service) stays in the id list, down.
@@ -294,6 +351,7 @@ impl OpenStackWorld {
                     memory_mb: 0.0,
                     state: HostState::Down,
                     in_maintenance: false,
+                    agent_vms: None,
                 })
             })
             .collect();
@@ -313,6 +371,7 @@ impl OpenStackWorld {
                 host,
                 cpu_time: None,
                 history: VecDeque::new(),
+                source: None,
             });
             f.name = s.name.clone();
             f.vcpus = s.vcpus;
@@ -322,23 +381,39 @@ impl OpenStackWorld {
             let active_host = host.is_some_and(|h| self.hosts[h].state == HostState::Active);
             if !running || !active_host {
                 f.cpu_time = None;
+                f.source = None;
                 continue;
             }
-            // Utilization: vCPU time grown since the last cycle, over wall time and vCPUs.
-            match self.cfg.nova.cpu_time_ns(&s.id) {
-                Ok(Some(t)) => {
-                    if let Some((t0, at)) = f.cpu_time {
-                        let dt = now.duration_since(at).as_secs_f64() * 1e9 * f64::from(f.vcpus);
-                        if dt > 0.0 && t >= t0 {
-                            f.history.push_back(((t - t0) / dt).clamp(0.0, 1.0) as f32);
+            // Utilization: the agent's latest sample where an agent on the node reports the
+            // domain, else vCPU time grown since the last cycle, over wall time and vCPUs.
+            let from_agent = match (&self.cfg.agents, host.and_then(|h| self.hosts[h].agent_vms.as_ref())) {
+                (Some(a), Some(reported)) => parse_uuid(&s.id)
+                    .filter(|u| reported.contains(u))
+                    .and_then(|u| a.mirror.vm_utilization(&a.cluster, u).cpu.last().map(|p| p.1)),
+                _ => None,
+            };
+            if let Some(u) = from_agent {
+                f.history.push_back(u.clamp(0.0, 1.0) as f32);
+                f.cpu_time = None;
+                f.source = Some(CpuSource::Agent);
+            } else {
+                f.source = None;
+                match self.cfg.nova.cpu_time_ns(&s.id) {
+                    Ok(Some(t)) => {
+                        if let Some((t0, at)) = f.cpu_time {
+                            let dt = now.duration_since(at).as_secs_f64() * 1e9 * f64::from(f.vcpus);
+                            if dt > 0.0 && t >= t0 {
+                                f.history.push_back(((t - t0) / dt).clamp(0.0, 1.0) as f32);
+                                f.source = Some(CpuSource::Diagnostics);
+                            }
                         }
+                        f.cpu_time = Some((t, now));
                     }
-                    f.cpu_time = Some((t, now));
-                }
-                Ok(None) => f.cpu_time = None,
-                Err(e) => {
-                    tracing::debug!("diagnostics of {}: {e}", s.id);
-                    f.cpu_time = None;
+                    Ok(None) => f.cpu_time = None,
+                    Err(e) => {
+                        tracing::debug!("diagnostics of {}: {e}", s.id);
+                        f.cpu_time = None;
+                    }
                 }
             }
             while f.history.len() > self.cfg.window.max(1) {
@@ -694,11 +769,18 @@ impl World for OpenStackWorld {
             name: c.name.clone(),
             description: format!(
                 "OpenStack cloud {:?} ({}): {} hypervisors through Nova's API, live migrations by Nova, a decision \
-                 every {:.1} s{}",
+                 every {:.1} s, CPU utilization {}{}",
                 c.name,
                 c.auth_url,
                 self.hosts.len(),
                 self.cfg.pace.as_secs_f64(),
+                match &self.cfg.agents {
+                    None => "from Nova's server diagnostics".to_string(),
+                    Some(a) => format!(
+                        "from the AMVM agents of cluster {:?} where they run, Nova's server diagnostics elsewhere",
+                        a.cluster
+                    ),
+                },
                 self.last_error.as_deref().map(|e| format!(" — last inventory failed: {e}")).unwrap_or_default()
             ),
             interval_s: self.cfg.pace.as_secs_f64(),
@@ -957,6 +1039,7 @@ impl World for OpenStackWorld {
                     mips: f64::from(s.vms.mips[v]),
                     ram_mb: f64::from(s.vms.ram_mb[v]),
                     cpu_util: if last.is_finite() { f64::from(last) } else { 0.0 },
+                    cpu_source: self.vms[id as usize].as_ref().and_then(|f| f.source).map(|c| c.as_str().to_string()),
                     migrating_to: self.running.values().find(|r| r.vm == id).map(|r| r.to),
                 }
             })
@@ -1052,5 +1135,26 @@ impl SeriesSource for OsSeries {
         let samples: Vec<(f64, Option<f64>)> = h.iter().map(|c| (c.unix, f(c))).collect();
         let step = samples.windows(2).last().map_or(5.0, |w| (w[1].0 - w[0].0).max(0.1));
         downsample(q, unit, step, unix_now(), &samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent_names_hypervisor;
+
+    #[test]
+    fn an_agent_is_matched_to_its_hypervisor_by_host_name() {
+        // The compute service's host or the hypervisor's host name, without case.
+        assert!(agent_names_hypervisor("cmp1", "cmp1", "cmp1.example.org"));
+        assert!(agent_names_hypervisor("CMP1", "cmp1", ""));
+        assert!(agent_names_hypervisor("node7", "cmp7", "node7"));
+        // A bare name against a fully qualified one, either way round.
+        assert!(agent_names_hypervisor("cmp1", "cmp1.example.org", "cmp1.example.org"));
+        assert!(agent_names_hypervisor("cmp1.example.org", "cmp1", "cmp1"));
+        // Never a prefix, another domain or an empty name.
+        assert!(!agent_names_hypervisor("cmp1", "cmp10", "cmp10.example.org"));
+        assert!(!agent_names_hypervisor("cmp1.a.org", "cmp1.b.org", "cmp1.b.org"));
+        assert!(!agent_names_hypervisor("", "", ""));
+        assert!(!agent_names_hypervisor("cmp", "", "cmp1"));
     }
 }

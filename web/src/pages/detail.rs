@@ -320,8 +320,15 @@ fn VmView(id: u32) -> impl IntoView {
                                         .hosts
                                         .with(|hs| hs.iter().find(|h| h.id == d.vm.host).map(|h| h.name.clone()))
                                         .unwrap_or_else(|| format!("host {}", d.vm.host));
+                                    // Where the CPU figure comes from, where it is not the trace.
+                                    let source = match d.vm.cpu_source.as_deref() {
+                                        Some("agent") => " (AMVM agent)",
+                                        Some("nova-diagnostics") => " (Nova diagnostics)",
+                                        Some(_) => "",
+                                        None => " (not measured yet)",
+                                    };
                                     format!(
-                                        "{} · on {host} · {:.0} MIPS · {:.0} MB · CPU {}",
+                                        "{} · on {host} · {:.0} MIPS · {:.0} MB · CPU {}{source}",
                                         d.vm.name,
                                         d.vm.mips,
                                         d.vm.ram_mb,

@@ -93,6 +93,9 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<AgentSummary, AgentEr
     if !proto::valid_name(&cfg.host) || cfg.host == super::store::VMS_DIR {
         return Err(AgentError::Config(format!("host name {:?}", cfg.host)));
     }
+    // libvirt's default handler prints every error to stderr, also the expected ones (a domain
+    // that migrated away between the listing and its statistics); they are handled as values.
+    virt::error::clear_error_callback();
     let bind: SocketAddr = if cfg.collector.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .map_err(|_| AgentError::Config("bind".into()))?;
