@@ -250,6 +250,7 @@ fn controller_consolidates_a_real_nova_cloud() {
     let token = "openstack-test-token";
     let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
     fixture.log = Some(dir.path().join("controller.log"));
+    let started = Instant::now();
     fixture.controller = Some(
         Command::new(env!("CARGO_BIN_EXE_amvm"))
             .args(["controller", "--config"])
@@ -298,7 +299,7 @@ fn controller_consolidates_a_real_nova_cloud() {
     assert!(desc.contains("from the AMVM agents of cluster \"oslab\" where they run"), "{desc}");
 
     // 2. Overload: a burner is live-migrated to cmp2 by the controller through Nova.
-    let t = Instant::now();
+    let t = started;
     let moved = wait_for("a burner live-migrated to cmp2", Duration::from_secs(180), || {
         let p = placement(&nova);
         apart(&p);

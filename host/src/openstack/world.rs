@@ -22,6 +22,8 @@
 //! - **rules**: server groups become VM groups (`affinity`/`anti-affinity`: must,
 //!   `soft-*`: should), aggregates and availability zones become host groups
 //!   (`aggregate:NAME`, `az:NAME`) that a strategy's VM-host rules can name.
+//! - The **last enabled compute host** is never put to sleep (Nova must be able to place new
+//!   servers): `rules()` names it a never-sleep host, and a sleep of it is refused.
 //! - In **maintenance** (the controller's list) a host's compute service is disabled
 //!   (`amvm: maintenance`), so Nova places nothing there either; it is enabled again when the
 //!   host leaves maintenance.
@@ -554,8 +556,8 @@ impl OpenStackWorld {
         let mut done = Vec::new();
         for (&host, waited) in self.pending_sleep.iter_mut() {
             *waited += 1;
-            let busy = self.runs_on.contains(&host)
-                || self.running.values().any(|r| r.to == host || r.from == host)
+            // The inventory was just read: `vms` is where Nova has the servers now.
+            let busy = self.running.values().any(|r| r.to == host || r.from == host)
                 || self.vms.iter().flatten().any(|v| v.host == Some(host as usize));
             if busy {
                 if *waited > MAX_SLEEP_WAIT {
@@ -863,8 +865,11 @@ impl World for OpenStackWorld {
             tracing::warn!("OpenStack inventory failed: {e}");
             self.last_error = Some(e);
         }
-        self.build_snapshot();
+        // Sleeps first: the snapshot the scheduler decides on must show a host put to sleep now
+        // as asleep, not as an empty active host (it would be chosen as a destination, and the
+        // migrations sent to a disabled compute service).
         self.sleep_emptied();
+        self.build_snapshot();
         self.record(maintenance);
         &self.snap
     }
@@ -874,7 +879,15 @@ impl World for OpenStackWorld {
     }
 
     fn rules(&self) -> OperatorRules {
-        self.rules.clone()
+        let mut r = self.rules.clone();
+        // The last enabled compute host is never put to sleep (see `execute`): tell the
+        // scheduler, so that it does not evacuate that host to plan a sleep that is refused.
+        let mut awake = (0..self.hosts.len() as u32)
+            .filter(|&h| self.hosts[h as usize].state == HostState::Active && !self.pending_sleep.contains_key(&h));
+        if let (Some(last), None) = (awake.next(), awake.next()) {
+            r.never_sleep.push(last);
+        }
+        r
     }
 
     fn execute(&mut self, actions: &[ActionReq]) -> Vec<Result<(), String>> {
