@@ -189,6 +189,15 @@ fn nice_max(m: f64) -> f64 {
     10.0 * p
 }
 
+/// The tick step of a count axis: 1, 2 or 5 × 10^k, at least 1.
+fn nice_step(m: f64) -> f64 {
+    if !(m > 1.0 && m.is_finite()) {
+        return 1.0;
+    }
+    let p = 10f64.powf(m.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|k| k * p).find(|&v| v >= m).unwrap_or(10.0 * p)
+}
+
 /// The chart as an SVG document; `stacked` adds the lines up (top-10 VMs).
 pub fn svg(lines: &[Line], from: f64, to: f64, unit: &str, stacked: bool, time_labels: bool) -> String {
     let span = (to - from).max(1.0);
@@ -208,6 +217,9 @@ pub fn svg(lines: &[Line], from: f64, to: f64, unit: &str, stacked: bool, time_l
     }
     let ymax = if unit == "ratio" {
         nice_max(maxv.max(0.05)).min(if maxv <= 1.0 { 1.0 } else { f64::MAX })
+    } else if matches!(unit, "count" | "hosts") {
+        // Whole numbers on all five ticks (two active hosts drew "0 0 1 2 2").
+        4.0 * nice_step(maxv / 4.0)
     } else {
         nice_max(maxv)
     };

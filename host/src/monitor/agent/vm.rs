@@ -181,7 +181,12 @@ pub fn vm_samples(
 ) -> (Vec<Sample>, Option<(f64, Instant)>) {
     let vcpus = d.num("vcpu.current").or(d.info.map(|i| f64::from(i.0)));
     let cpu_ns = d.num("cpu.time").or(d.info.map(|i| i.2 as f64));
+    // A paused domain (the incoming side of a migration, the source in post-copy, a guest
+    // suspended by hand) runs no vCPU: its 0 % says nothing of its demand. While a VM migrates
+    // both nodes report it, and zeros from the paused side would zigzag its history.
+    let paused = d.num("state.state") == Some(f64::from(sys::VIR_DOMAIN_PAUSED));
     let util = match (prev, cpu_ns, vcpus) {
+        _ if paused => None,
         (Some((p_ns, p_t)), Some(ns), Some(n)) if n > 0.0 && now > p_t && ns >= p_ns => {
             let dt = now.duration_since(p_t).as_nanos() as f64;
             Some(((ns - p_ns) / (dt * n) * 100.0).clamp(0.0, 100.0))
@@ -361,6 +366,14 @@ mod tests {
         assert_eq!(get(&s, Metric::VdiskBytesRead), Some(7.0));
         assert_eq!(get(&s, Metric::VdiskBytesWritten), None);
         assert_eq!(get(&s, Metric::VbytesIn), Some(9.0));
+
+        // A paused domain (e.g. the incoming side of a migration) gives no CPU sample.
+        let mut p = stats(&[("vcpu.current", 2.0), ("cpu.time", 5e9), ("state.state", 3.0)]);
+        let (s, cpu) = vm_samples(&p, Some((0.0, t0)), t1);
+        assert_eq!(get(&s, Metric::VcpuUtil), None);
+        assert_eq!(cpu, Some((5e9, t1)));
+        p.params.insert("state.state".into(), Param::Num(1.0)); // running
+        assert!(get(&vm_samples(&p, Some((0.0, t0)), t1).0, Metric::VcpuUtil).is_some());
 
         // Guest-reported balloon stats win over the host view.
         let g = stats(&[
