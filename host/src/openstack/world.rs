@@ -135,8 +135,10 @@ struct HostFacts {
     state: HostState,
     /// Disabled by AMVM for maintenance.
     in_maintenance: bool,
-    /// The domains an AMVM agent on this node reported last (while it is up).
-    agent_vms: Option<HashSet<[u8; 16]>>,
+    /// The domains an AMVM agent on this node reported last (while it is up), and the time of
+    /// its last host sample (the agent's clock): a VM sample older than that is not this
+    /// report's (the domain is paused, or its statistics failed).
+    agent_vms: Option<(HashSet<[u8; 16]>, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -338,7 +340,11 @@ impl OpenStackWorld {
                 agent_vms: agents
                     .iter()
                     .find(|a| agent_names_hypervisor(&a.host, &h.service.host, &h.hypervisor_hostname))
-                    .map(|a| a.vms.iter().copied().collect()),
+                    .and_then(|a| {
+                        let feed = self.cfg.agents.as_ref()?;
+                        let at = feed.mirror.host_utilization(&feed.cluster, &a.host).cpu.last().map_or(0, |p| p.0);
+                        Some((a.vms.iter().copied().collect(), at))
+                    }),
             });
         }
         // A host that disappeared from Nova (deleted service) stays in the id list, down.
@@ -389,9 +395,11 @@ impl OpenStackWorld {
             // Utilization: the agent's latest sample where an agent on the node reports the
             // domain, else vCPU time grown since the last cycle, over wall time and vCPUs.
             let from_agent = match (&self.cfg.agents, host.and_then(|h| self.hosts[h].agent_vms.as_ref())) {
-                (Some(a), Some(reported)) => parse_uuid(&s.id)
+                (Some(a), Some((reported, at))) => parse_uuid(&s.id)
                     .filter(|u| reported.contains(u))
-                    .and_then(|u| a.mirror.vm_utilization(&a.cluster, u).cpu.last().map(|p| p.1)),
+                    .and_then(|u| a.mirror.vm_utilization(&a.cluster, u).cpu.last().copied())
+                    .filter(|&(t, _)| t >= *at)
+                    .map(|p| p.1),
                 _ => None,
             };
             if let Some(u) = from_agent {

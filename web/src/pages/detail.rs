@@ -399,7 +399,16 @@ fn Volumes(name: String) -> impl IntoView {
             {move || vols.error.get().map(|e| view! { <p class="error">{e.to_string()}</p> })}
             {move || match vols.data.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(v) if v.is_empty() => view! { <Empty title="No volumes" hint="Attach one with `amvm volume attach NAME --vm VM`."/> }.into_any(),
+                Some(v) if v.is_empty() => {
+                    // On a Nova cloud the volumes are Cinder's, not AMVM's disk array's.
+                    let openstack = store.status.with(|s| s.as_ref().is_some_and(|s| s.world.kind == "openstack"));
+                    let hint = if openstack {
+                        "This is an OpenStack cloud: its volumes are Cinder's, which AMVM does not list yet."
+                    } else {
+                        "Attach one with `amvm volume attach NAME --vm VM`."
+                    };
+                    view! { <Empty title="No volumes" hint/> }.into_any()
+                }
                 Some(v) => view! {
                     <table class="tbl volumes">
                         <thead><tr><th>"Volume"</th><th>"Disk"</th><th>"Mapped to"</th><th>"Portal"</th><th>"Target"</th></tr></thead>
