@@ -221,6 +221,7 @@ fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<ExitCode> {
             "vetoes": last.stats.vetoes,
             "bounded_verdicts": last.stats.bounded_verdicts,
             "groups_vetoed": last.stats.groups_vetoed,
+            "hosts_scanned": last.stats.hosts_scanned,
         },
         "overloaded_hosts": last.stats.overloaded_hosts,
         "underloaded_hosts": last.stats.underloaded_hosts,

@@ -33,6 +33,7 @@ use super::trace::{
     Candidate, DecisionTrace, Evacuation, FilterCounts, HostClass, HostDecision, MigrationDecision, Unplaced,
     TOP_CANDIDATES,
 };
+use super::veto::{self, VetoGroups};
 use super::work::Work;
 
 /// Candidates checked by the first `would-overload` call during placement; each further call
@@ -155,6 +156,9 @@ pub struct CycleStats {
     pub bounded_verdicts: u64,
     /// Candidate-index groups passed whole because the headroom of every member vetoes the VM.
     pub groups_vetoed: u64,
+    /// Members of candidate-index groups looked at one by one (capacity, headroom) by indexed
+    /// placements.
+    pub hosts_scanned: u64,
 }
 
 /// What a cycle decided.
@@ -363,7 +367,7 @@ impl Scheduler {
             vm_load: Vec::new(),
             audit_in: 0,
             bounds_audited: false,
-            group_veto: Vec::new(),
+            veto: VetoGroups::default(),
             stale_headroom: Vec::new(),
             group_first: Vec::new(),
         };
@@ -400,6 +404,14 @@ impl Scheduler {
         outcome.stats.elapsed = start.elapsed();
         outcome
     }
+}
+
+/// What the headroom says of host `h` for the group summaries ([`VetoGroups`]): its `refuses`
+/// and `migration_s` when it has CPU in use and current bounds without NaN.
+fn bounded_of(work: &Work, headroom: &[HostBound], headroom_at: &[u64], h: usize) -> veto::Bounded {
+    let b = headroom.get(h)?;
+    let current = work.cpu_used[h] > 0.0 && headroom_at.get(h) == Some(&work.version[h]);
+    (current && !b.refuses.is_nan() && !b.migration_s.is_nan()).then_some((b.refuses, b.migration_s))
 }
 
 /// Replaces `v`'s contents with `items`, keeping its memory.
@@ -476,9 +488,8 @@ struct Cycle<'a> {
     audit_in: u64,
     /// [`Self::audit_bounds`] ran in this cycle.
     bounds_audited: bool,
-    /// Per candidate-index group, a summary of its members' headroom (see
-    /// [`Self::group_surely_vetoes`]).
-    group_veto: Vec<GroupVeto>,
+    /// Per candidate-index group, its members by what their headroom says ([`VetoGroups`]).
+    veto: VetoGroups,
     /// Per candidate-index group, at the group's stamp, its lowest-numbered member (ties of
     /// weight go to the lowest host number, so a weighed host tied with an unweighed group's
     /// bound still ranks first when its number is lower than every member's).
@@ -486,24 +497,6 @@ struct Cycle<'a> {
     /// Indexed hosts that changed since the last indexed search: their headroom is asked anew
     /// (one call) before the next one, so the group summaries see current bounds.
     stale_headroom: Vec<usize>,
-}
-
-/// The headroom of a candidate-index group's members, at the group's stamp: the highest
-/// `refuses` and the shortest `migration_s` of the members with current headroom and CPU in
-/// use, and the other members (checked one by one).
-#[derive(Debug, Clone)]
-struct GroupVeto {
-    /// `u64::MAX`: not computed.
-    stamp: u64,
-    highest: f32,
-    shortest: f32,
-    others: Vec<usize>,
-}
-
-impl Default for GroupVeto {
-    fn default() -> Self {
-        GroupVeto { stamp: u64::MAX, highest: f32::NAN, shortest: f32::NAN, others: Vec::new() }
-    }
 }
 
 impl Cycle<'_> {
@@ -840,41 +833,6 @@ impl Cycle<'_> {
         Ok(())
     }
 
-    /// Whether every member of candidate-index group `g` with current headroom and CPU in use is
-    /// a host the threshold module surely vetoes for `vm` ([`Self::surely_vetoed`] of each): the
-    /// VM's load is at or above their highest `refuses`, and its migration no longer than their
-    /// shortest `migration_s`. A failing evacuation then checks only the group's other members
-    /// (`group_veto[g].others`) one by one instead of all. The summary is kept at the group's
-    /// stamp (a member that changed bumps it).
-    fn group_surely_vetoes(&mut self, ix: &CandIndex, g: usize, vm: usize) -> bool {
-        let Some((low, _)) = self.vm_load.get(vm).copied().flatten() else { return false };
-        if self.group_veto.is_empty() {
-            self.group_veto = vec![GroupVeto::default(); ix.groups()];
-        }
-        let stamp = ix.stamp(g);
-        if self.group_veto[g].stamp != stamp {
-            let mut sum = std::mem::take(&mut self.group_veto[g]);
-            (sum.stamp, sum.highest, sum.shortest) = (stamp, f32::NEG_INFINITY, f32::INFINITY);
-            sum.others.clear();
-            for &h in ix.members(g) {
-                let b = self.headroom[h];
-                if self.work.cpu_used[h] <= 0.0
-                    || self.headroom_at[h] != self.work.version[h]
-                    || b.refuses.is_nan()
-                    || b.migration_s.is_nan()
-                {
-                    sum.others.push(h);
-                } else {
-                    sum.highest = sum.highest.max(b.refuses);
-                    sum.shortest = sum.shortest.min(b.migration_s);
-                }
-            }
-            self.group_veto[g] = sum;
-        }
-        let sum = &self.group_veto[g];
-        low >= sum.highest && self.vm_migration_s(vm) <= sum.shortest
-    }
-
     /// The lowest-numbered member of candidate-index group `g` (`usize::MAX` when empty).
     fn group_first(&mut self, ix: &CandIndex, g: usize) -> usize {
         if self.group_first.is_empty() {
@@ -887,9 +845,18 @@ impl Cycle<'_> {
         self.group_first[g].1
     }
 
-    /// `h` is a host the threshold module surely vetoes for `vm` (never weighed: it cannot win).
-    fn surely_vetoed(&self, h: usize, vm: usize) -> bool {
-        self.work.cpu_used[h] > 0.0 && self.bounded_verdict(h, vm) == Some(true)
+    /// `h` is a host the threshold module surely vetoes for the VM of `veto` (its migration
+    /// time and load, [`Self::veto_key`]): never weighed, it cannot win.
+    fn surely_vetoed_for(&self, h: usize, (migration_s, load): (f32, Option<(f32, f32)>)) -> bool {
+        let Some(load) = load else { return false };
+        self.work.cpu_used[h] > 0.0
+            && self.headroom_at[h] == self.work.version[h]
+            && PolicyInstance::headroom_verdict(self.headroom[h], migration_s, load) == Some(true)
+    }
+
+    /// What [`Self::surely_vetoed_for`] needs of `vm`, computed once per placement.
+    fn veto_key(&self, vm: usize) -> (f32, Option<(f32, f32)>) {
+        (self.vm_migration_s(vm), self.vm_load.get(vm).copied().flatten())
     }
 
     fn run(&mut self, s: &mut Scheduler) -> Result<Plan, Abort> {
@@ -1142,6 +1109,7 @@ impl Cycle<'_> {
             excluded_dest[h] = true;
             if let Some(ix) = self.index.as_mut() {
                 ix.remove(h);
+                self.veto.touch(h);
             }
             let mut vms: Vec<usize> = self.work.vms_on[h].clone();
             if vms.is_empty() {
@@ -1464,7 +1432,7 @@ impl Cycle<'_> {
         }
         self.work.dirty.clear();
         self.index = Some(CandIndex::new(self.work.snap.hosts.len(), self.n_classes));
-        self.group_veto.clear();
+        self.veto = VetoGroups::new(self.work.snap.hosts.len(), CandIndex::new(0, self.n_classes).groups());
         self.group_first.clear();
         for h in dest {
             self.index_insert(h);
@@ -1489,6 +1457,7 @@ impl Cycle<'_> {
         if !self.headroom.is_empty() {
             self.stale_headroom.extend_from_slice(&dirty);
         }
+        self.veto.touch_all(&dirty);
         for &h in &dirty {
             let key = self.index_key(h);
             if let Some(ix) = self.index.as_mut() {
@@ -1562,15 +1531,28 @@ impl Cycle<'_> {
             let mut stale = std::mem::take(&mut self.stale_headroom);
             stale.sort_unstable();
             stale.dedup();
+            // Only destinations need it (an evacuated source changed, but is no longer one).
+            if let Some(ix) = self.index.as_ref() {
+                stale.retain(|&h| ix.contains(h));
+            }
             self.refresh_headroom(s, &stale);
             stale.clear();
             self.stale_headroom = stale;
+        }
+        if let Some(ix) = self.index.as_ref() {
+            let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
+            self.veto.settle(|h| ix.group_of(h), |h| bounded_of(work, headroom, headroom_at, h));
         }
         let snap = self.work.snap;
         let demand = self.work.demand(vm);
         let ram = snap.vms.ram_mb[vm];
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
         let Some(ix) = self.index.take() else { return Ok(None) };
+        if sleeping.is_empty() && self.bounded(s) && !self.any_candidate(&ix, vm, from, room) {
+            // No host passes capacity and the headroom: the search would weigh nobody.
+            self.index = Some(ix);
+            return Ok(Some(None));
+        }
         let groups: Vec<usize> = ix.nonempty().collect();
         let mut hg = types::HostGroups {
             n: groups.len() as u32,
@@ -1596,6 +1578,36 @@ impl Cycle<'_> {
         let result = self.indexed_search(s, &ix, (vm, from, demand_rec), (&groups, &hg), sleeping, room, degraded);
         self.index = Some(ix);
         result
+    }
+
+    /// Whether some indexed host passes the host side for `vm` (detached from `from`) as
+    /// [`Self::indexed_search`] filters them, bounds aside: capacity, slots, host rules, and
+    /// not surely vetoed by the headroom (the caller checks [`Self::bounded`]). When none does,
+    /// the search would find nothing: an evacuation that cannot start costs no policy call.
+    fn any_candidate(&mut self, ix: &CandIndex, vm: usize, from: usize, room: &impl Fn(&Work, usize) -> bool) -> bool {
+        let demand = self.work.demand(vm);
+        let ram = self.work.snap.vms.ram_mb[vm];
+        let veto = self.veto_key(vm);
+        let Some((low, _)) = veto.1 else { return true };
+        let keep = |c: &Self, h: usize| c.admissible(h, from, demand, ram, room) && !c.surely_vetoed_for(h, veto);
+        for g in ix.nonempty() {
+            let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
+            self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+            let found = match self.veto.candidates(g, low, veto.0) {
+                Some((others, ranked)) => {
+                    self.stats.hosts_scanned += (others.len() + ranked.len()) as u64;
+                    others.iter().copied().chain(ranked.iter().map(|&(_, _, h)| h)).any(|h| keep(self, h))
+                }
+                None => {
+                    self.stats.hosts_scanned += ix.members(g).len() as u64;
+                    ix.members(g).iter().any(|&h| keep(self, h))
+                }
+            };
+            if found {
+                return true;
+            }
+        }
+        false
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1651,9 +1663,11 @@ impl Cycle<'_> {
         }
         let add = self.work.vm_batch(&[vm]);
         // Weighed hosts that rank before every unweighed one (a min-heap in the full scan's
-        // order), and the others (a min-heap too, so they move over best first).
+        // order), and the others (unordered: they move over when the groups left can no
+        // longer beat them).
         let mut safe: BinaryHeap<Reverse<ByWeight>> = BinaryHeap::new();
-        let mut later: BinaryHeap<Reverse<ByWeight>> = BinaryHeap::new();
+        let mut later: Vec<ByWeight> = Vec::new();
+        let mut later_best: Option<ByWeight> = None;
         let mut next = 0;
         let mut chunk = SHORTLIST;
         loop {
@@ -1665,16 +1679,26 @@ impl Cycle<'_> {
                 while next < order.len() && fresh.len() < want {
                     let bounded = self.bounded(s);
                     let g = order[next].1;
-                    let members = if bounded && self.group_surely_vetoes(ix, g, vm) {
-                        self.stats.groups_vetoed += 1;
-                        &self.group_veto[g].others
-                    } else {
-                        ix.members(g)
+                    let veto = self.veto_key(vm);
+                    if bounded && veto.1.is_some() {
+                        let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
+                        self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+                    }
+                    let keep = |c: &Self, h: usize| {
+                        c.admissible(h, from, demand, ram, room) && !(bounded && c.surely_vetoed_for(h, veto))
                     };
-                    for &h in members {
-                        if self.admissible(h, from, demand, ram, room) && !(bounded && self.surely_vetoed(h, vm)) {
-                            fresh.push(h);
-                        }
+                    let survivors = match (bounded, veto) {
+                        (true, (migration_s, Some((low, _)))) => self.veto.candidates(g, low, migration_s),
+                        _ => None,
+                    };
+                    if let Some((others, ranked)) = survivors {
+                        self.stats.groups_vetoed += u64::from(ranked.is_empty());
+                        self.stats.hosts_scanned += (others.len() + ranked.len()) as u64;
+                        let hosts = others.iter().copied().chain(ranked.iter().map(|&(_, _, h)| h));
+                        fresh.extend(hosts.filter(|&h| keep(self, h)));
+                    } else {
+                        self.stats.hosts_scanned += ix.members(g).len() as u64;
+                        fresh.extend(ix.members(g).iter().copied().filter(|&h| keep(self, h)));
                     }
                     next += 1;
                 }
@@ -1687,17 +1711,31 @@ impl Cycle<'_> {
                     if s.placement.degraded != degraded {
                         return Ok(None);
                     }
-                    later.extend(fresh.iter().zip(&weights).filter_map(|(&h, w)| w.map(|w| Reverse(ByWeight(w, h)))));
+                    for (&h, w) in fresh.iter().zip(&weights) {
+                        if let Some(w) = *w {
+                            let e = ByWeight(w, h);
+                            later_best = Some(later_best.map_or(e, |b: ByWeight| b.min(e)));
+                            later.push(e);
+                        }
+                    }
                     fresh.clear();
                 }
                 let (t, first) = order.get(next).map_or((f32::INFINITY, usize::MAX), |o| (o.0, tie_first[next]));
-                while let Some(top) = later.peek_mut() {
-                    let ByWeight(w, h) = top.0;
-                    // Signed zeros rank apart (`total_cmp`) but compare equal: no tie rule there.
-                    if !(w < t || (w == t && w != 0.0 && h < first)) {
-                        break;
+                // Signed zeros rank apart (`total_cmp`) but compare equal: no tie rule there.
+                // Weights are finite, so the hosts that rank first are exactly those that pass
+                // (none when the best of them does not).
+                let ranks_first = |&ByWeight(w, h): &ByWeight| w < t || (w == t && w != 0.0 && h < first);
+                if later_best.is_some_and(|b| ranks_first(&b)) {
+                    later_best = None;
+                    let mut i = 0;
+                    while i < later.len() {
+                        if ranks_first(&later[i]) {
+                            safe.push(Reverse(later.swap_remove(i)));
+                        } else {
+                            later_best = Some(later_best.map_or(later[i], |b: ByWeight| b.min(later[i])));
+                            i += 1;
+                        }
                     }
-                    safe.push(std::collections::binary_heap::PeekMut::pop(top));
                 }
             }
             let take = safe.len().min(chunk);

@@ -79,6 +79,11 @@ impl CandIndex {
         (lo as f32, hi as f32)
     }
 
+    /// The group `h` is in (`None`: not indexed).
+    pub(crate) fn group_of(&self, h: usize) -> Option<usize> {
+        self.group.get(h).filter(|&&g| g != ABSENT).map(|&g| g as usize)
+    }
+
     pub(crate) fn contains(&self, h: usize) -> bool {
         self.group.get(h).is_some_and(|&g| g != ABSENT)
     }

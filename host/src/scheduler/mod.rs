@@ -11,6 +11,7 @@ pub mod snapshot;
 pub mod strategy;
 pub mod synthetic;
 pub mod trace;
+mod veto;
 mod work;
 
 pub use budget::BudgetOverrun;
