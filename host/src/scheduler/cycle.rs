@@ -1553,7 +1553,7 @@ impl Cycle<'_> {
             self.index = Some(ix);
             return Ok(Some(None));
         }
-        let groups: Vec<usize> = ix.nonempty().collect();
+        let groups = self.live_groups(s, &ix, vm);
         let mut hg = types::HostGroups {
             n: groups.len() as u32,
             cpu_used_min: Vec::with_capacity(groups.len()),
@@ -1578,6 +1578,35 @@ impl Cycle<'_> {
         let result = self.indexed_search(s, &ix, (vm, from, demand_rec), (&groups, &hg), sleeping, room, degraded);
         self.index = Some(ix);
         result
+    }
+
+    /// The index groups that can hold a destination for `vm`: nonempty, with room for its CPU
+    /// on the host type (every member uses at least the group's lowest CPU) and its demand
+    /// within one core, and with a member the headroom does not surely veto. Only these are
+    /// bounded and weighed; the others could not offer a winner, so leaving them out changes
+    /// no choice.
+    fn live_groups(&mut self, s: &Scheduler, ix: &CandIndex, vm: usize) -> Vec<usize> {
+        let demand = self.work.demand(vm);
+        let (migration_s, load) = self.veto_key(vm);
+        let bounded = self.bounded(s);
+        let mut live = Vec::new();
+        for g in ix.nonempty() {
+            let rep = self.class_rep[CandIndex::group_class(g).0];
+            let cap = self.work.hosts.cpu_capacity[rep];
+            let core = self.work.snap.hosts.core_mips.get(rep).copied().unwrap_or(f32::INFINITY);
+            if CandIndex::range(g, cap).0 + demand > cap || demand > core {
+                continue;
+            }
+            if let (true, Some((low, _))) = (bounded, load) {
+                let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
+                self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+                if self.veto.candidates(g, low, migration_s).is_some_and(|(o, r)| o.is_empty() && r.is_empty()) {
+                    continue;
+                }
+            }
+            live.push(g);
+        }
+        live
     }
 
     /// Whether some indexed host passes the host side for `vm` (detached from `from`) as
