@@ -374,8 +374,9 @@ struct Host {
     prev_util_mips: f64,
     entry: Option<Entry>,
     prev_active: bool,
-    /// Cached `getUtilizationHistory` sums over `vms` (valid while `hsum_epoch` matches).
-    hsum: std::cell::Cell<[f64; HISTORY]>,
+    /// Cached `getUtilizationHistory` sums over `vms` (valid while `hsum_epoch` matches); boxed
+    /// so that the hosts scanned by every placement stay small.
+    hsum: Box<std::cell::Cell<[f64; HISTORY]>>,
     hsum_key: std::cell::Cell<(u64, u64)>,
     /// Bumped whenever `vms` changes.
     list_ver: u64,
@@ -476,7 +477,7 @@ impl CloudsimRun {
                     prev_util_mips: 0.0,
                     entry: None,
                     prev_active: true,
-                    hsum: std::cell::Cell::new([0.0; HISTORY]),
+                    hsum: Box::new(std::cell::Cell::new([0.0; HISTORY])),
                     hsum_key: std::cell::Cell::new((u64::MAX, 0)),
                     list_ver: 0,
                     p_now: curves[i % n_types][0],
@@ -586,11 +587,17 @@ impl CloudsimRun {
     // ---- the VM scheduler ---------------------------------------------------------------
 
     fn sched_allocate(&mut self, h: u32, v: u32, r: f64) {
+        self.sched_allocate_in(h, v, r, false);
+    }
+
+    /// [`Self::sched_allocate`]; `fresh`: `v` is not in the scheduler's maps yet (they are being
+    /// rebuilt VM by VM), so it is appended without looking.
+    fn sched_allocate_in(&mut self, h: u32, v: u32, r: f64, fresh: bool) {
         let out = self.vms[v as usize].in_migration;
         let host = &mut self.hosts[h as usize];
         let incoming = host.mig_in.contains(&v);
         let out = out && !incoming;
-        match host.req.iter_mut().find(|e| e.0 == v) {
+        match if fresh { None } else { host.req.iter_mut().find(|e| e.0 == v) } {
             Some(e) => e.1 = r,
             None => host.req.push((v, r)),
         }
@@ -604,7 +611,7 @@ impl CloudsimRun {
             } else {
                 capped
             };
-            match host.alloc.iter_mut().find(|e| e.0 == v) {
+            match if fresh { None } else { host.alloc.iter_mut().find(|e| e.0 == v) } {
                 Some(e) => e.1 = a,
                 None => host.alloc.push((v, a)),
             }
@@ -646,7 +653,7 @@ impl CloudsimRun {
         host.available = host.total;
         let rest = std::mem::take(&mut host.req);
         for &(u, r) in &rest {
-            self.sched_allocate(h, u, r);
+            self.sched_allocate_in(h, u, r, true);
         }
         let host = &mut self.hosts[h as usize];
         debug_assert_eq!(host.req.len(), rest.len());
@@ -750,13 +757,17 @@ impl CloudsimRun {
         self.sched_clear(h);
         for &v in &list {
             let r = self.request(v);
-            self.sched_allocate(h, v, r);
+            self.sched_allocate_in(h, v, r, true);
         }
         let mut util = 0.0;
         let mut host_req = 0.0;
-        for &v in &list {
+        for (i, &v) in list.iter().enumerate() {
             let r = self.request(v);
-            let mut a = self.allocated(h, v);
+            // The maps were rebuilt in list order: the VM's entry is at its place.
+            let mut a = match self.hosts[h as usize].alloc.get(i) {
+                Some(&(u, a)) if u == v => a,
+                _ => self.allocated(h, v),
+            };
             if !self.hosts[h as usize].mig_in.contains(&v) {
                 let mig = self.vms[v as usize].in_migration;
                 self.vm_entry(v, Entry { t, alloc: a, req: r, flag: mig });
@@ -995,21 +1006,36 @@ impl CloudsimRun {
         let mut min_power = f64::MAX;
         let mut best = None;
         let r = self.request(v);
+        // P(r / total) per host type, for the hosts using no CPU (most of them).
+        let mut idle_after: Vec<(usize, u64, f64)> = Vec::new();
         for &h in candidates {
             let host = &self.hosts[h as usize];
             if host.available < r || host.pe < r || !self.suitable(h, v) {
                 continue;
             }
             let used = self.pabfd_util_mips(h);
-            if used != 0.0 && self.over_after_allocation(h, v) {
+            let after = (used + r) / host.total;
+            let p_after = if used == 0.0 {
+                let key = (host.curve, host.total.to_bits());
+                match idle_after.iter().find(|e| (e.0, e.1) == key) {
+                    Some(e) => e.2,
+                    None => {
+                        let p = self.power(h, after);
+                        idle_after.push((key.0, key.1, p));
+                        p
+                    }
+                }
+            } else {
+                self.power(h, after)
+            };
+            let diff = p_after - host.p_now;
+            // Only a host that would win is tested for overload (CloudSim tests every one
+            // first; the test changes nothing, so the chosen host is the same).
+            if diff >= min_power || diff.is_nan() || (used != 0.0 && self.over_after_allocation(h, v)) {
                 continue;
             }
-            let after = (used + r) / self.hosts[h as usize].total;
-            let diff = self.power(h, after) - self.hosts[h as usize].p_now;
-            if diff < min_power {
-                min_power = diff;
-                best = Some(h);
-            }
+            min_power = diff;
+            best = Some(h);
         }
         best
     }
