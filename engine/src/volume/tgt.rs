@@ -576,7 +576,21 @@ impl DiskArray for TgtArray {
         let size_bytes = Self::file_size(&cfg, &v.path)?.unwrap_or(size_bytes);
         // tgtd reads a LUN's size when the LUN is added: add it again.
         let (tid, lun) = (t.tid.to_string(), LUN.to_string());
-        run(&cfg, &Self::tgtadm(&cfg, &["--op", "delete", "--mode", "logicalunit", "--tid", &tid, "--lun", &lun]))?;
+        let delete = Self::tgtadm(&cfg, &["--op", "delete", "--mode", "logicalunit", "--tid", &tid, "--lun", &lun]);
+        // tgtd refuses while commands are in flight on the LUN ("this logical unit is still
+        // active", a guest writing to it): those finish within milliseconds, so try again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match run(&cfg, &delete) {
+                Ok(_) => break,
+                Err(e @ VolumeError::Command { .. })
+                    if e.to_string().contains("still active") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let add = ["--op", "new", "--mode", "logicalunit", "--tid", &tid, "--lun", &lun, "-b", &v.path];
         run(&cfg, &Self::tgtadm(&cfg, &add))?;
         Ok(Volume { size_bytes, ..v })
