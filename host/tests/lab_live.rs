@@ -223,7 +223,9 @@ fn the_controller_consolidates_sleeps_wakes_and_migrates_real_guests() {
     eprintln!("{moved} moved {awake} -> {to} {:.1} s after the overload", overload_to_move.as_secs_f64());
     assert!(!frozen(&cgroup, &to), "the destination was woken");
     let dst = state.node(&to).unwrap();
-    let hb = amvm_host::lab::last_heartbeat(dst, &moved).expect("a heartbeat on the destination");
+    // The guest was just seen there: under TCG its first heartbeat there may take a moment.
+    let hb = amvm_host::lab::wait_heartbeat(dst, &moved, None, Duration::from_secs(15))
+        .expect("a heartbeat on the destination");
     let next = amvm_host::lab::wait_heartbeat(dst, &moved, Some(hb.seq), Duration::from_secs(15))
         .expect("the heartbeat continues on the destination");
     assert!(next.seq > hb.seq && next.load == 100, "{next:?}");
