@@ -159,6 +159,8 @@ pub struct CycleStats {
     /// Members of candidate-index groups looked at one by one (capacity, headroom) by indexed
     /// placements.
     pub hosts_scanned: u64,
+    /// Placement searches the candidate index answered.
+    pub indexed_searches: u64,
 }
 
 /// What a cycle decided.
@@ -1548,6 +1550,7 @@ impl Cycle<'_> {
         let ram = snap.vms.ram_mb[vm];
         let demand_rec = types::VmDemand { cpu_mips: demand, ram_mb: ram };
         let Some(ix) = self.index.take() else { return Ok(None) };
+        self.stats.indexed_searches += 1;
         if sleeping.is_empty() && self.bounded(s) && !self.any_candidate(&ix, vm, from, room) {
             // No host passes capacity and the headroom: the search would weigh nobody.
             self.index = Some(ix);
