@@ -856,6 +856,12 @@ impl Cycle<'_> {
             && PolicyInstance::headroom_verdict(self.headroom[h], migration_s, load) == Some(true)
     }
 
+    /// Builds the headroom summary of index group `g` ([`VetoGroups::build`]) if not built yet.
+    fn summarize(&mut self, ix: &CandIndex, g: usize) {
+        let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
+        self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+    }
+
     /// What [`Self::surely_vetoed_for`] needs of `vm`, computed once per placement.
     fn veto_key(&self, vm: usize) -> (f32, Option<(f32, f32)>) {
         (self.vm_migration_s(vm), self.vm_load.get(vm).copied().flatten())
@@ -1433,8 +1439,9 @@ impl Cycle<'_> {
             return;
         }
         self.work.dirty.clear();
-        self.index = Some(CandIndex::new(self.work.snap.hosts.len(), self.n_classes));
-        self.veto = VetoGroups::new(self.work.snap.hosts.len(), CandIndex::new(0, self.n_classes).groups());
+        let ix = CandIndex::new(self.work.snap.hosts.len(), self.n_classes);
+        self.veto = VetoGroups::new(self.work.snap.hosts.len(), ix.groups());
+        self.index = Some(ix);
         self.group_first.clear();
         for h in dest {
             self.index_insert(h);
@@ -1601,8 +1608,7 @@ impl Cycle<'_> {
                 continue;
             }
             if let (true, Some((low, _))) = (bounded, load) {
-                let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
-                self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+                self.summarize(ix, g);
                 if self.veto.candidates(g, low, migration_s).is_some_and(|(o, r)| o.is_empty() && r.is_empty()) {
                     continue;
                 }
@@ -1623,8 +1629,7 @@ impl Cycle<'_> {
         let Some((low, _)) = veto.1 else { return true };
         let keep = |c: &Self, h: usize| c.admissible(h, from, demand, ram, room) && !c.surely_vetoed_for(h, veto);
         for g in ix.nonempty() {
-            let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
-            self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+            self.summarize(ix, g);
             let found = match self.veto.candidates(g, low, veto.0) {
                 Some((others, ranked)) => {
                     self.stats.hosts_scanned += (others.len() + ranked.len()) as u64;
@@ -1713,8 +1718,7 @@ impl Cycle<'_> {
                     let g = order[next].1;
                     let veto = self.veto_key(vm);
                     if bounded && veto.1.is_some() {
-                        let (work, headroom, headroom_at) = (&self.work, &self.headroom, &self.headroom_at);
-                        self.veto.build(g, ix.members(g), |h| bounded_of(work, headroom, headroom_at, h));
+                        self.summarize(ix, g);
                     }
                     let keep = |c: &Self, h: usize| {
                         c.admissible(h, from, demand, ram, room) && !(bounded && c.surely_vetoed_for(h, veto))
